@@ -1,0 +1,133 @@
+//! The single error type of this crate.
+use std::path::PathBuf;
+
+/// Everything that can go wrong while discovering, decoding or generating data.
+///
+/// Every message names the offending path and the reason, so a user can fix the dataset without
+/// a debugger. Nothing in this crate panics on bad input; it returns one of these instead.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The dataset root does not exist or is not a directory.
+    #[error("dataset root {path}: does not exist or is not a directory")]
+    MissingRoot {
+        /// The root that was asked for.
+        path: PathBuf,
+    },
+    /// A category lacks a required split folder (`train` or `test`).
+    #[error("category {category:?}: required split folder {path} is missing")]
+    MissingSplit {
+        /// The folder that should exist.
+        path: PathBuf,
+        /// The category it belongs to.
+        category: String,
+    },
+    /// A category whose training split holds no normal images.
+    #[error("category {category:?}: no training images (png/jpg/bmp) under {path}")]
+    NoTrainImages {
+        /// The folder that was searched.
+        path: PathBuf,
+        /// The category.
+        category: String,
+    },
+    /// An anomalous test image without a ground-truth mask.
+    #[error("anomalous test image {path} has no ground-truth mask (looked for {expected})")]
+    MissingMask {
+        /// The test image.
+        path: PathBuf,
+        /// Where the mask was looked for (the first candidate).
+        expected: PathBuf,
+    },
+    /// A mask whose size differs from its image's.
+    #[error("mask {mask} is {}x{} but its image {path} is {}x{}", mask_size.0, mask_size.1, image_size.0, image_size.1)]
+    MaskSizeMismatch {
+        /// The image.
+        path: PathBuf,
+        /// The mask.
+        mask: PathBuf,
+        /// Image width and height.
+        image_size: (u32, u32),
+        /// Mask width and height.
+        mask_size: (u32, u32),
+    },
+    /// A zero-byte file.
+    #[error("{path}: empty (zero-byte) file")]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file whose bytes do not decode: corrupt or truncated.
+    #[error("{path}: corrupt or truncated image: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// A file in a format this crate does not decode (only PNG, JPEG and BMP are supported).
+    #[error("{path}: unsupported image format (PNG, JPEG and BMP are supported): {reason}")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// What was detected.
+        reason: String,
+    },
+    /// An operating-system I/O error (permissions, disk full, ...).
+    #[error("{path}: I/O error: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A root that holds no category at all.
+    #[error(
+        "dataset root {path}: no categories found (expected <category>/train and <category>/test folders)"
+    )]
+    EmptyDataset {
+        /// The root.
+        path: PathBuf,
+    },
+    /// A requested category that the root does not contain.
+    #[error("dataset root {path}: unknown category {name:?} requested (available: {available})")]
+    UnknownCategory {
+        /// The root.
+        path: PathBuf,
+        /// The requested name.
+        name: String,
+        /// Comma-separated names that do exist.
+        available: String,
+    },
+    /// A batch was requested from an empty list of samples.
+    #[error("{what}: no samples to load (empty list)")]
+    NoSamples {
+        /// Which operation was called.
+        what: &'static str,
+    },
+    /// A configuration value that cannot work (zero size, zero batch, ...).
+    #[error("{path}: invalid configuration: {reason}")]
+    InvalidConfig {
+        /// The folder the configuration was for (or empty when there is none).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing an image failed (synthetic generation).
+    #[error("{path}: cannot encode image: {reason}")]
+    Encode {
+        /// The file being written.
+        path: PathBuf,
+        /// The encoder's complaint.
+        reason: String,
+    },
+}
+
+impl DataError {
+    /// Wraps an I/O error with the path it happened on.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

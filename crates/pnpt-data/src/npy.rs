@@ -1,0 +1,529 @@
+//! NumPy `.npy` reading and writing: little-endian `<f4`, `<f8`, `<i4`, `<i8` and `|u1`,
+//! C order, format versions 1.0, 2.0 and 3.0.
+//!
+//! Arrays come back as `(shape, data)` with `data` flat in C order. Reads stream the payload
+//! (no second copy of the file in memory); writes go to a temporary file in the destination's
+//! folder and are renamed into place, so a reader never sees a half-written file. Files written
+//! here are byte-identical to `np.save` of the same array.
+//!
+//! ```
+//! use pnpt_data::npy;
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("maps.npy");
+//! npy::write(&path, &[2, 3], &[0.0f32, 0.5, 1.0, 1.5, 2.0, 2.5]).unwrap();
+//! let (shape, data) = npy::read::<f32>(&path).unwrap();
+//! assert_eq!((shape, data[5]), (vec![2, 3], 2.5));
+//! ```
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// numpy aligns the data start to this many bytes.
+const ALIGN: usize = 64;
+/// numpy leaves room for the first axis to grow to this many digits in place.
+const GROWTH_AXIS_MAX_DIGITS: usize = 21;
+/// Payload bytes converted per step when streaming.
+const CHUNK: usize = 1 << 20;
+
+/// Why a `.npy` file could not be read or written. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NpyError {
+    /// The file could not be opened, read, written or renamed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file does not start with `\x93NUMPY`.
+    #[error("{path}: not a .npy file (bad magic bytes)")]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A format version other than 1.0, 2.0 or 3.0.
+    #[error("{path}: unsupported .npy format version {major}.{minor}")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Major version byte.
+        major: u8,
+        /// Minor version byte.
+        minor: u8,
+    },
+    /// The header dictionary could not be parsed.
+    #[error("{path}: malformed .npy header: {reason}")]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The stored dtype is not the one asked for (or not supported at all, e.g. big-endian).
+    #[error("{path}: dtype {found:?} cannot be read as {expected:?} (little-endian, C order)")]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The header's `descr`.
+        found: String,
+        /// The dtype the caller's element type reads.
+        expected: &'static str,
+    },
+    /// Fortran-ordered arrays would come back transposed; refuse them.
+    #[error("{path}: Fortran-order array not supported (save it with np.ascontiguousarray)")]
+    FortranOrder {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The payload is shorter than the shape requires.
+    #[error("{path}: truncated data: shape {shape:?} needs {expected} bytes, the file holds {got}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The header's shape.
+        shape: Vec<usize>,
+        /// Payload bytes the shape needs.
+        expected: u64,
+        /// Payload bytes present.
+        got: u64,
+    },
+    /// The payload is longer than the shape requires.
+    #[error("{path}: {extra} bytes after the data that shape {shape:?} describes")]
+    TrailingData {
+        /// The file.
+        path: PathBuf,
+        /// The header's shape.
+        shape: Vec<usize>,
+        /// Surplus bytes.
+        extra: u64,
+    },
+    /// `write` was given a shape whose element count differs from the data length.
+    #[error("{path}: shape {shape:?} does not hold {len} values")]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The shape given.
+        shape: Vec<usize>,
+        /// The number of values given.
+        len: usize,
+    },
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An element type with a `.npy` dtype: `f32` (`<f4`), `f64` (`<f8`), `i32` (`<i4`),
+/// `i64` (`<i8`) and `u8` (`|u1`; reading also accepts numpy bools, `|b1`).
+pub trait NpyElement: Copy + Default + sealed::Sealed {
+    /// The dtype written to headers.
+    const DESCR: &'static str;
+    /// Bytes per element.
+    const SIZE: usize;
+    /// Whether a header's `descr` is readable as this type.
+    fn accepts(descr: &str) -> bool {
+        descr == Self::DESCR
+    }
+    /// Decodes one element from `SIZE` little-endian bytes.
+    fn from_le(bytes: &[u8]) -> Self;
+    /// Appends the `SIZE` little-endian bytes of `self`.
+    fn put_le(self, out: &mut Vec<u8>);
+}
+
+macro_rules! element {
+    ($t:ty, $descr:literal) => {
+        impl sealed::Sealed for $t {}
+        impl NpyElement for $t {
+            const DESCR: &'static str = $descr;
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn from_le(bytes: &[u8]) -> Self {
+                let mut a = [0u8; std::mem::size_of::<$t>()];
+                a.copy_from_slice(bytes);
+                <$t>::from_le_bytes(a)
+            }
+            fn put_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+element!(f32, "<f4");
+element!(f64, "<f8");
+element!(i32, "<i4");
+element!(i64, "<i8");
+
+impl sealed::Sealed for u8 {}
+impl NpyElement for u8 {
+    const DESCR: &'static str = "|u1";
+    const SIZE: usize = 1;
+    fn accepts(descr: &str) -> bool {
+        // Byte order is moot for one byte; numpy bools are stored as 0/1 bytes.
+        matches!(descr, "|u1" | "<u1" | ">u1" | "u1" | "|b1")
+    }
+    fn from_le(bytes: &[u8]) -> Self {
+        bytes[0]
+    }
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.push(self)
+    }
+}
+
+/// The parsed header dictionary.
+#[derive(Debug, PartialEq)]
+struct Header {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+/// Text right after `'key':` in a Python dict literal.
+fn value_of<'a>(dict: &'a str, key: &str) -> Result<&'a str, String> {
+    let at = [format!("'{key}'"), format!("\"{key}\"")]
+        .iter()
+        .find_map(|k| dict.find(k.as_str()).map(|i| i + k.len()))
+        .ok_or_else(|| format!("no {key:?} key"))?;
+    let rest = dict[at..].trim_start();
+    rest.strip_prefix(':')
+        .map(str::trim_start)
+        .ok_or_else(|| format!("no ':' after {key:?}"))
+}
+
+fn parse_header(text: &str) -> Result<Header, String> {
+    let dict = text.trim();
+    if !(dict.starts_with('{') && dict.ends_with('}')) {
+        return Err(format!("not a dict literal: {dict:?}"));
+    }
+    let v = value_of(dict, "descr")?;
+    let descr = v
+        .chars()
+        .next()
+        .filter(|c| *c == '\'' || *c == '"')
+        .and_then(|q| v[1..].split(q).next())
+        .ok_or_else(|| format!("descr is not a simple string (structured dtype?): {v:.40}"))?
+        .to_string();
+    let v = value_of(dict, "fortran_order")?;
+    let fortran_order = if v.starts_with("True") {
+        true
+    } else if v.starts_with("False") {
+        false
+    } else {
+        return Err(format!("fortran_order is neither True nor False: {v:.20}"));
+    };
+    let v = value_of(dict, "shape")?;
+    let inner = v
+        .strip_prefix('(')
+        .and_then(|v| v.split(')').next())
+        .ok_or_else(|| format!("shape is not a tuple: {v:.40}"))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        // Python 2 wrote long ints as `3L`.
+        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|e| format!("shape entry {s:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Header { descr, fortran_order, shape })
+}
+
+/// numpy's header bytes (magic, version, length, padded dict) for a C-order array.
+fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let shape_repr = match shape {
+        [] => "()".to_string(),
+        [d] => format!("({d},)"),
+        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
+    if let Some(first) = shape.first() {
+        dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(first.to_string().len())));
+    }
+    let hlen = dict.len() + 1; // + '\n'
+    // Like numpy: always pad (1..=ALIGN spaces), and use version 2 only when 1's u16 length overflows.
+    let pad_for = |len_bytes: usize| ALIGN - (6 + 2 + len_bytes + hlen) % ALIGN;
+    let (version, len_bytes) = if hlen + pad_for(2) <= u16::MAX as usize { (1u8, 2) } else { (2u8, 4) };
+    let pad = pad_for(len_bytes);
+    let mut out = Vec::with_capacity(6 + 2 + len_bytes + hlen + pad);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[version, 0]);
+    let total = (hlen + pad) as u32;
+    if version == 1 {
+        out.extend_from_slice(&(total as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&total.to_le_bytes());
+    }
+    out.extend_from_slice(dict.as_bytes());
+    out.extend(std::iter::repeat_n(b' ', pad));
+    out.push(b'\n');
+    out
+}
+
+/// Reads a header from `r`, returning it and the number of bytes it took.
+fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), NpyError> {
+    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let short = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            NpyError::BadMagic { path: path.to_path_buf() }
+        } else {
+            io_err(e)
+        }
+    };
+    let mut pre = [0u8; 8];
+    r.read_exact(&mut pre).map_err(short)?;
+    if &pre[..6] != MAGIC {
+        return Err(NpyError::BadMagic { path: path.to_path_buf() });
+    }
+    let (major, minor) = (pre[6], pre[7]);
+    let len_bytes = match major {
+        1 => 2,
+        2 | 3 => 4,
+        _ => return Err(NpyError::UnsupportedVersion { path: path.to_path_buf(), major, minor }),
+    };
+    let bad = |reason: String| NpyError::BadHeader { path: path.to_path_buf(), reason };
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len[..len_bytes])
+        .map_err(|_| bad("file ends inside the header length".into()))?;
+    let hlen = u32::from_le_bytes(len) as usize;
+    if hlen > 1 << 24 {
+        return Err(bad(format!("header length {hlen} is implausible")));
+    }
+    let mut text = vec![0u8; hlen];
+    r.read_exact(&mut text)
+        .map_err(|_| bad(format!("file ends inside the {hlen}-byte header")))?;
+    // Versions 1 and 2 are latin-1, 3 is UTF-8; the dict itself is ASCII either way.
+    let text = String::from_utf8(text).map_err(|_| bad("header is not ASCII/UTF-8 text".into()))?;
+    let header = parse_header(&text).map_err(bad)?;
+    Ok((header, (8 + len_bytes + hlen) as u64))
+}
+
+/// Reads a `.npy` file holding `T` elements in C order: `(shape, data)`, `data.len()` being the
+/// product of `shape` (1 for a 0-d array).
+///
+/// # Errors
+/// [`NpyError`]: unreadable file, bad magic, unsupported version, malformed header, a dtype
+/// other than `T`'s, Fortran order, or a payload shorter or longer than the shape needs.
+pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>), NpyError> {
+    let path = path.as_ref();
+    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io_err)?;
+    let file_len = file.metadata().map_err(io_err)?.len();
+    let mut r = BufReader::new(file);
+    let (header, header_len) = read_header(&mut r, path)?;
+    if !T::accepts(&header.descr) {
+        return Err(NpyError::UnsupportedDtype { path: path.to_path_buf(), found: header.descr, expected: T::DESCR });
+    }
+    if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
+        // (With at most one non-trivial axis, Fortran and C order are the same bytes.)
+        return Err(NpyError::FortranOrder { path: path.to_path_buf() });
+    }
+    let count = header
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|c| c.checked_mul(T::SIZE).is_some())
+        .ok_or_else(|| NpyError::BadHeader { path: path.to_path_buf(), reason: format!("shape {:?} overflows", header.shape) })?;
+    let expected = (count * T::SIZE) as u64;
+    let got = file_len.saturating_sub(header_len);
+    if got < expected {
+        return Err(NpyError::Truncated { path: path.to_path_buf(), shape: header.shape, expected, got });
+    }
+    if got > expected {
+        return Err(NpyError::TrailingData { path: path.to_path_buf(), shape: header.shape, extra: got - expected });
+    }
+    let mut data = Vec::with_capacity(count);
+    let mut buf = vec![0u8; CHUNK - CHUNK % T::SIZE];
+    let mut left = expected as usize;
+    while left > 0 {
+        let n = left.min(buf.len());
+        r.read_exact(&mut buf[..n]).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                // The file shrank under us.
+                NpyError::Truncated { path: path.to_path_buf(), shape: header.shape.clone(), expected, got: expected - (left as u64) }
+            } else {
+                io_err(e)
+            }
+        })?;
+        data.extend(buf[..n].chunks_exact(T::SIZE).map(T::from_le));
+        left -= n;
+    }
+    Ok((header.shape, data))
+}
+
+/// Writes `data` (C order) with `shape` as a `.npy` file, byte-identical to `np.save`.
+///
+/// The bytes go to a temporary file next to `path` that is then renamed over it, so `path`
+/// is either the old file or the complete new one.
+///
+/// # Errors
+/// [`NpyError::ShapeMismatch`] if `shape`'s product is not `data.len()`, [`NpyError::Io`] if the
+/// folder is not writable.
+pub fn write<T: NpyElement>(path: impl AsRef<Path>, shape: &[usize], data: &[T]) -> Result<(), NpyError> {
+    let path = path.as_ref();
+    if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(data.len()) {
+        return Err(NpyError::ShapeMismatch { path: path.to_path_buf(), shape: shape.to_vec(), len: data.len() });
+    }
+    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".npy-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        w.write_all(&header_bytes(T::DESCR, shape)).map_err(io_err)?;
+        let mut bytes = Vec::with_capacity(CHUNK);
+        for chunk in data.chunks(CHUNK / T::SIZE) {
+            bytes.clear();
+            chunk.iter().for_each(|&v| v.put_le(&mut bytes));
+            w.write_all(&bytes).map_err(io_err)?;
+        }
+        w.flush().map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/npy").join(name)
+    }
+
+    /// `(2, 3, 4)` array `(arange(24) - 5.5) / 4` as `make_reference.py` writes it.
+    fn reference_f32() -> Vec<f32> {
+        (0..24).map(|i| (i as f32 - 5.5) / 4.0).collect()
+    }
+
+    #[test]
+    fn reads_numpy_files() {
+        for name in ["f32_2x3x4.npy", "f32_2x3x4_v2.npy"] {
+            let (shape, data) = read::<f32>(fixture(name)).unwrap();
+            assert_eq!(shape, vec![2, 3, 4], "{name}");
+            assert_eq!(data, reference_f32(), "{name}");
+        }
+        let (shape, data) = read::<u8>(fixture("u8_3x5.npy")).unwrap();
+        assert_eq!(shape, vec![3, 5]);
+        assert_eq!(data, (0..15).map(|i| i * 17).collect::<Vec<u8>>());
+        let (shape, data) = read::<f64>(fixture("f64_4.npy")).unwrap();
+        assert_eq!((shape, data), (vec![4], vec![1.5, -2.25, 1e300, 0.0]));
+        let (shape, data) = read::<i64>(fixture("i64_3.npy")).unwrap();
+        assert_eq!((shape, data), (vec![3], vec![-1, 0, 1 << 40]));
+        let (shape, data) = read::<f32>(fixture("f32_scalar.npy")).unwrap();
+        assert_eq!((shape, data), (vec![], vec![3.25]));
+    }
+
+    #[test]
+    fn writes_what_numpy_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f32.npy");
+        write(&p, &[2, 3, 4], &reference_f32()).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("f32_2x3x4.npy")).unwrap());
+        let p = dir.path().join("u8.npy");
+        write(&p, &[3, 5], &(0..15).map(|i| i * 17).collect::<Vec<u8>>()).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("u8_3x5.npy")).unwrap());
+        let p = dir.path().join("i64.npy");
+        write(&p, &[3], &[-1i64, 0, 1 << 40]).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("i64_3.npy")).unwrap());
+        let p = dir.path().join("scalar.npy");
+        write(&p, &[], &[3.25f32]).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("f32_scalar.npy")).unwrap());
+    }
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        // More than one streaming chunk, with values that exercise every byte.
+        let data: Vec<f32> = (0..700_000).map(|i| (i as f32).sin() * 1e3).collect();
+        write(&p, &[7, 100_000, 1], &data).unwrap();
+        let (shape, back) = read::<f32>(&p).unwrap();
+        assert_eq!(shape, vec![7, 100_000, 1]);
+        assert_eq!(back, data);
+        // Overwrite in place; no temporary file left behind.
+        write(&p, &[0, 4], &[] as &[f32]).unwrap();
+        assert_eq!(read::<f32>(&p).unwrap(), (vec![0, 4], vec![]));
+        let u: Vec<u8> = (0..=255).collect();
+        write(&p, &[16, 16], &u).unwrap();
+        assert_eq!(read::<u8>(&p).unwrap(), (vec![16, 16], u));
+        write(&p, &[2], &[i32::MIN, i32::MAX]).unwrap();
+        assert_eq!(read::<i32>(&p).unwrap().1, vec![i32::MIN, i32::MAX]);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.npy")]);
+    }
+
+    #[test]
+    fn large_header_uses_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("many_axes.npy");
+        let shape = vec![1usize; 30_000];
+        write(&p, &shape, &[1.0f32]).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes[6], 2);
+        assert_eq!(read::<f32>(&p).unwrap(), (shape, vec![1.0]));
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let err = read::<f32>(fixture("f32_fortran.npy")).unwrap_err();
+        assert!(matches!(err, NpyError::FortranOrder { .. }), "{err}");
+        let err = read::<f32>(fixture("f32_bigendian.npy")).unwrap_err();
+        assert!(matches!(&err, NpyError::UnsupportedDtype { found, .. } if found == ">f4"), "{err}");
+        let err = read::<u8>(fixture("f32_2x3x4.npy")).unwrap_err();
+        assert!(matches!(err, NpyError::UnsupportedDtype { expected: "|u1", .. }), "{err}");
+        assert!(err.to_string().contains("f32_2x3x4.npy"), "{err}");
+        let err = read::<f32>(fixture("missing.npy")).unwrap_err();
+        assert!(matches!(err, NpyError::Io { .. }), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.npy");
+        std::fs::write(&p, b"PK\x03\x04 this is a zip").unwrap();
+        assert!(matches!(read::<f32>(&p), Err(NpyError::BadMagic { .. })));
+        std::fs::write(&p, b"\x93NUM").unwrap();
+        assert!(matches!(read::<f32>(&p), Err(NpyError::BadMagic { .. })));
+        std::fs::write(&p, b"\x93NUMPY\x09\x00\x10\x00").unwrap();
+        assert!(matches!(read::<f32>(&p), Err(NpyError::UnsupportedVersion { major: 9, .. })));
+
+        let good = std::fs::read(fixture("f32_2x3x4.npy")).unwrap();
+        std::fs::write(&p, &good[..good.len() - 3]).unwrap();
+        let err = read::<f32>(&p).unwrap_err();
+        assert!(matches!(err, NpyError::Truncated { expected: 96, got: 93, .. }), "{err}");
+        std::fs::write(&p, &good[..50]).unwrap();
+        assert!(matches!(read::<f32>(&p), Err(NpyError::BadHeader { .. })));
+        let mut long = good.clone();
+        long.push(0);
+        std::fs::write(&p, &long).unwrap();
+        assert!(matches!(read::<f32>(&p), Err(NpyError::TrailingData { extra: 1, .. })));
+
+        assert!(matches!(write(&p, &[2, 2], &[1.0f32; 3]), Err(NpyError::ShapeMismatch { len: 3, .. })));
+        assert!(matches!(
+            write(dir.path().join("no/such/dir/x.npy"), &[1], &[1.0f32]),
+            Err(NpyError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn parses_header_variants() {
+        let h = parse_header("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(3L, 4L)}  \n").unwrap();
+        assert_eq!(h, Header { descr: "<f4".into(), fortran_order: false, shape: vec![3, 4] });
+        let h = parse_header("{'shape': (7,), 'fortran_order': True, 'descr': '|u1', }").unwrap();
+        assert_eq!(h, Header { descr: "|u1".into(), fortran_order: true, shape: vec![7] });
+        for bad in [
+            "'descr': '<f4'",
+            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,)}",
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, x)}",
+            "{'descr': '<f4', 'fortran_order': False}",
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad}");
+        }
+    }
+}

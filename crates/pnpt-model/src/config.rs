@@ -1,0 +1,385 @@
+//! Every open choice of PNPT.md as a documented field, with the `paper` and `cpu` presets.
+//!
+//! A configuration is JSON (serde); fields missing from a file take the value of the `cpu`
+//! preset, unknown fields are rejected (so a typo is an error, not a silent default).
+//!
+//! ```
+//! use pnpt_model::PnptConfig;
+//! let cfg: PnptConfig = serde_json::from_str(r#"{"model": {"layers": 1}, "train": {"epochs": 1}}"#).unwrap();
+//! assert_eq!(cfg.model.layers, 1);
+//! assert_eq!(cfg.model.hidden, PnptConfig::cpu().model.hidden);
+//! cfg.validate().unwrap();
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use pnpt_backbone::BackboneKind;
+use pnpt_prompt::Distance;
+use serde::{Deserialize, Serialize};
+
+use crate::hpe::FeatureSpec;
+use crate::{Error, Result};
+
+/// How HPE joins the three scales into one token sequence (§4 leaves it open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcatMode {
+    /// Concatenate the per-scale embeddings along channels, then `Linear(3C -> C)`:
+    /// `L = grid` tokens (the §8 reference choice).
+    #[default]
+    Channels,
+    /// Concatenate along the token axis: `L = 3 * grid` tokens, about 3× the attention cost.
+    Tokens,
+}
+
+/// How an image score is derived from its anomaly map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreMode {
+    /// Maximum of the (smoothed) map — the common practice named in §6.
+    #[default]
+    Max,
+    /// Mean of the `k` largest map values (more robust to single hot pixels).
+    TopKMean(usize),
+}
+
+impl fmt::Display for ScoreMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScoreMode::Max => f.write_str("max"),
+            ScoreMode::TopKMean(k) => write!(f, "top{k}"),
+        }
+    }
+}
+
+/// The transformer's architecture: everything that changes the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hidden size `C` of every token (paper 760, §8 256).
+    pub hidden: usize,
+    /// Number `N` of learned semantic tokens `E_S(0)` (paper 40, §8 16).
+    pub semantic_tokens: usize,
+    /// Attention heads (8); must divide `hidden`.
+    pub heads: usize,
+    /// Number `M` of SACE+CSCD layer pairs (paper 4, §8 2).
+    pub layers: usize,
+    /// FFN expansion: `Linear(C -> ratio*C) - ReLU - Linear(ratio*C -> C)` (4, §8).
+    pub ffn_ratio: usize,
+    /// Dropout after attention and inside/after the FFN, as in PyTorch's transformer layers.
+    /// 0 by default: §8 does not use it and training stays bit-reproducible without it.
+    pub dropout: f64,
+    /// LayerNorm epsilon (PyTorch's 1e-5).
+    pub layer_norm_eps: f64,
+    /// How HPE concatenates the scales.
+    pub concat: ConcatMode,
+    /// Whether the prior and self streams share SACE/CSCD weights (§5 "natural reading"; §8 yes).
+    pub shared_streams: bool,
+    /// Ablation switch: `false` = single stream, no CS-NPP prior (the self stream only).
+    pub use_prior: bool,
+    /// Ablation switch: `false` = no semantic tokens (no `E_S`, no fusion, no CSCD).
+    pub use_semantic_tokens: bool,
+    /// Ablation switch: `false` = no CSCD (patch tokens skip the conditional decoding).
+    pub use_cscd: bool,
+}
+
+/// Anomaly map and decision settings (inference only; no weight depends on them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Fusion weight `w` of Eq. 8: `F_fuse = w F*_prior + (1 - w) F*_self` (0.5, neutral).
+    pub fusion_weight: f64,
+    /// Gaussian smoothing sigma in pixels of the full-resolution map (4; 0 disables).
+    pub sigma: f64,
+    /// Image score from the map.
+    pub score: ScoreMode,
+    /// Fraction of each category's `train/good` images held out (never trained on) to
+    /// calibrate the decision threshold (0.1).
+    pub calibration_fraction: f64,
+    /// Threshold = this quantile (linear interpolation) of the held-out normal scores of the
+    /// category; 1.0 = their maximum (0.99).
+    pub threshold_quantile: f64,
+}
+
+/// Optimisation settings. AdamW's values are all set explicitly: Burn's defaults (eps 1e-5)
+/// differ from PyTorch's (1e-8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// AdamW learning rate (1e-4), constant.
+    pub lr: f64,
+    /// AdamW decoupled weight decay (1e-4).
+    pub weight_decay: f64,
+    /// AdamW beta 1 (0.9).
+    pub beta1: f64,
+    /// AdamW beta 2 (0.999).
+    pub beta2: f64,
+    /// AdamW epsilon (1e-8, PyTorch's).
+    pub eps: f64,
+    /// Images per step (8).
+    pub batch_size: usize,
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Seed of everything random: initialisation, shuffling, jitter, calibration split.
+    pub seed: u64,
+    /// Feature jitter in training (§4, UniAD): token += N(0,1) * ||token|| / C * scale; 0 = off.
+    pub jitter_scale: f64,
+    /// Probability that a batch gets jitter (1.0 = always, §8).
+    pub jitter_prob: f64,
+    /// Images per backbone forward when caching features (memory only; no effect on results).
+    pub feature_batch: usize,
+}
+
+/// The whole configuration of a PNPT detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PnptConfig {
+    /// Name of the preset this configuration started from (informational).
+    pub preset: String,
+    /// Frozen encoder (paper: wide_resnet50_2; §8: EfficientNet-Lite0).
+    pub backbone: BackboneKind,
+    /// Weights of the backbone (`None`: EfficientNet's bundled ones; required for ResNets).
+    pub backbone_weights: Option<PathBuf>,
+    /// Square input side in pixels (256); a multiple of 16.
+    pub input_size: u32,
+    /// CS-NPP retrieval distance on the global coding (Euclidean, §8).
+    pub distance: Distance,
+    /// Transformer architecture.
+    pub model: ModelConfig,
+    /// Anomaly map, score and threshold.
+    pub scoring: ScoringConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        PnptConfig::cpu().model
+    }
+}
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        PnptConfig::cpu().scoring
+    }
+}
+impl Default for TrainConfig {
+    fn default() -> Self {
+        PnptConfig::cpu().train
+    }
+}
+impl Default for PnptConfig {
+    fn default() -> Self {
+        PnptConfig::cpu()
+    }
+}
+
+impl PnptConfig {
+    /// §8's measured reference configuration: EfficientNet-Lite0 features, C = 256, N = 16,
+    /// 8 heads, M = 2 (6.07 M parameters), channel concat, shared streams, Euclidean
+    /// retrieval, w = 0.5, sigma 4, max score, AdamW(1e-4, wd 1e-4, (0.9, 0.999), 1e-8),
+    /// batch 8, 3 epochs.
+    pub fn cpu() -> Self {
+        Self {
+            preset: "cpu".into(),
+            backbone: BackboneKind::EfficientNetLite0,
+            backbone_weights: None,
+            input_size: 256,
+            distance: Distance::Euclidean,
+            model: ModelConfig {
+                hidden: 256,
+                semantic_tokens: 16,
+                heads: 8,
+                layers: 2,
+                ffn_ratio: 4,
+                dropout: 0.0,
+                layer_norm_eps: 1e-5,
+                concat: ConcatMode::Channels,
+                shared_streams: true,
+                use_prior: true,
+                use_semantic_tokens: true,
+                use_cscd: true,
+            },
+            scoring: ScoringConfig {
+                fusion_weight: 0.5,
+                sigma: 4.0,
+                score: ScoreMode::Max,
+                calibration_fraction: 0.1,
+                threshold_quantile: 0.99,
+            },
+            train: TrainConfig {
+                lr: 1e-4,
+                weight_decay: 1e-4,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                batch_size: 8,
+                epochs: 3,
+                seed: 0,
+                jitter_scale: 20.0,
+                jitter_prob: 1.0,
+                feature_batch: 16,
+            },
+        }
+    }
+
+    /// The paper's setting (§6): wide_resnet50_2 (needs its torchvision weights), C = 760,
+    /// N = 40, 8 heads, M = 4, AdamW lr 1e-4, batch 8, 300 epochs. Choices the paper leaves
+    /// open keep the `cpu` values (weight decay 1e-4, channel concat, shared streams...).
+    pub fn paper() -> Self {
+        let mut cfg = Self::cpu();
+        cfg.preset = "paper".into();
+        cfg.backbone = BackboneKind::WideResNet50_2;
+        cfg.model.hidden = 760;
+        cfg.model.semantic_tokens = 40;
+        cfg.model.heads = 8;
+        cfg.model.layers = 4;
+        cfg.train.epochs = 300;
+        cfg
+    }
+
+    /// A preset by name: `cpu` or `paper`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::cpu()),
+            "paper" => Ok(Self::paper()),
+            other => Err(Error::Config(format!("unknown preset `{other}`: expected cpu or paper"))),
+        }
+    }
+
+    /// Reads a JSON configuration; missing fields take the `cpu` preset's values.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let cfg: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
+        cfg.validate()
+            .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
+        Ok(cfg)
+    }
+
+    /// Writes the configuration as pretty JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        pnpt_prompt::io::write_atomic(path, &text)?;
+        Ok(())
+    }
+
+    /// The backbone feature shapes this configuration produces (strides 4, 8, 16).
+    pub fn feature_spec(&self) -> FeatureSpec {
+        let s = self.input_size as usize;
+        FeatureSpec {
+            channels: self.backbone.channels(),
+            sizes: [[s / 4, s / 4], [s / 8, s / 8], [s / 16, s / 16]],
+        }
+    }
+
+    /// Checks every value; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        let m = &self.model;
+        if m.hidden == 0 || m.heads == 0 || m.hidden % m.heads != 0 {
+            return bad(format!("model.hidden ({}) must be a positive multiple of model.heads ({})", m.hidden, m.heads));
+        }
+        if m.layers == 0 {
+            return bad("model.layers must be at least 1".into());
+        }
+        if m.ffn_ratio == 0 {
+            return bad("model.ffn_ratio must be at least 1".into());
+        }
+        if m.use_semantic_tokens && m.semantic_tokens == 0 {
+            return bad("model.semantic_tokens must be at least 1 (or set use_semantic_tokens = false)".into());
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return bad(format!("model.dropout ({}) must be in [0, 1)", m.dropout));
+        }
+        if !(m.layer_norm_eps > 0.0) {
+            return bad("model.layer_norm_eps must be positive".into());
+        }
+        if self.input_size < 16 || self.input_size % 16 != 0 {
+            return bad(format!("input_size ({}) must be a positive multiple of 16", self.input_size));
+        }
+        let s = &self.scoring;
+        if !(0.0..=1.0).contains(&s.fusion_weight) {
+            return bad(format!("scoring.fusion_weight ({}) must be in [0, 1]", s.fusion_weight));
+        }
+        if !(s.sigma >= 0.0 && s.sigma <= 64.0) {
+            return bad(format!("scoring.sigma ({}) must be in [0, 64]", s.sigma));
+        }
+        if s.score == ScoreMode::TopKMean(0) {
+            return bad("scoring.score top_k_mean needs k >= 1".into());
+        }
+        if !(0.0..1.0).contains(&s.calibration_fraction) {
+            return bad(format!("scoring.calibration_fraction ({}) must be in [0, 1)", s.calibration_fraction));
+        }
+        if !(s.threshold_quantile > 0.0 && s.threshold_quantile <= 1.0) {
+            return bad(format!("scoring.threshold_quantile ({}) must be in (0, 1]", s.threshold_quantile));
+        }
+        let t = &self.train;
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad(format!("train.lr ({}) must be positive and finite", t.lr));
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return bad(format!("train.weight_decay ({}) must be >= 0", t.weight_decay));
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+            return bad(format!("train.beta1/beta2 ({}, {}) must be in [0, 1)", t.beta1, t.beta2));
+        }
+        if !(t.eps > 0.0) {
+            return bad("train.eps must be positive".into());
+        }
+        if t.batch_size == 0 || t.feature_batch == 0 {
+            return bad("train.batch_size and train.feature_batch must be at least 1".into());
+        }
+        if !(t.jitter_scale >= 0.0 && t.jitter_scale.is_finite()) || !(0.0..=1.0).contains(&t.jitter_prob) {
+            return bad("train.jitter_scale must be >= 0 and train.jitter_prob in [0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for PnptConfig {
+    type Err = Error;
+    /// A preset name (`cpu`, `paper`).
+    fn from_str(s: &str) -> Result<Self> {
+        Self::preset(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_round_trip() {
+        for cfg in [PnptConfig::cpu(), PnptConfig::paper()] {
+            cfg.validate().unwrap();
+            let json = serde_json::to_string(&cfg).unwrap();
+            let back: PnptConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, cfg);
+        }
+        assert_eq!(PnptConfig::paper().model.hidden, 760);
+        assert_eq!(PnptConfig::preset("PAPER").unwrap().train.epochs, 300);
+        assert!(PnptConfig::preset("gpu").is_err());
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        assert!(serde_json::from_str::<PnptConfig>(r#"{"model": {"hiden": 3}}"#).is_err());
+        let mut cfg = PnptConfig::cpu();
+        cfg.model.heads = 7;
+        assert!(cfg.validate().unwrap_err().to_string().contains("model.heads"));
+        let mut cfg = PnptConfig::cpu();
+        cfg.input_size = 100;
+        assert!(cfg.validate().is_err());
+        let mut cfg = PnptConfig::cpu();
+        cfg.train.lr = f64::NAN;
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn score_mode_json_forms() {
+        assert_eq!(serde_json::to_string(&ScoreMode::Max).unwrap(), r#""max""#);
+        assert_eq!(serde_json::to_string(&ScoreMode::TopKMean(10)).unwrap(), r#"{"top_k_mean":10}"#);
+    }
+}

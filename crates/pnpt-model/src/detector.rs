@@ -1,0 +1,449 @@
+//! The trained artefact: backbone + prompt pool + PNPT + per-category thresholds.
+//!
+//! ```no_run
+//! use burn::backend::NdArray;
+//! use pnpt_model::detector::Detector;
+//!
+//! let detector = Detector::<NdArray>::load("pnpt-out/detector".as_ref(), &Default::default())?;
+//! let image = pnpt_data::image::open("bottle.png").unwrap();
+//! let p = detector.predict(&image)?;
+//! println!("{}: score {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);
+//! # Ok::<(), pnpt_model::Error>(())
+//! ```
+//!
+//! **Thresholds.** Per category, the decision threshold is the `scoring.threshold_quantile`
+//! quantile (linear interpolation; 0.99 by default, 1.0 = the maximum) of the image scores of
+//! that category's held-out normal training images (`scoring.calibration_fraction` of
+//! `train/good`, never trained on). At prediction time the threshold of the *retrieved*
+//! category is used; a category without held-out images uses the quantile over all held-out
+//! scores. Without any held-out image no image is flagged (`threshold = None`).
+//!
+//! **Artefact folder** (each file written via temp + rename): `config.json`, `model.mpk`
+//! (Burn named MessagePack, full precision), `prompt_pool.bin`, `thresholds.json`, and
+//! `manifest.json` (architecture and parameter count the weights were saved with; loading
+//! compares it with `config.json` and errors on any difference).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use image::DynamicImage;
+use pnpt_backbone::{Backbone, BackboneKind};
+use pnpt_data::{BatchIter, Dataset, Preprocess, Sample};
+use pnpt_prompt::io::write_atomic;
+use pnpt_prompt::PromptPool;
+use serde::{Deserialize, Serialize};
+
+use crate::anomaly_map::{anomaly_map, image_scores};
+use crate::hpe::FeatureSpec;
+use crate::pnpt::Pnpt;
+use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model, EpochStats, TrainOptions};
+use crate::{Error, ModelConfig, PnptConfig, Result};
+
+/// File names inside a detector folder.
+pub mod files {
+    /// The full configuration.
+    pub const CONFIG: &str = "config.json";
+    /// Model weights.
+    pub const MODEL: &str = "model.mpk";
+    /// The CS-NPP prompt pool.
+    pub const POOL: &str = "prompt_pool.bin";
+    /// Per-category thresholds.
+    pub const THRESHOLDS: &str = "thresholds.json";
+    /// What the weights were saved with.
+    pub const MANIFEST: &str = "manifest.json";
+}
+
+/// Per-category decision thresholds calibrated on held-out normal images.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// The quantile used.
+    pub quantile: f64,
+    /// Threshold per category.
+    pub per_category: BTreeMap<String, f32>,
+    /// Number of held-out normal images per category.
+    pub counts: BTreeMap<String, usize>,
+    /// Quantile over all held-out scores (fallback for categories without their own).
+    pub global: Option<f32>,
+}
+
+impl Thresholds {
+    /// Calibrates from `(category, score)` pairs of normal images.
+    pub fn calibrate(quantile: f64, scores: &[(String, f32)]) -> Self {
+        let mut by_cat: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+        for (c, s) in scores {
+            by_cat.entry(c.clone()).or_default().push(*s);
+        }
+        let all: Vec<f32> = scores.iter().map(|(_, s)| *s).collect();
+        Self {
+            quantile,
+            counts: by_cat.iter().map(|(c, v)| (c.clone(), v.len())).collect(),
+            per_category: by_cat.into_iter().filter_map(|(c, v)| quantile_of(v, quantile).map(|q| (c, q))).collect(),
+            global: quantile_of(all, quantile),
+        }
+    }
+
+    /// The threshold for `category` (its own, else the global one).
+    pub fn for_category(&self, category: &str) -> Option<f32> {
+        self.per_category.get(category).copied().or(self.global)
+    }
+}
+
+/// Quantile with linear interpolation between order statistics (numpy's default); `None` for
+/// no values.
+pub fn quantile_of(mut values: Vec<f32>, q: f64) -> Option<f32> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f32::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(values.len() - 1);
+    let frac = (pos - lo as f64) as f32;
+    Some(values[lo] + (values[hi] - values[lo]) * frac)
+}
+
+/// One image's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Image anomaly score (max or top-k mean of the smoothed map).
+    pub score: f32,
+    /// Anomaly map, row-major `height × width` at the model's input size.
+    pub anomaly_map: Vec<f32>,
+    /// Map height (= `input_size`).
+    pub height: usize,
+    /// Map width (= `input_size`).
+    pub width: usize,
+    /// The retrieved (inferred) category.
+    pub category: String,
+    /// `score > threshold` of the retrieved category.
+    pub is_anomalous: bool,
+    /// The threshold used, if any was calibrated.
+    pub threshold: Option<f32>,
+}
+
+/// Raw results of a batch: what evaluation needs, without per-image allocation.
+#[derive(Debug, Clone)]
+pub struct BatchOutput {
+    /// `n × size × size` anomaly maps, row-major per image.
+    pub maps: Vec<f32>,
+    /// `n` image scores.
+    pub scores: Vec<f32>,
+    /// `n` retrieved pool indices.
+    pub categories: Vec<usize>,
+    /// Map side.
+    pub size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    backbone: BackboneKind,
+    input_size: u32,
+    feature_spec: FeatureSpec,
+    model: ModelConfig,
+    num_params: usize,
+    categories: Vec<String>,
+}
+
+const FORMAT: u32 = 1;
+
+/// A trained PNPT anomaly detector.
+#[derive(Debug)]
+pub struct Detector<B: Backend> {
+    config: PnptConfig,
+    backbone: Backbone<B>,
+    pool: PromptPool<B>,
+    model: Pnpt<B>,
+    thresholds: Thresholds,
+    device: B::Device,
+}
+
+/// What [`fit`] returns besides the detector.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// Per-epoch loss and speed.
+    pub history: Vec<EpochStats>,
+    /// Seconds computing backbone features and the pool.
+    pub feature_seconds: f64,
+    /// Seconds in the training loop.
+    pub train_seconds: f64,
+    /// Training images used.
+    pub train_images: usize,
+    /// Held-out normal images used for thresholds.
+    pub holdout_images: usize,
+    /// Whether all epochs ran (false when stopped early by `stop_after_epoch`).
+    pub completed: bool,
+}
+
+/// Trains a detector on every category of `dataset` at once (one model), then calibrates its
+/// thresholds on the held-out normal images.
+pub fn fit<B: AutodiffBackend>(
+    config: &PnptConfig,
+    dataset: &Dataset,
+    device: &B::Device,
+    options: &TrainOptions,
+) -> Result<(Detector<B::InnerBackend>, FitReport)> {
+    config.validate()?;
+    // Autodiff wraps the inner backend on the same device type.
+    let inner = device.clone();
+    let backbone = Backbone::<B::InnerBackend>::load(config.backbone, config.backbone_weights.as_deref(), &inner)?;
+    let (train, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
+    if train.is_empty() {
+        return Err(Error::Invalid(format!("{}: no normal training images (train/good)", dataset.root.display())));
+    }
+    let t0 = Instant::now();
+    let (set, pool) = build_training_set(config, &backbone, &train, &inner, options.progress)?;
+    let feature_seconds = t0.elapsed().as_secs_f64();
+    let out = train_model::<B>(config, &set, &pool, device, options)?;
+    drop(set);
+    let mut detector = Detector::new(config.clone(), backbone, pool, out.model, Thresholds::default())?;
+    detector.calibrate(&holdout)?;
+    let report = FitReport {
+        history: out.history,
+        feature_seconds,
+        train_seconds: out.seconds,
+        train_images: train.len(),
+        holdout_images: holdout.len(),
+        completed: out.completed,
+    };
+    Ok((detector, report))
+}
+
+impl<B: Backend> Detector<B> {
+    /// Assembles a detector, checking that its parts fit together.
+    pub fn new(config: PnptConfig, backbone: Backbone<B>, pool: PromptPool<B>, model: Pnpt<B>, thresholds: Thresholds) -> Result<Self> {
+        config.validate()?;
+        let spec = config.feature_spec();
+        let mismatch = |reason: String| Err(Error::Config(reason));
+        if backbone.kind() != config.backbone {
+            return mismatch(format!("backbone is {} but the configuration says {}", backbone.kind(), config.backbone));
+        }
+        if model.spec != spec || model.config != config.model {
+            return mismatch("the model was built for another architecture or feature shape than the configuration".into());
+        }
+        let shapes = pool.shapes();
+        for i in 0..3 {
+            if shapes[i] != [spec.channels[i], spec.sizes[i][0], spec.sizes[i][1]] {
+                return mismatch(format!("prompt pool scale {i} is {:?}, the configuration gives {:?}", shapes[i], spec));
+            }
+        }
+        let device = pool.codes().device();
+        Ok(Self { config, backbone, pool, model, thresholds, device })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PnptConfig {
+        &self.config
+    }
+    /// The prompt pool.
+    pub fn pool(&self) -> &PromptPool<B> {
+        &self.pool
+    }
+    /// The transformer.
+    pub fn model(&self) -> &Pnpt<B> {
+        &self.model
+    }
+    /// The calibrated thresholds.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+    /// Category names the detector knows (pool order).
+    pub fn categories(&self) -> &[String] {
+        self.pool.names()
+    }
+    /// The input preprocessing (resize to `input_size`, backbone normalisation).
+    pub fn preprocess(&self) -> Preprocess {
+        preprocess_for(&self.config, &self.backbone)
+    }
+
+    /// Scores a preprocessed batch `[n, 3, size, size]`.
+    pub fn infer(&self, images: Tensor<B, 4>) -> Result<BatchOutput> {
+        let size = self.config.input_size as usize;
+        let [n, c, h, w] = images.dims();
+        if c != 3 || h != size || w != size || n == 0 {
+            return Err(Error::Shape(format!("images [{n}, {c}, {h}, {w}]: expected [n >= 1, 3, {size}, {size}]")));
+        }
+        let feats = self.backbone.features(images)?.maps;
+        let retrieval = self.pool.retrieve(&feats)?;
+        let recon = self.model.forward(&feats, Some(&retrieval.prior))?;
+        let fused = recon.fused(self.config.scoring.fusion_weight);
+        let map = anomaly_map(&feats, &fused, [size, size], self.config.scoring.sigma);
+        let scores: Vec<f32> = image_scores(map.clone(), self.config.scoring.score).into_data().iter::<f32>().collect();
+        let maps: Vec<f32> = map.into_data().iter::<f32>().collect();
+        if scores.iter().any(|s| !s.is_finite()) {
+            return Err(Error::Invalid("non-finite anomaly score (NaN features?)".into()));
+        }
+        Ok(BatchOutput { maps, scores, categories: retrieval.indices, size })
+    }
+
+    /// Scores images already decoded (any size; resized to `input_size`).
+    pub fn predict_batch(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pre = self.preprocess();
+        let size = pre.size as usize;
+        let mut flat = Vec::with_capacity(images.len() * pre.len());
+        for img in images {
+            flat.extend(pnpt_data::to_chw(img, &pre));
+        }
+        let x = Tensor::<B, 4>::from_data(TensorData::new(flat, [images.len(), 3, size, size]), &self.device);
+        let out = self.infer(x)?;
+        Ok(self.to_predictions(out))
+    }
+
+    /// Scores one image.
+    pub fn predict(&self, image: &DynamicImage) -> Result<Prediction> {
+        Ok(self.predict_batch(std::slice::from_ref(image))?.remove(0))
+    }
+
+    /// Splits a batch result into per-image predictions with decisions.
+    pub fn to_predictions(&self, out: BatchOutput) -> Vec<Prediction> {
+        let px = out.size * out.size;
+        (0..out.scores.len())
+            .map(|i| {
+                let category = self.pool.names()[out.categories[i]].clone();
+                let threshold = self.thresholds.for_category(&category);
+                Prediction {
+                    score: out.scores[i],
+                    anomaly_map: out.maps[i * px..(i + 1) * px].to_vec(),
+                    height: out.size,
+                    width: out.size,
+                    is_anomalous: threshold.is_some_and(|t| out.scores[i] > t),
+                    threshold,
+                    category,
+                }
+            })
+            .collect()
+    }
+
+    /// Scores dataset samples in batches (parallel decoding ahead of the model).
+    pub fn infer_samples(&self, samples: &[Sample], batch: usize) -> Result<BatchOutput> {
+        let size = self.config.input_size as usize;
+        let mut all = BatchOutput { maps: Vec::new(), scores: Vec::new(), categories: Vec::new(), size };
+        if samples.is_empty() {
+            return Ok(all);
+        }
+        for item in BatchIter::<B>::new(samples, &self.preprocess(), batch.max(1), None, &self.device)? {
+            let (images, _) = item?;
+            let out = self.infer(images)?;
+            all.maps.extend(out.maps);
+            all.scores.extend(out.scores);
+            all.categories.extend(out.categories);
+        }
+        Ok(all)
+    }
+
+    /// Calibrates the thresholds on normal images (their `category` field groups them).
+    pub fn calibrate(&mut self, normal: &[Sample]) -> Result<()> {
+        let out = self.infer_samples(normal, self.config.train.feature_batch)?;
+        let pairs: Vec<(String, f32)> = normal.iter().zip(&out.scores).map(|(s, &v)| (s.category.clone(), v)).collect();
+        self.thresholds = Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs);
+        Ok(())
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            backbone: self.config.backbone,
+            input_size: self.config.input_size,
+            feature_spec: self.config.feature_spec(),
+            model: self.config.model.clone(),
+            num_params: self.model.num_params(),
+            categories: self.pool.names().to_vec(),
+        }
+    }
+
+    /// Writes the artefact folder (created if needed); every file via temp + rename.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let model_bytes = Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), self.model.clone().into_record(), ())
+            .map_err(|e| Error::Artefact { path: dir.join(files::MODEL), reason: e.to_string() })?;
+        write_atomic(&dir.join(files::MODEL), &model_bytes)?;
+        self.pool.save(&dir.join(files::POOL))?;
+        write_atomic(&dir.join(files::THRESHOLDS), &to_json(&self.thresholds)?)?;
+        write_atomic(&dir.join(files::MANIFEST), &to_json(&self.manifest())?)?;
+        // The configuration last: its presence marks a complete folder.
+        self.config.save(&dir.join(files::CONFIG))
+    }
+
+    /// Loads an artefact folder; the backbone weights come from the saved configuration.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        Self::load_with_backbone_weights(dir, None, device)
+    }
+
+    /// Loads an artefact folder, taking the backbone weights from `weights` when given (e.g.
+    /// the `.pth` moved since training).
+    pub fn load_with_backbone_weights(dir: &Path, weights: Option<&Path>, device: &B::Device) -> Result<Self> {
+        let mut config = PnptConfig::load(&dir.join(files::CONFIG))?;
+        if let Some(w) = weights {
+            config.backbone_weights = Some(w.to_path_buf());
+        }
+        let manifest_path = dir.join(files::MANIFEST);
+        let manifest: Manifest = read_json(&manifest_path)?;
+        let mut diffs = Vec::new();
+        if manifest.format != FORMAT {
+            diffs.push(format!("format {} (this build reads {FORMAT})", manifest.format));
+        }
+        if manifest.backbone != config.backbone {
+            diffs.push(format!("backbone {} vs {}", manifest.backbone, config.backbone));
+        }
+        if manifest.input_size != config.input_size {
+            diffs.push(format!("input_size {} vs {}", manifest.input_size, config.input_size));
+        }
+        let (a, b) = (&manifest.model, &config.model);
+        for (name, x, y) in [
+            ("hidden", a.hidden, b.hidden),
+            ("semantic_tokens", a.semantic_tokens, b.semantic_tokens),
+            ("heads", a.heads, b.heads),
+            ("layers", a.layers, b.layers),
+            ("ffn_ratio", a.ffn_ratio, b.ffn_ratio),
+        ] {
+            if x != y {
+                diffs.push(format!("model.{name} {x} vs {y}"));
+            }
+        }
+        if a != b && diffs.is_empty() {
+            diffs.push(format!("model {a:?} vs {b:?}"));
+        }
+        if !diffs.is_empty() {
+            return Err(Error::Mismatch {
+                path: dir.join(files::CONFIG),
+                reason: format!("weights were saved with (manifest.json vs config.json): {}", diffs.join("; ")),
+            });
+        }
+        let model_path = dir.join(files::MODEL);
+        let bytes = std::fs::read(&model_path).map_err(Error::io(&model_path))?;
+        let record = Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
+            .map_err(|e| Error::Artefact { path: model_path.clone(), reason: format!("unreadable weights: {e}") })?;
+        let fresh = Pnpt::<B>::new(&config.model, config.feature_spec(), device)?;
+        let expected = fresh.num_params();
+        if expected != manifest.num_params {
+            return Err(Error::Mismatch { path: model_path, reason: format!("manifest says {} parameters, the configuration builds {expected}", manifest.num_params) });
+        }
+        let model = load_record_checked(fresh, record, expected, &model_path)?;
+        let mut pool = PromptPool::<B>::load(&dir.join(files::POOL), device)?;
+        pool.set_distance(config.distance);
+        if pool.names() != manifest.categories.as_slice() {
+            return Err(Error::Mismatch { path: dir.join(files::POOL), reason: "categories differ from manifest.json".into() });
+        }
+        let thresholds: Thresholds = read_json(&dir.join(files::THRESHOLDS))?;
+        let backbone = Backbone::<B>::load(config.backbone, config.backbone_weights.as_deref(), device)?;
+        Self::new(config, backbone, pool, model, thresholds)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Artefact { path: path.clone(), reason: e.to_string() })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(e.to_string()))
+}

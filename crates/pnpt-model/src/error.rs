@@ -1,0 +1,78 @@
+//! The error type of `pnpt-model`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong building, training, saving, loading or running a PNPT model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A configuration file could not be parsed.
+    #[error("{path}: invalid configuration file: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// Parser message (names the field).
+        reason: String,
+    },
+    /// Features or images of the wrong shape were given to the model.
+    #[error("input shape: {0}")]
+    Shape(String),
+    /// Bad input that is not a shape problem (empty batch, no training images...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The loss became NaN or infinite.
+    #[error("training diverged: loss is {value} at epoch {epoch}, step {step} (try a lower learning rate)")]
+    NonFinite {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// A saved artefact (detector, checkpoint) does not match the configuration.
+    #[error("{path}: does not match the configuration: {reason}")]
+    Mismatch {
+        /// The artefact.
+        path: PathBuf,
+        /// Which fields differ.
+        reason: String,
+    },
+    /// A saved artefact is unreadable.
+    #[error("{path}: {reason}")]
+    Artefact {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// From the data crate (image decoding, dataset layout).
+    #[error(transparent)]
+    Data(#[from] pnpt_data::DataError),
+    /// From the backbone crate.
+    #[error(transparent)]
+    Backbone(#[from] pnpt_backbone::BackboneError),
+    /// From the prompt pool.
+    #[error(transparent)]
+    Prompt(#[from] pnpt_prompt::Error),
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,36 @@
+//! # pnpt-model — the Prior Normality Prompt Transformer
+//!
+//! One file per module of the method, named as in `PNPT.md`:
+//!
+//! | file | PNPT.md | what |
+//! |---|---|---|
+//! | [`hpe`] | §4 | HPE / HPE⁻¹: scale-dependent patches → one token grid, learnable positions, jitter |
+//! | [`sace`] | §5 | SACE (a) self-attention over `[patches; semantic tokens]`, (b) second-order cross-attention fusion |
+//! | [`cscd`] | §5 | CSCD: patch tokens attend to the fused semantics |
+//! | [`pnpt`] | §2 | the model: `E_S(0)`, `M` layers, both streams, `F*_prior`, `F*_self` |
+//! | [`loss`] | §6 Eq. 6–7 | dual-stream global cosine loss |
+//! | [`anomaly_map`] | §6 Eq. 8 | fused reconstruction → per-pixel map → smoothed → image score |
+//! | [`config`] | all | every open choice, `paper()` and `cpu()` presets, ablation switches |
+//! | [`train`] | §6 | AdamW training on cached frozen features, checkpoints, resume |
+//! | [`detector`] | — | the trained artefact: load, predict, thresholds |
+//!
+//! The CS-NPP prompt pool (§3) is the `pnpt-prompt` crate.
+
+pub mod anomaly_map;
+pub mod block;
+pub mod config;
+pub mod cscd;
+pub mod detector;
+mod error;
+pub mod hpe;
+pub mod loss;
+pub mod pnpt;
+pub mod sace;
+pub mod train;
+
+pub use config::{ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, TrainConfig};
+pub use error::{Error, Result};
+pub use hpe::FeatureSpec;
+pub use pnpt::{Pnpt, Reconstruction};
+pub use detector::{fit, Detector, Prediction, Thresholds};
+pub use train::{train_model, TrainOptions};

@@ -1,0 +1,103 @@
+//! Writes the stride 4/8/16 feature maps of one image as `s4.npy`, `s8.npy`, `s16.npy`
+//! (float32, NCHW, batch 1), using the backbone's own preprocessing (256×256, ImageNet mean/std).
+//!
+//! ```text
+//! cargo run --release --example extract_features -- --backbone efficientnet-lite0 --image IMG --out DIR
+//! cargo run --release --example extract_features -- --backbone wide_resnet50_2 --weights W.pth --image IMG --out DIR
+//! ```
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use pnpt::backbone::{Backbone, BackboneKind};
+use pnpt::data;
+
+type B = NdArray<f32>;
+
+const USAGE: &str = "usage: extract_features --backbone NAME --image PATH --out DIR [--weights PATH]
+  NAME: efficientnet-lite0 (bundled weights), resnet18, resnet34, resnet50, wide_resnet50_2
+        (the ResNets need --weights: a torchvision state dict, .pth or .safetensors)";
+
+struct Args {
+    backbone: BackboneKind,
+    image: PathBuf,
+    out: PathBuf,
+    weights: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut backbone = None;
+    let mut image = None;
+    let mut out = None;
+    let mut weights = None;
+    let mut it = std::env::args_os().skip(1);
+    while let Some(flag) = it.next() {
+        let flag = flag.to_string_lossy().into_owned();
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--backbone" => {
+                backbone = Some(value.to_string_lossy().parse::<BackboneKind>().map_err(|e| e.to_string())?)
+            }
+            "--image" => image = Some(PathBuf::from(value)),
+            "--out" => out = Some(PathBuf::from(value)),
+            "--weights" => weights = Some(PathBuf::from(value)),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args {
+        backbone: backbone.ok_or("--backbone is required")?,
+        image: image.ok_or("--image is required")?,
+        out: out.ok_or("--out is required")?,
+        weights,
+    })
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let device = Default::default();
+    let start = std::time::Instant::now();
+    let backbone = Backbone::<B>::load(args.backbone, args.weights.as_deref(), &device)?;
+    eprintln!("loaded {} in {:.2} s", backbone.kind(), start.elapsed().as_secs_f64());
+    let pre = backbone.preprocess();
+    let chw = data::load_image(&args.image, &pre)?;
+    let side = pre.size as usize;
+    let images = Tensor::<B, 4>::from_data(TensorData::new(chw, [1, 3, side, side]), &device);
+    let start = std::time::Instant::now();
+    let features = backbone.features(images)?;
+    let features = features.maps.map(|m| m.into_data());
+    eprintln!("forward in {:.2} s", start.elapsed().as_secs_f64());
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    for (map, stride) in features.into_iter().zip(backbone.strides()) {
+        let shape = map.shape.to_vec();
+        let values: Vec<f32> = map.into_vec().map_err(|e| format!("reading features: {e:?}"))?;
+        let path = args.out.join(format!("s{stride}.npy"));
+        // npy::write goes through a temporary file renamed into place.
+        data::npy::write(&path, &shape, &values)?;
+        println!("{}: {shape:?}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Run-time backend selection.
+//!
+//! The model code is written once, generic over `B: Backend`; this module maps a device string
+//! given by the user (`--device cpu|wgpu|cuda:1`) to the concrete backend compiled into the
+//! binary, and reports a clear error naming the cargo feature when that backend was left out.
+//!
+//! ```
+//! use burn::tensor::{backend::AutodiffBackend, Tensor};
+//! use pnpt::backend::{run_on, BackendTask, DeviceSpec};
+//!
+//! struct SumOnes;
+//! impl BackendTask for SumOnes {
+//!     type Output = f32;
+//!     fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
+//!         Tensor::<B, 1>::ones([4], &device).sum().into_scalar().elem()
+//!     }
+//! }
+//! # use burn::tensor::ElementConversion;
+//! let spec: DeviceSpec = "cpu".parse()?;
+//! assert_eq!(run_on(&spec, SumOnes)?, 4.0);
+//! # Ok::<(), pnpt::Error>(())
+//! ```
+
+use std::{fmt, str::FromStr};
+
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::{Error, Result};
+
+/// The default CPU backend: Flex, measured faster than NdArray on PNPT's workload (README).
+#[cfg(feature = "flex")]
+pub type Cpu = burn::backend::Flex<f32>;
+/// The default CPU backend (NdArray, since the `flex` feature is off in this build).
+#[cfg(all(feature = "ndarray", not(feature = "flex")))]
+pub type Cpu = burn::backend::NdArray<f32>;
+/// The wgpu backend (Vulkan, Metal, DX12 or a software Vulkan such as lavapipe).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu<f32, i32>;
+/// The CUDA backend (loads the driver dynamically; no toolkit needed to build).
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda<f32, i32>;
+
+/// A device the user asked for, parsed from `cpu`, `ndarray`, `flex`, `wgpu[:N]` or `cuda[:N]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The default CPU backend of this build (Flex when compiled, else NdArray).
+    Cpu,
+    /// The NdArray CPU backend explicitly.
+    NdArray,
+    /// The Flex CPU backend explicitly.
+    Flex,
+    /// wgpu: `None` lets wgpu choose the best adapter, `Some(n)` is the n-th discrete GPU.
+    Wgpu(Option<usize>),
+    /// CUDA device with the given index.
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// The cargo feature of `pnpt` that this device needs.
+    pub fn feature(&self) -> &'static str {
+        match self {
+            DeviceSpec::Cpu | DeviceSpec::Flex => "flex",
+            DeviceSpec::NdArray => "ndarray",
+            DeviceSpec::Wgpu(_) => "wgpu",
+            DeviceSpec::Cuda(_) => "cuda",
+        }
+    }
+
+    /// Every device kind compiled into this binary, for help texts and benches.
+    pub fn compiled() -> Vec<DeviceSpec> {
+        let mut all = Vec::new();
+        if cfg!(any(feature = "ndarray", feature = "flex")) {
+            all.push(DeviceSpec::Cpu);
+        }
+        if cfg!(all(feature = "ndarray", feature = "flex")) {
+            all.push(DeviceSpec::NdArray);
+        }
+        if cfg!(feature = "wgpu") {
+            all.push(DeviceSpec::Wgpu(None));
+        }
+        if cfg!(feature = "cuda") {
+            all.push(DeviceSpec::Cuda(0));
+        }
+        all
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::NdArray => write!(f, "ndarray"),
+            DeviceSpec::Flex => write!(f, "flex"),
+            DeviceSpec::Wgpu(None) => write!(f, "wgpu"),
+            DeviceSpec::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (name, index) = match lower.split_once(':') {
+            Some((name, idx)) => {
+                let idx = idx.parse::<usize>().map_err(|_| Error::UnknownDevice(s.to_string()))?;
+                (name, Some(idx))
+            }
+            None => (lower.as_str(), None),
+        };
+        match (name, index) {
+            ("cpu", None) => Ok(DeviceSpec::Cpu),
+            ("ndarray", None) => Ok(DeviceSpec::NdArray),
+            ("flex", None) => Ok(DeviceSpec::Flex),
+            ("wgpu", idx) => Ok(DeviceSpec::Wgpu(idx)),
+            ("cuda", idx) => Ok(DeviceSpec::Cuda(idx.unwrap_or(0))),
+            _ => Err(Error::UnknownDevice(s.to_string())),
+        }
+    }
+}
+
+/// Work to run on whichever backend the user picked; `run` is instantiated once per compiled
+/// backend, which is how one generic code path serves CPU, wgpu and CUDA.
+pub trait BackendTask {
+    /// What the task returns.
+    type Output;
+    /// Runs the task on backend `B` (an autodiff backend, so training works; inference code can
+    /// use `B::InnerBackend`).
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on the backend named by `spec`, or explains which cargo feature is missing.
+pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output> {
+    let not_compiled = || Error::BackendNotCompiled { device: spec.to_string(), feature: spec.feature() };
+    // `task` is moved into exactly one arm; the allow covers builds where some arms are cfg'd out.
+    #[allow(unreachable_code, unused_variables)]
+    match *spec {
+        DeviceSpec::Cpu => {
+            #[cfg(any(feature = "ndarray", feature = "flex"))]
+            return Ok(task.run::<burn::backend::Autodiff<Cpu>>(Default::default()));
+            Err(not_compiled())
+        }
+        DeviceSpec::NdArray => {
+            #[cfg(feature = "ndarray")]
+            return Ok(task.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default()));
+            Err(not_compiled())
+        }
+        DeviceSpec::Flex => {
+            #[cfg(feature = "flex")]
+            return Ok(task.run::<burn::backend::Autodiff<burn::backend::Flex<f32>>>(Default::default()));
+            Err(not_compiled())
+        }
+        DeviceSpec::Wgpu(index) => {
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::backend::wgpu::WgpuDevice;
+                let device = index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu);
+                return Ok(task.run::<burn::backend::Autodiff<Wgpu>>(device));
+            }
+            Err(not_compiled())
+        }
+        DeviceSpec::Cuda(index) => {
+            #[cfg(feature = "cuda")]
+            {
+                let device = burn::backend::cuda::CudaDevice::new(index);
+                return Ok(task.run::<burn::backend::Autodiff<Cuda>>(device));
+            }
+            Err(not_compiled())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_device_form() {
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("CUDA".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        assert_eq!("wgpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu(None));
+        assert_eq!("wgpu:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu(Some(1)));
+        assert_eq!("flex".parse::<DeviceSpec>().unwrap(), DeviceSpec::Flex);
+        for bad in ["gpu", "cuda:x", "cpu:1", "", "wgpu:-1"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(matches!(err, Error::UnknownDevice(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for spec in [DeviceSpec::Cpu, DeviceSpec::Flex, DeviceSpec::Wgpu(Some(2)), DeviceSpec::Cuda(1)] {
+            assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn missing_backend_names_its_feature() {
+        struct Nothing;
+        impl BackendTask for Nothing {
+            type Output = ();
+            fn run<B: AutodiffBackend>(self, _device: B::Device) {}
+        }
+        for spec in [DeviceSpec::Wgpu(None), DeviceSpec::Cuda(0), DeviceSpec::NdArray] {
+            let compiled = cfg!(feature = "wgpu") && spec.feature() == "wgpu"
+                || cfg!(feature = "cuda") && spec.feature() == "cuda"
+                || cfg!(feature = "ndarray") && spec.feature() == "ndarray";
+            if compiled {
+                continue;
+            }
+            let message = run_on(&spec, Nothing).unwrap_err().to_string();
+            assert!(message.contains(&format!("--features {}", spec.feature())), "{message}");
+        }
+    }
+}

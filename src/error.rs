@@ -1,0 +1,35 @@
+//! The facade's error type: device selection plus the errors of every member crate, so an
+//! application can use one `?` across the whole pipeline.
+
+/// Everything that can go wrong in the `pnpt` facade.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `--device` string is not one we know.
+    #[error("unknown device `{0}`: expected cpu, ndarray, flex, wgpu, wgpu:N, cuda or cuda:N")]
+    UnknownDevice(String),
+    /// The device is valid but its backend was not compiled into this binary.
+    #[error("device `{device}` needs pnpt's `{feature}` cargo feature: rebuild with `--features {feature}`")]
+    BackendNotCompiled {
+        /// The device the user asked for.
+        device: String,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+    },
+    /// Two backends disagree beyond the tolerance of an equivalence check.
+    #[error("{0}")]
+    Equivalence(String),
+    /// Saving or loading a module record failed.
+    #[error("module record: {0}")]
+    Record(String),
+    /// Writing an output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

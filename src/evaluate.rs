@@ -1,0 +1,352 @@
+//! Evaluation of a trained [`Detector`] on a dataset: the metrics of `pnpt-metrics` per
+//! category, class-retrieval accuracy and speed, written as `report.json`, `report.md` and
+//! heat maps `heatmaps/<category>/<defect>_<stem>.png` (every file via temp + rename).
+//!
+//! `report.json`:
+//! ```text
+//! {"categories": {"<cat>": M, ...}, "mean": M, "preset": "cpu", "seed": 0, "device": "cpu",
+//!  "train_seconds": 0.0, "ms_per_image": 0.0}
+//! M = {"image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max",
+//!      "pixel_f1_max", "retrieval_accuracy"}
+//! ```
+//! Heat maps: the anomaly map, normalised over the category's maps, in a jet colour map
+//! alpha-blended (0.5) over the image resized to the model's input size; the ground-truth
+//! outline is drawn in white.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use pnpt_data::image::{imageops, ImageFormat, Rgb, RgbImage};
+use pnpt_data::{Dataset, Sample};
+use pnpt_metrics::CategoryMetrics;
+use pnpt_model::detector::{BatchOutput, Detector};
+use pnpt_prompt::io::write_atomic;
+
+/// Errors of an evaluation run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    /// From the model (inference, shapes).
+    #[error(transparent)]
+    Model(#[from] pnpt_model::Error),
+    /// From the data crate (decoding images or masks).
+    #[error(transparent)]
+    Data(#[from] pnpt_data::DataError),
+    /// From the metrics crate.
+    #[error("category `{category}`: {source}")]
+    Metrics {
+        /// The category whose metrics failed.
+        category: String,
+        /// The metrics error.
+        source: pnpt_metrics::MetricsError,
+    },
+    /// Writing an output failed.
+    #[error(transparent)]
+    Write(#[from] pnpt_prompt::Error),
+    /// Encoding a heat map failed.
+    #[error("{path}: {reason}")]
+    Image {
+        /// The heat map.
+        path: PathBuf,
+        /// The encoder's message.
+        reason: String,
+    },
+    /// Nothing could be evaluated.
+    #[error("no category of the dataset has both normal and anomalous test images")]
+    NothingToEvaluate,
+}
+
+/// Options of [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    /// Images per forward.
+    pub batch_size: usize,
+    /// Folder for `report.json`, `report.md` and `heatmaps/`; `None` writes nothing.
+    pub out_dir: Option<PathBuf>,
+    /// Write heat maps (one PNG per test image).
+    pub heatmaps: bool,
+    /// Recorded in the report.
+    pub preset: String,
+    /// Recorded in the report.
+    pub seed: u64,
+    /// Recorded in the report.
+    pub device: String,
+    /// Recorded in the report.
+    pub train_seconds: f64,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            out_dir: None,
+            heatmaps: true,
+            preset: String::new(),
+            seed: 0,
+            device: "cpu".into(),
+            train_seconds: 0.0,
+        }
+    }
+}
+
+/// Results of one category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryReport {
+    /// Category name.
+    pub name: String,
+    /// Metrics of `pnpt-metrics`.
+    pub metrics: CategoryMetrics,
+    /// Fraction of test images whose retrieved class is this category.
+    pub retrieval_accuracy: f64,
+    /// Number of test images.
+    pub images: usize,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Per category, in dataset order.
+    pub categories: Vec<CategoryReport>,
+    /// Unweighted mean of the metrics over categories.
+    pub mean: CategoryMetrics,
+    /// Unweighted mean retrieval accuracy over categories.
+    pub mean_retrieval_accuracy: f64,
+    /// Categories skipped (only one class in their test split), with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Preset name.
+    pub preset: String,
+    /// Seed.
+    pub seed: u64,
+    /// Device string.
+    pub device: String,
+    /// Training time in seconds.
+    pub train_seconds: f64,
+    /// Mean end-to-end inference time per test image (decoding, backbone, PNPT, map), ms.
+    pub ms_per_image: f64,
+}
+
+fn json_f64(v: f64) -> String {
+    if v.is_finite() { format!("{v}") } else { "null".into() }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn metrics_json(m: &CategoryMetrics, retrieval: f64) -> String {
+    format!(
+        "{{\"image_auroc\": {}, \"pixel_auroc\": {}, \"aupro\": {}, \"image_ap\": {}, \"pixel_ap\": {}, \"image_f1_max\": {}, \"pixel_f1_max\": {}, \"retrieval_accuracy\": {}}}",
+        json_f64(m.image_auroc),
+        json_f64(m.pixel_auroc),
+        json_f64(m.aupro),
+        json_f64(m.image_ap),
+        json_f64(m.pixel_ap),
+        json_f64(m.image_f1_max),
+        json_f64(m.pixel_f1_max),
+        json_f64(retrieval)
+    )
+}
+
+impl Report {
+    /// The `report.json` text.
+    pub fn to_json(&self) -> String {
+        let cats: Vec<String> = self
+            .categories
+            .iter()
+            .map(|c| format!("    {}: {}", json_str(&c.name), metrics_json(&c.metrics, c.retrieval_accuracy)))
+            .collect();
+        let skipped: Vec<String> = self.skipped.iter().map(|(c, r)| format!("{}: {}", json_str(c), json_str(r))).collect();
+        format!(
+            "{{\n  \"categories\": {{\n{}\n  }},\n  \"mean\": {},\n  \"skipped\": {{{}}},\n  \"preset\": {},\n  \"seed\": {},\n  \"device\": {},\n  \"train_seconds\": {},\n  \"ms_per_image\": {}\n}}\n",
+            cats.join(",\n"),
+            metrics_json(&self.mean, self.mean_retrieval_accuracy),
+            skipped.join(", "),
+            json_str(&self.preset),
+            self.seed,
+            json_str(&self.device),
+            json_f64(self.train_seconds),
+            json_f64(self.ms_per_image)
+        )
+    }
+
+    /// The `report.md` text: one table row per category and the mean.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "# PNPT evaluation\n\npreset `{}`, seed {}, device `{}`, training {:.1} s, inference {:.1} ms/image\n\n",
+            self.preset, self.seed, self.device, self.train_seconds, self.ms_per_image
+        );
+        s.push_str("| category | image AUROC | pixel AUROC | AUPRO | image AP | pixel AP | image F1-max | pixel F1-max | retrieval |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        let row = |s: &mut String, name: &str, m: &CategoryMetrics, r: f64| {
+            let _ = writeln!(
+                s,
+                "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                m.image_auroc, m.pixel_auroc, m.aupro, m.image_ap, m.pixel_ap, m.image_f1_max, m.pixel_f1_max, r
+            );
+        };
+        for c in &self.categories {
+            row(&mut s, &c.name, &c.metrics, c.retrieval_accuracy);
+        }
+        row(&mut s, "**mean**", &self.mean, self.mean_retrieval_accuracy);
+        for (c, r) in &self.skipped {
+            let _ = writeln!(s, "\nskipped `{c}`: {r}");
+        }
+        s
+    }
+
+    /// Writes `report.json` and `report.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), EvaluateError> {
+        write_atomic(&dir.join("report.json"), self.to_json().as_bytes())?;
+        write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Evaluates `detector` on the test split of every category of `dataset`.
+pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: &EvaluateOptions) -> Result<Report, EvaluateError> {
+    let size = detector.config().input_size as usize;
+    let mut categories = Vec::new();
+    let mut skipped = Vec::new();
+    let mut images = 0usize;
+    let mut seconds = 0.0f64;
+    for cat in &dataset.categories {
+        let n = cat.test.len();
+        let anomalous = cat.test.iter().filter(|s| s.is_anomalous()).count();
+        if n == 0 || anomalous == 0 || anomalous == n {
+            skipped.push((cat.name.clone(), format!("{anomalous} anomalous and {} normal test images", n - anomalous)));
+            continue;
+        }
+        let t0 = Instant::now();
+        let out = detector.infer_samples(&cat.test, options.batch_size)?;
+        seconds += t0.elapsed().as_secs_f64();
+        images += n;
+        let masks = pnpt_data::load_masks(&cat.test, size as u32)?;
+        let labels: Vec<bool> = cat.test.iter().map(Sample::is_anomalous).collect();
+        let metrics = pnpt_metrics::evaluate(&out.maps, &masks, &labels, &out.scores, n, size, size)
+            .map_err(|source| EvaluateError::Metrics { category: cat.name.clone(), source })?;
+        let truth = vec![cat.name.as_str(); n];
+        let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
+        if options.heatmaps {
+            if let Some(dir) = &options.out_dir {
+                write_heatmaps(&dir.join("heatmaps").join(&cat.name), &cat.test, &out, &masks)?;
+            }
+        }
+        categories.push(CategoryReport { name: cat.name.clone(), metrics, retrieval_accuracy, images: n });
+    }
+    if categories.is_empty() {
+        return Err(EvaluateError::NothingToEvaluate);
+    }
+    let all: Vec<CategoryMetrics> = categories.iter().map(|c| c.metrics.clone()).collect();
+    let mean = pnpt_metrics::mean(&all).map_err(|source| EvaluateError::Metrics { category: "<mean>".into(), source })?;
+    let mean_retrieval_accuracy = categories.iter().map(|c| c.retrieval_accuracy).sum::<f64>() / categories.len() as f64;
+    let report = Report {
+        categories,
+        mean,
+        mean_retrieval_accuracy,
+        skipped,
+        preset: options.preset.clone(),
+        seed: options.seed,
+        device: options.device.clone(),
+        train_seconds: options.train_seconds,
+        ms_per_image: 1000.0 * seconds / images.max(1) as f64,
+    };
+    if let Some(dir) = &options.out_dir {
+        report.write(dir)?;
+    }
+    Ok(report)
+}
+
+/// Jet-like colour of `x` in [0, 1] (blue → cyan → yellow → red).
+pub fn jet(x: f32) -> [u8; 3] {
+    let x = x.clamp(0.0, 1.0);
+    let channel = |c: f32| ((1.5 - (4.0 * x - c).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+/// An RGB overlay of one `size × size` map (values normalised by `lo..hi`) on `image`, with
+/// the outline of `mask` (non-zero = anomalous) in white.
+pub fn overlay(image: &RgbImage, map: &[f32], mask: &[u8], size: usize, lo: f32, hi: f32) -> RgbImage {
+    let base = imageops::resize(image, size as u32, size as u32, imageops::FilterType::Triangle);
+    let span = (hi - lo).max(1e-12);
+    let mut out = RgbImage::new(size as u32, size as u32);
+    for y in 0..size {
+        for x in 0..size {
+            let i = y * size + x;
+            let inside = mask[i] != 0;
+            let edge = inside
+                && [(0i64, 1i64), (0, -1), (1, 0), (-1, 0)].iter().any(|(dy, dx)| {
+                    let (yy, xx) = (y as i64 + dy, x as i64 + dx);
+                    yy < 0 || xx < 0 || yy >= size as i64 || xx >= size as i64 || mask[yy as usize * size + xx as usize] == 0
+                });
+            let px = if edge {
+                [255, 255, 255]
+            } else {
+                let c = jet((map[i] - lo) / span);
+                let b = base.get_pixel(x as u32, y as u32).0;
+                [0, 1, 2].map(|k| ((b[k] as f32 + c[k] as f32) * 0.5).round() as u8)
+            };
+            out.put_pixel(x as u32, y as u32, Rgb(px));
+        }
+    }
+    out
+}
+
+fn write_heatmaps(dir: &Path, samples: &[Sample], out: &BatchOutput, masks: &[u8]) -> Result<(), EvaluateError> {
+    let size = out.size;
+    let px = size * size;
+    let (lo, hi) = out.maps.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    for (i, s) in samples.iter().enumerate() {
+        let image = pnpt_data::decode_rgb(&s.path)?;
+        let img = overlay(&image, &out.maps[i * px..(i + 1) * px], &masks[i * px..(i + 1) * px], size, lo, hi);
+        let path = dir.join(format!("{}_{}.png", s.defect, s.stem()));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| EvaluateError::Image { path: path.clone(), reason: e.to_string() })?;
+        write_atomic(&path, bytes.get_ref())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jet_endpoints_and_overlay_outline() {
+        assert_eq!(jet(0.0), [0, 0, 128]);
+        assert_eq!(jet(1.0), [128, 0, 0]);
+        assert_eq!(jet(0.5), [128, 255, 128]);
+        let img = RgbImage::from_pixel(4, 4, Rgb([0, 0, 0]));
+        let mut mask = vec![0u8; 16];
+        for y in 1..4 {
+            for x in 1..4 {
+                mask[y * 4 + x] = 1;
+            }
+        }
+        let out = overlay(&img, &[0.0; 16], &mask, 4, 0.0, 1.0);
+        assert_eq!(out.get_pixel(1, 1).0, [255, 255, 255], "mask border is outlined");
+        // Interior of the mask and outside it: jet(0) = [0, 0, 128] blended 50/50 with black.
+        assert_eq!(out.get_pixel(2, 2).0, [0, 0, 64]);
+        assert_eq!(out.get_pixel(0, 0).0, [0, 0, 64]);
+    }
+
+    #[test]
+    fn json_escapes_and_nulls() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        assert_eq!(json_f64(f64::NAN), "null");
+        assert_eq!(json_f64(0.5), "0.5");
+    }
+}

@@ -1,0 +1,21 @@
+//! # pnpt — Prior Normality Prompt Transformer on Burn
+//!
+//! Unified multi-class industrial anomaly detection: one model, trained on normal images of every
+//! product type at once, scores each image and each pixel of any of them.
+//!
+//! This facade re-exports the member crates in data-flow order and adds run-time backend
+//! selection ([`backend`]) and a backend-equivalence harness ([`equivalence`]).
+
+pub use burn;
+pub use pnpt_backbone as backbone;
+pub use pnpt_data as data;
+pub use pnpt_metrics as metrics;
+pub use pnpt_model as model;
+pub use pnpt_prompt as prompt;
+
+pub mod backend;
+pub mod equivalence;
+mod error;
+pub mod evaluate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,89 @@
+//! End to end on a tiny synthetic set: train → save → load → predict, and the metrics beat
+//! chance clearly. Kept small so it runs in CI on 2 cores.
+
+use burn::backend::{Autodiff, NdArray};
+use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
+use pnpt::data::Dataset;
+use pnpt::evaluate::{evaluate, EvaluateOptions};
+use pnpt::model::detector::{files, Detector};
+use pnpt::model::{fit, PnptConfig, TrainOptions};
+
+type B = Autodiff<NdArray<f32>>;
+
+fn tiny_config() -> PnptConfig {
+    let mut cfg = PnptConfig::cpu();
+    cfg.preset = "test".into();
+    cfg.input_size = 64;
+    cfg.model.hidden = 64;
+    cfg.model.semantic_tokens = 8;
+    cfg.model.heads = 4;
+    cfg.model.layers = 1;
+    cfg.train.epochs = 8;
+    cfg.train.lr = 1e-3;
+    cfg.scoring.sigma = 1.0;
+    cfg
+}
+
+#[test]
+fn train_save_load_predict_beats_chance() {
+    let data = tempfile::tempdir().unwrap();
+    let synth = SyntheticConfig {
+        size: 64,
+        train_good: 20,
+        test_good: 8,
+        test_defective: 8,
+        categories: vec![SynthKind::Bottle, SynthKind::Weave],
+        ..Default::default()
+    };
+    generate(data.path(), &synth).unwrap();
+    let dataset = Dataset::open(data.path(), None).unwrap();
+    let cfg = tiny_config();
+    let device = Default::default();
+    let (detector, report) = fit::<B>(&cfg, &dataset, &device, &TrainOptions::default()).unwrap();
+
+    // The loss falls.
+    let losses: Vec<f64> = report.history.iter().map(|e| e.loss).collect();
+    assert_eq!(losses.len(), cfg.train.epochs);
+    assert!(losses.last().unwrap() < &(0.7 * losses[0]), "loss did not fall enough: {losses:?}");
+    // 10 % of 20 normal images per category held out for the thresholds.
+    assert_eq!(report.holdout_images, 4);
+    assert_eq!(detector.thresholds().per_category.len(), 2);
+
+    // Save, load, and the loaded detector gives the same scores.
+    let out = tempfile::tempdir().unwrap();
+    detector.save(out.path()).unwrap();
+    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
+        assert!(out.path().join(f).is_file(), "{f} missing");
+    }
+    let loaded = Detector::<NdArray<f32>>::load(out.path(), &device).unwrap();
+    let sample = &dataset.categories[0].test.iter().find(|s| s.is_anomalous()).unwrap().clone();
+    let image = pnpt::data::image::open(&sample.path).unwrap();
+    let a = detector.predict(&image).unwrap();
+    let b = loaded.predict(&image).unwrap();
+    assert!((a.score - b.score).abs() < 1e-5, "{} vs {}", a.score, b.score);
+    assert_eq!(a.category, b.category);
+    assert_eq!(b.anomaly_map.len(), 64 * 64);
+    assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
+
+    // Metrics on the test split: clearly better than chance.
+    let eval = evaluate(&loaded, &dataset, &EvaluateOptions { heatmaps: true, out_dir: Some(out.path().join("eval")), ..Default::default() }).unwrap();
+    eprintln!("{}", eval.to_markdown());
+    assert!(eval.mean.image_auroc > 0.7, "image AUROC {}", eval.mean.image_auroc);
+    assert!(eval.mean.pixel_auroc > 0.7, "pixel AUROC {}", eval.mean.pixel_auroc);
+    assert!(eval.mean_retrieval_accuracy > 0.9, "retrieval {}", eval.mean_retrieval_accuracy);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("eval/report.json")).unwrap()).unwrap();
+    for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
+        assert!(json["mean"][key].is_number(), "{key}");
+        assert!(json["categories"]["bottle"][key].is_number(), "{key}");
+    }
+    assert!(out.path().join("eval/report.md").is_file());
+    let heat = out.path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
+    assert!(heat.is_file(), "{}", heat.display());
+
+    // A configuration that does not match the weights is a clear error, not a panic.
+    let mut wrong = PnptConfig::load(&out.path().join(files::CONFIG)).unwrap();
+    wrong.model.hidden = 32;
+    wrong.save(&out.path().join(files::CONFIG)).unwrap();
+    let err = Detector::<NdArray<f32>>::load(out.path(), &device).unwrap_err().to_string();
+    assert!(err.contains("hidden"), "{err}");
+}
