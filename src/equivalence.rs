@@ -9,7 +9,7 @@
 //! ```
 //! use burn::{nn::{Linear, LinearConfig}, tensor::{backend::Backend, Tensor, TensorData}};
 //! use pnpt::equivalence::{check, module_from_bytes, module_to_bytes, EquivalenceCase, Tolerance};
-//! type Cpu = burn::backend::NdArray<f32>;
+//! use pnpt::backend::Cpu;
 //!
 //! struct LinearCase { weights: Vec<u8> }
 //! impl EquivalenceCase for LinearCase {

@@ -21,6 +21,24 @@ pub enum Error {
     /// Saving or loading a module record failed.
     #[error("module record: {0}")]
     Record(String),
+    /// Dataset or image input failed.
+    #[error(transparent)]
+    Data(#[from] pnpt_data::DataError),
+    /// `.npy` input or output failed.
+    #[error(transparent)]
+    Npy(#[from] pnpt_data::npy::NpyError),
+    /// The backbone failed.
+    #[error(transparent)]
+    Backbone(#[from] pnpt_backbone::BackboneError),
+    /// The prompt pool failed.
+    #[error(transparent)]
+    Prompt(#[from] pnpt_prompt::Error),
+    /// The model, training or the detector failed.
+    #[error(transparent)]
+    Model(#[from] pnpt_model::Error),
+    /// A metric could not be computed.
+    #[error(transparent)]
+    Metrics(#[from] pnpt_metrics::MetricsError),
     /// Writing an output failed.
     #[error("{path}: {source}")]
     Io {

@@ -1,26 +1,27 @@
 //! End to end on a tiny synthetic set: train → save → load → predict, and the metrics beat
 //! chance clearly. Kept small so it runs in CI on 2 cores.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
+use pnpt::backend::Cpu;
 use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
 use pnpt::data::Dataset;
 use pnpt::evaluate::{evaluate, EvaluateOptions};
 use pnpt::model::detector::{files, Detector};
 use pnpt::model::{fit, PnptConfig, TrainOptions};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<Cpu>;
 
 fn tiny_config() -> PnptConfig {
     let mut cfg = PnptConfig::cpu();
     cfg.preset = "test".into();
-    cfg.input_size = 64;
+    cfg.input_size = 128;
     cfg.model.hidden = 64;
     cfg.model.semantic_tokens = 8;
     cfg.model.heads = 4;
     cfg.model.layers = 1;
-    cfg.train.epochs = 8;
+    cfg.train.epochs = 30;
     cfg.train.lr = 1e-3;
-    cfg.scoring.sigma = 1.0;
+    cfg.scoring.sigma = 2.0;
     cfg
 }
 
@@ -28,10 +29,10 @@ fn tiny_config() -> PnptConfig {
 fn train_save_load_predict_beats_chance() {
     let data = tempfile::tempdir().unwrap();
     let synth = SyntheticConfig {
-        size: 64,
-        train_good: 20,
-        test_good: 8,
-        test_defective: 8,
+        size: 128,
+        train_good: 40,
+        test_good: 12,
+        test_defective: 12,
         categories: vec![SynthKind::Bottle, SynthKind::Weave],
         ..Default::default()
     };
@@ -43,10 +44,11 @@ fn train_save_load_predict_beats_chance() {
 
     // The loss falls.
     let losses: Vec<f64> = report.history.iter().map(|e| e.loss).collect();
+    eprintln!("losses {losses:?}, {:.1} s training", report.train_seconds);
     assert_eq!(losses.len(), cfg.train.epochs);
     assert!(losses.last().unwrap() < &(0.7 * losses[0]), "loss did not fall enough: {losses:?}");
-    // 10 % of 20 normal images per category held out for the thresholds.
-    assert_eq!(report.holdout_images, 4);
+    // 10 % of 40 normal images per category held out for the thresholds.
+    assert_eq!(report.holdout_images, 8);
     assert_eq!(detector.thresholds().per_category.len(), 2);
 
     // Save, load, and the loaded detector gives the same scores.
@@ -55,14 +57,14 @@ fn train_save_load_predict_beats_chance() {
     for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
         assert!(out.path().join(f).is_file(), "{f} missing");
     }
-    let loaded = Detector::<NdArray<f32>>::load(out.path(), &device).unwrap();
+    let loaded = Detector::<Cpu>::load(out.path(), &device).unwrap();
     let sample = &dataset.categories[0].test.iter().find(|s| s.is_anomalous()).unwrap().clone();
     let image = pnpt::data::image::open(&sample.path).unwrap();
     let a = detector.predict(&image).unwrap();
     let b = loaded.predict(&image).unwrap();
     assert!((a.score - b.score).abs() < 1e-5, "{} vs {}", a.score, b.score);
     assert_eq!(a.category, b.category);
-    assert_eq!(b.anomaly_map.len(), 64 * 64);
+    assert_eq!(b.anomaly_map.len(), 128 * 128);
     assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
 
     // Metrics on the test split: clearly better than chance.
@@ -84,6 +86,6 @@ fn train_save_load_predict_beats_chance() {
     let mut wrong = PnptConfig::load(&out.path().join(files::CONFIG)).unwrap();
     wrong.model.hidden = 32;
     wrong.save(&out.path().join(files::CONFIG)).unwrap();
-    let err = Detector::<NdArray<f32>>::load(out.path(), &device).unwrap_err().to_string();
+    let err = Detector::<Cpu>::load(out.path(), &device).unwrap_err().to_string();
     assert!(err.contains("hidden"), "{err}");
 }

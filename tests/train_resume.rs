@@ -1,13 +1,14 @@
 //! Resuming from a checkpoint reaches the same model as an uninterrupted run.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
+use pnpt::backend::Cpu;
 use burn::tensor::Tensor;
 use pnpt::model::train::{train_model, FeatureSet, TrainOptions, CHECKPOINT_FILE};
 use pnpt::model::PnptConfig;
 use pnpt::prompt::PoolBuilder;
 
-type A = Autodiff<NdArray<f32>>;
-type B = NdArray<f32>;
+type A = Autodiff<Cpu>;
+type B = Cpu;
 
 /// Deterministic pseudo-random features in [-1, 1) (xorshift; the root crate has no rand).
 fn noise(n: usize, state: &mut u64) -> Vec<f32> {

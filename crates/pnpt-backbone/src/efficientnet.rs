@@ -51,7 +51,10 @@ impl<B: Backend> EfficientNetLite0<B> {
 
     /// Weights from a burnpack (`.bpk`) file of the same graph, e.g. fine-tuned ones.
     pub fn from_file(path: &Path, device: &B::Device) -> Result<Self, BackboneError> {
-        let err = |reason: String| BackboneError::Checkpoint { path: path.to_path_buf(), reason };
+        let err = |reason: String| BackboneError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
         if !path.is_file() {
             return Err(err("no such file".into()));
         }
@@ -61,7 +64,9 @@ impl<B: Backend> EfficientNetLite0<B> {
 
     /// Random weights (burn's default initialisers): for benchmarks and shape tests.
     pub fn random(device: &B::Device) -> Self {
-        Self { model: generated::Model::new(device).no_grad() }
+        Self {
+            model: generated::Model::new(device).no_grad(),
+        }
     }
 
     fn from_store(mut store: BurnpackStore, device: &B::Device) -> Result<Self, String> {
@@ -70,8 +75,18 @@ impl<B: Backend> EfficientNetLite0<B> {
             .load_from(&mut store)
             .map_err(|e| format!("not a readable burnpack: {e}"))?;
         let mut problems: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        problems.extend(result.missing.iter().map(|(path, _)| format!("missing {path}")));
-        problems.extend(result.unused.iter().map(|path| format!("unexpected {path}")));
+        problems.extend(
+            result
+                .missing
+                .iter()
+                .map(|(path, _)| format!("missing {path}")),
+        );
+        problems.extend(
+            result
+                .unused
+                .iter()
+                .map(|path| format!("unexpected {path}")),
+        );
         if !problems.is_empty() {
             let n = problems.len();
             problems.truncate(12);
@@ -81,7 +96,9 @@ impl<B: Backend> EfficientNetLite0<B> {
             ));
         }
         // Frozen: the encoder's parameters never require a gradient.
-        Ok(Self { model: model.no_grad() })
+        Ok(Self {
+            model: model.no_grad(),
+        })
     }
 
     /// The stride 4/8/16 maps of an NCHW batch (sides multiples of 16; not checked here).

@@ -10,12 +10,12 @@
 //! frozen: its weights never require a gradient and its outputs are detached.
 //!
 //! ```no_run
-//! use burn::backend::NdArray;
+//! use burn::backend::Flex;
 //! use burn::tensor::Tensor;
 //! use pnpt_backbone::{Backbone, BackboneKind};
 //!
 //! let device = Default::default();
-//! let backbone = Backbone::<NdArray>::load(BackboneKind::EfficientNetLite0, None, &device)?;
+//! let backbone = Backbone::<Flex>::load(BackboneKind::EfficientNetLite0, None, &device)?;
 //! let images = Tensor::zeros([2, 3, 256, 256], &device);
 //! let ms = backbone.features(images)?;
 //! assert_eq!(ms.maps[2].dims(), [2, 112, 16, 16]);
@@ -124,7 +124,9 @@ impl FromStr for BackboneKind {
         Self::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| BackboneError::UnknownKind { name: s.to_string() })
+            .ok_or_else(|| BackboneError::UnknownKind {
+                name: s.to_string(),
+            })
     }
 }
 
@@ -175,7 +177,8 @@ pub enum BackboneError {
 
 #[derive(Debug, Clone)]
 enum Net<B: Backend> {
-    EfficientNet(EfficientNetLite0<B>),
+    // Boxed: the generated module holds 33 conv layers inline (~11 KB).
+    EfficientNet(Box<EfficientNetLite0<B>>),
     ResNet(ResNet<B>),
 }
 
@@ -192,10 +195,16 @@ impl<B: Backend> Backbone<B> {
     /// `weights`: EfficientNet-Lite0 uses its bundled ImageNet weights when `None` (a `.bpk`
     /// burnpack of the same graph may be given instead); the ResNets need a torchvision
     /// state dict (`.pth` or `.safetensors`; `layer4`/`fc` keys are ignored).
-    pub fn load(kind: BackboneKind, weights: Option<&Path>, device: &B::Device) -> Result<Self, BackboneError> {
+    pub fn load(
+        kind: BackboneKind,
+        weights: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self, BackboneError> {
         let net = match (kind.resnet_config(), weights) {
-            (None, None) => Net::EfficientNet(EfficientNetLite0::bundled(device)?),
-            (None, Some(path)) => Net::EfficientNet(EfficientNetLite0::from_file(path, device)?),
+            (None, None) => Net::EfficientNet(Box::new(EfficientNetLite0::bundled(device)?)),
+            (None, Some(path)) => {
+                Net::EfficientNet(Box::new(EfficientNetLite0::from_file(path, device)?))
+            }
             (Some(_), None) => return Err(BackboneError::WeightsRequired { kind }),
             (Some(config), Some(path)) => Net::ResNet(ResNet::load(&config, path, device)?),
         };
@@ -205,9 +214,11 @@ impl<B: Backend> Backbone<B> {
     /// A randomly initialised backbone of the given kind (benchmarks, shape tests).
     pub fn random(kind: BackboneKind, device: &B::Device) -> Self {
         let net = match kind.resnet_config() {
-            None => Net::EfficientNet(EfficientNetLite0::random(device)),
+            None => Net::EfficientNet(Box::new(EfficientNetLite0::random(device))),
             // The predefined configs are valid by construction.
-            Some(config) => Net::ResNet(ResNet::random(&config, device).expect("valid predefined config")),
+            Some(config) => {
+                Net::ResNet(ResNet::random(&config, device).expect("valid predefined config"))
+            }
         };
         Self { kind, net }
     }
@@ -218,12 +229,19 @@ impl<B: Backend> Backbone<B> {
     /// [`SIZE_MULTIPLE`]. The maps are detached (no gradient flows into the encoder).
     pub fn features(&self, images: Tensor<B, 4>) -> Result<MultiScale<B>, BackboneError> {
         let [n, c, h, w] = images.dims();
-        let bad = |reason: String| Err(BackboneError::Input { kind: self.kind, reason });
+        let bad = |reason: String| {
+            Err(BackboneError::Input {
+                kind: self.kind,
+                reason,
+            })
+        };
         if n == 0 {
             return bad("empty batch".into());
         }
         if c != 3 {
-            return bad(format!("expected 3 (RGB) channels in an NCHW batch, got shape [{n}, {c}, {h}, {w}]"));
+            return bad(format!(
+                "expected 3 (RGB) channels in an NCHW batch, got shape [{n}, {c}, {h}, {w}]"
+            ));
         }
         if h == 0 || w == 0 || h % SIZE_MULTIPLE != 0 || w % SIZE_MULTIPLE != 0 {
             return bad(format!(
@@ -234,17 +252,25 @@ impl<B: Backend> Backbone<B> {
             Net::EfficientNet(net) => net.forward(images),
             Net::ResNet(net) => net.forward(images),
         };
-        Ok(MultiScale { maps: maps.map(|m| m.detach()) })
+        Ok(MultiScale {
+            maps: maps.map(|m| m.detach()),
+        })
     }
 
     /// [`Self::features`] for a tensor of any rank: errors unless it is rank 4.
     ///
     /// Useful where the rank is only known at run time (e.g. data read from a file).
-    pub fn features_dyn<const D: usize>(&self, images: Tensor<B, D>) -> Result<MultiScale<B>, BackboneError> {
+    pub fn features_dyn<const D: usize>(
+        &self,
+        images: Tensor<B, D>,
+    ) -> Result<MultiScale<B>, BackboneError> {
         if D != 4 {
             return Err(BackboneError::Input {
                 kind: self.kind,
-                reason: format!("expected a rank-4 NCHW batch, got rank {D} with shape {:?}", images.dims()),
+                reason: format!(
+                    "expected a rank-4 NCHW batch, got rank {D} with shape {:?}",
+                    images.dims()
+                ),
             });
         }
         let dims = images_dims4(&images);

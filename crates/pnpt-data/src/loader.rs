@@ -32,13 +32,13 @@ pub fn load_chw(samples: &[Sample], pre: &Preprocess) -> Result<Vec<f32>, DataEr
 /// Loads samples as one `[N, 3, size, size]` float tensor on `device` (parallel decode).
 ///
 /// ```
-/// use burn::backend::NdArray;
+/// use burn::backend::Flex;
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let p = dir.path().join("a.png");
 /// # image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30])).save(&p).unwrap();
 /// let s = pnpt_data::Sample { path: p, category: "c".into(), defect: "good".into(), masks: vec![] };
 /// let pre = pnpt_data::Preprocess::imagenet(8);
-/// let x = pnpt_data::load_images::<NdArray>(&[s.clone(), s], &pre, &Default::default()).unwrap();
+/// let x = pnpt_data::load_images::<Flex>(&[s.clone(), s], &pre, &Default::default()).unwrap();
 /// assert_eq!(x.dims(), [2, 3, 8, 8]);
 /// ```
 pub fn load_images<B: Backend>(
@@ -94,14 +94,14 @@ type Decoded = Result<(Vec<f32>, Vec<usize>), DataError>;
 /// iterator ends.
 ///
 /// ```
-/// use burn::backend::NdArray;
+/// use burn::backend::Flex;
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let p = dir.path().join("a.png");
 /// # image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30])).save(&p).unwrap();
 /// # let s = pnpt_data::Sample { path: p, category: "c".into(), defect: "good".into(), masks: vec![] };
 /// let samples = vec![s; 5];
 /// let pre = pnpt_data::Preprocess::imagenet(8);
-/// let it = pnpt_data::BatchIter::<NdArray>::new(&samples, &pre, 2, Some(7), &Default::default()).unwrap();
+/// let it = pnpt_data::BatchIter::<Flex>::new(&samples, &pre, 2, Some(7), &Default::default()).unwrap();
 /// let sizes: Vec<usize> = it.map(|b| b.unwrap().1.len()).collect();
 /// assert_eq!(sizes, [2, 2, 1]);
 /// ```

@@ -110,12 +110,22 @@ pub struct CategoryMetrics {
 /// [`MetricsError::ShapeMismatch`] if `maps` is not `n·h·w` long, [`MetricsError::Empty`] if
 /// `h·w == 0`, [`MetricsError::NonFinite`] for a NaN or infinite value.
 pub fn max_per_map(maps: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, MetricsError> {
-    let hw = h.checked_mul(w).filter(|hw| hw.checked_mul(n) == Some(maps.len()));
+    let hw = h
+        .checked_mul(w)
+        .filter(|hw| hw.checked_mul(n) == Some(maps.len()));
     let Some(hw) = hw else {
-        return Err(MetricsError::ShapeMismatch { what: "anomaly maps", n, h, w, got: maps.len() });
+        return Err(MetricsError::ShapeMismatch {
+            what: "anomaly maps",
+            n,
+            h,
+            w,
+            got: maps.len(),
+        });
     };
     if hw == 0 {
-        return Err(MetricsError::Empty { what: "anomaly maps" });
+        return Err(MetricsError::Empty {
+            what: "anomaly maps",
+        });
     }
     ranking::check_finite("anomaly maps", maps)?;
     Ok(maps
@@ -143,12 +153,20 @@ pub fn evaluate(
     h: usize,
     w: usize,
 ) -> Result<CategoryMetrics, MetricsError> {
-    for (what, got) in [("image labels", labels.len()), ("image scores", image_scores.len())] {
+    for (what, got) in [
+        ("image labels", labels.len()),
+        ("image scores", image_scores.len()),
+    ] {
         if got != n {
-            return Err(MetricsError::LengthMismatch { what, expected: n, got });
+            return Err(MetricsError::LengthMismatch {
+                what,
+                expected: n,
+                got,
+            });
         }
     }
-    let image = ranking::ranking_metrics_named(image_scores, labels, "image scores", "image labels")?;
+    let image =
+        ranking::ranking_metrics_named(image_scores, labels, "image scores", "image labels")?;
     let pixel = pixel_metrics(maps, masks, n, h, w, AUPRO_FPR_LIMIT)?;
     Ok(CategoryMetrics {
         image_auroc: image.auroc,

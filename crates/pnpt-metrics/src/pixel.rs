@@ -29,7 +29,13 @@ pub struct PixelMetrics {
 }
 
 /// Checks `maps`/`masks` against `n × h × w` and returns `(h·w, n·h·w)`.
-fn check_shape(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize) -> Result<(usize, usize), MetricsError> {
+fn check_shape(
+    maps: &[f32],
+    masks: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Result<(usize, usize), MetricsError> {
     let hw = h.checked_mul(w);
     let total = hw.and_then(|hw| hw.checked_mul(n));
     let (Some(hw), Some(total)) = (hw, total) else {
@@ -51,7 +57,13 @@ fn check_shape(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize) -> Resu
 /// region `r` (0 stays background); returns the region sizes.
 ///
 /// 8-connectivity matches `scipy.ndimage.label(mask, np.ones((3, 3)))` in MVTec's evaluation.
-fn label_regions(mask: &[u8], h: usize, w: usize, labels: &mut Vec<u32>, stack: &mut Vec<usize>) -> Vec<u32> {
+fn label_regions(
+    mask: &[u8],
+    h: usize,
+    w: usize,
+    labels: &mut Vec<u32>,
+    stack: &mut Vec<usize>,
+) -> Vec<u32> {
     labels.clear();
     labels.resize(h * w, 0);
     let mut sizes = Vec::new();
@@ -100,11 +112,21 @@ struct PixelKeys {
     inv_size: Vec<f64>,
 }
 
-fn pixel_keys(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize) -> Result<PixelKeys, MetricsError> {
+fn pixel_keys(
+    maps: &[f32],
+    masks: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Result<PixelKeys, MetricsError> {
     let (hw, _) = check_shape(maps, masks, n, h, w)?;
     check_finite("anomaly maps", maps)?;
     if hw == 0 {
-        return Err(MetricsError::SingleClass { what: "masks", positives: 0, negatives: 0 });
+        return Err(MetricsError::SingleClass {
+            what: "masks",
+            positives: 0,
+            negatives: 0,
+        });
     }
     let pos_per_image: Vec<usize> = masks
         .par_chunks(hw)
@@ -260,18 +282,23 @@ pub fn pixel_metrics(
     let mut rank = RankAcc::new(n_pos, n_neg);
     let mut pro = ProAcc::new(n_neg, keys.inv_size.len(), fpr_limit);
     let inv_size = &keys.inv_size;
-    walk_desc(&keys.neg, &keys.pos, |k| (k >> 32) as u32, |k, dneg, group| {
-        rank.push(k, group.len() as u64, dneg);
-        // The group is sorted by region id: add each region's run as count / size.
-        let mut dpro = 0.0;
-        let mut rest = group;
-        while let Some(&first) = rest.first() {
-            let run = rest.iter().take_while(|&&p| p == first).count();
-            dpro += run as f64 * inv_size[(first & 0xffff_ffff) as usize];
-            rest = &rest[run..];
-        }
-        pro.push(dneg, dpro);
-    });
+    walk_desc(
+        &keys.neg,
+        &keys.pos,
+        |k| (k >> 32) as u32,
+        |k, dneg, group| {
+            rank.push(k, group.len() as u64, dneg);
+            // The group is sorted by region id: add each region's run as count / size.
+            let mut dpro = 0.0;
+            let mut rest = group;
+            while let Some(&first) = rest.first() {
+                let run = rest.iter().take_while(|&&p| p == first).count();
+                dpro += run as f64 * inv_size[(first & 0xffff_ffff) as usize];
+                rest = &rest[run..];
+            }
+            pro.push(dneg, dpro);
+        },
+    );
     let r = rank.finish();
     Ok(PixelMetrics {
         auroc: r.auroc,
@@ -293,7 +320,14 @@ pub fn pixel_metrics(
 /// let a = pnpt_metrics::aupro(&maps, &masks, 1, 1, 4, 0.3).unwrap();
 /// assert!((a - 1.0).abs() < 1e-12);
 /// ```
-pub fn aupro(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize, fpr_limit: f64) -> Result<f64, MetricsError> {
+pub fn aupro(
+    maps: &[f32],
+    masks: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+    fpr_limit: f64,
+) -> Result<f64, MetricsError> {
     pixel_metrics(maps, masks, n, h, w, fpr_limit).map(|m| m.aupro)
 }
 

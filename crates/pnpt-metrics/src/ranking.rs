@@ -153,8 +153,7 @@ impl RankAcc {
             auroc: self.auc2 as f64 / (2.0 * pairs),
             ap: self.ap.value() / self.n_pos as f64,
             f1_max: F1Max {
-                f1: 2.0 * self.best_tp as f64
-                    / (self.n_pos + self.best_tp + self.best_fp) as f64,
+                f1: 2.0 * self.best_tp as f64 / (self.n_pos + self.best_tp + self.best_fp) as f64,
                 threshold: unkey(self.best_key),
             },
         }
@@ -254,9 +253,12 @@ pub(crate) fn ranking_metrics_named(
     neg.par_sort_unstable();
 
     let mut acc = RankAcc::new(n_pos as u64, n_neg as u64);
-    walk_desc(&neg, &pos, |k| k, |k, dneg, p| {
-        acc.push(k, p.len() as u64, dneg)
-    });
+    walk_desc(
+        &neg,
+        &pos,
+        |k| k,
+        |k, dneg, p| acc.push(k, p.len() as u64, dneg),
+    );
     Ok(acc.finish())
 }
 

@@ -351,6 +351,12 @@ pub fn train_model<B: AutodiffBackend>(
         pb.finish_and_clear();
         let seconds = epoch_start.elapsed().as_secs_f64();
         history.push(EpochStats { epoch: epoch + 1, loss: total / steps as f64, seconds, images_per_second: n as f64 / seconds.max(1e-9) });
+        if options.progress {
+            // A plain line per epoch (the bar is cleared, and invisible when stderr is not a
+            // terminal, e.g. in logs and CI).
+            let e = &history[history.len() - 1];
+            eprintln!("epoch {}/{}: loss {:.5}, {:.1} s, {:.2} img/s", e.epoch, t.epochs, e.loss, e.seconds, e.images_per_second);
+        }
         if let Some(path) = &ckpt_path {
             save_checkpoint(path, config, &model, &optim, epoch + 1, &rng, &history)?;
         }

@@ -5,16 +5,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 
-pub type B = NdArray<f32>;
+pub type B = Flex<f32>;
 
 /// `shared/golden`, or `None` (after printing why) when the shared folder is absent.
 pub fn golden_dir() -> Option<PathBuf> {
     let shared = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
     if !shared.is_dir() {
-        eprintln!("SKIP: {} is missing (no shared data in this checkout)", shared.display());
+        eprintln!(
+            "SKIP: {} is missing (no shared data in this checkout)",
+            shared.display()
+        );
         return None;
     }
     Some(shared.join("golden"))

@@ -2,7 +2,7 @@
 use std::fs;
 use std::path::Path;
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use pnpt_data::synthetic::{SyntheticConfig, generate};
 use pnpt_data::{
     BatchIter, DataError, Dataset, Preprocess, Sample, decode_rgb, image_size, load_images,
@@ -230,7 +230,7 @@ fn empty_dataset() {
     );
     names(&e, d.path());
     // Nothing to batch.
-    let e = load_images::<NdArray>(&[], &Preprocess::imagenet(8), &Default::default()).unwrap_err();
+    let e = load_images::<Flex>(&[], &Preprocess::imagenet(8), &Default::default()).unwrap_err();
     assert!(matches!(e, DataError::NoSamples { .. }), "{e:?}");
 }
 
@@ -279,7 +279,7 @@ fn invalid_configurations() {
         defect: "good".into(),
         masks: vec![],
     };
-    let e = BatchIter::<NdArray>::new(&[s], &Preprocess::imagenet(8), 0, None, &Default::default())
+    let e = BatchIter::<Flex>::new(&[s], &Preprocess::imagenet(8), 0, None, &Default::default())
         .err()
         .unwrap();
     assert!(matches!(e, DataError::InvalidConfig { .. }), "{e:?}");
@@ -302,7 +302,7 @@ fn first_failure_in_list_order_is_reported() {
         .map(|p| s(p))
         .collect();
     for _ in 0..5 {
-        let e = load_images::<NdArray>(&samples, &Preprocess::imagenet(8), &Default::default())
+        let e = load_images::<Flex>(&samples, &Preprocess::imagenet(8), &Default::default())
             .unwrap_err();
         assert!(
             matches!(&e, DataError::EmptyFile { path } if path == &empty),

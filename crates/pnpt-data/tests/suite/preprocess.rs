@@ -1,7 +1,7 @@
 //! Decoding of every supported format, resize/normalise arithmetic, masks, tensors and batches.
 use std::fs;
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use pnpt_data::image::codecs::jpeg::JpegEncoder;
 use pnpt_data::image::{DynamicImage, Rgb, RgbImage, RgbaImage};
 use pnpt_data::{
@@ -12,7 +12,7 @@ use tempfile::tempdir;
 
 use crate::{png_mask, png_rgb};
 
-type B = NdArray;
+type B = Flex;
 
 fn close(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
