@@ -15,8 +15,10 @@ use burn::{
     tensor::{backend::Backend, Distribution, Tensor, TensorData},
 };
 use pnpt::{
+    backbone::{Backbone, BackboneKind},
     backend::{Cpu, Wgpu},
     equivalence::{check, module_from_bytes, module_to_bytes, EquivalenceCase, Tolerance},
+    model::{PnptConfig, Pnpt},
 };
 
 /// A wgpu device if an adapter exists; `None` (after saying why) if not and not required.
@@ -83,6 +85,65 @@ impl EquivalenceCase for ConvCase {
         let x = input::<B, 4>([2, 3, 65, 64], 11, device);
         Ok(vec![conv.forward(x).into_data()])
     }
+}
+
+/// The bundled EfficientNet-Lite0 on a 2 x 3 x 128 x 128 batch: all three taps.
+struct BackboneCase;
+
+impl EquivalenceCase for BackboneCase {
+    fn name(&self) -> String {
+        "efficientnet-lite0 taps".into()
+    }
+    fn run<B: Backend>(&self, device: &B::Device) -> pnpt::Result<Vec<TensorData>> {
+        let backbone = Backbone::<B>::load(BackboneKind::EfficientNetLite0, None, device)?;
+        let maps = backbone.features(input::<B, 4>([2, 3, 128, 128], 3, device))?.maps;
+        Ok(maps.into_iter().map(Tensor::into_data).collect())
+    }
+}
+
+/// The `cpu` preset's PNPT (both streams, inference forward) on random features of the
+/// EfficientNet-Lite0 shapes at 128 x 128 input.
+struct PnptCase {
+    weights: Vec<u8>,
+}
+
+fn pnpt_model<B: Backend>(device: &B::Device) -> Pnpt<B> {
+    let mut config = PnptConfig::cpu();
+    config.input_size = 128;
+    Pnpt::new(&config.model, config.feature_spec(), device).unwrap()
+}
+
+impl EquivalenceCase for PnptCase {
+    fn name(&self) -> String {
+        "pnpt cpu preset forward".into()
+    }
+    fn run<B: Backend>(&self, device: &B::Device) -> pnpt::Result<Vec<TensorData>> {
+        let model: Pnpt<B> = module_from_bytes(pnpt_model(device), &self.weights, device)?;
+        let shapes = [[2, 24, 32, 32], [2, 40, 16, 16], [2, 112, 8, 8]];
+        let feats = shapes.map(|s| input::<B, 4>(s, 5, device));
+        let prior = shapes.map(|s| input::<B, 4>(s, 6, device));
+        let out = model.forward(&feats, Some(&prior))?;
+        let mut all: Vec<TensorData> = out.sample.into_iter().map(Tensor::into_data).collect();
+        all.extend(out.prior.into_iter().flatten().map(Tensor::into_data));
+        Ok(all)
+    }
+}
+
+#[test]
+fn backbone_matches_cpu() {
+    let Some(gpu) = wgpu_device() else { return };
+    let report = check::<Cpu, Wgpu, _>(&BackboneCase, &Default::default(), &gpu, Tolerance::default()).unwrap();
+    println!("{report:?}");
+}
+
+#[test]
+fn pnpt_matches_cpu() {
+    let Some(gpu) = wgpu_device() else { return };
+    let cpu = Default::default();
+    Cpu::seed(&cpu, 0);
+    let weights = module_to_bytes::<Cpu, _>(pnpt_model::<Cpu>(&cpu)).unwrap();
+    let report = check::<Cpu, Wgpu, _>(&PnptCase { weights }, &cpu, &gpu, Tolerance::default()).unwrap();
+    println!("{report:?}");
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The trained artefact: backbone + prompt pool + PNPT + per-category thresholds.
 //!
 //! ```no_run
-//! use burn::backend::NdArray;
+//! use burn::backend::Flex;
 //! use pnpt_model::detector::Detector;
 //!
-//! let detector = Detector::<NdArray>::load("pnpt-out/detector".as_ref(), &Default::default())?;
+//! let detector = Detector::<Flex>::load("pnpt-out/detector".as_ref(), &Default::default())?;
 //! let image = pnpt_data::image::open("bottle.png").unwrap();
 //! let p = detector.predict(&image)?;
 //! println!("{}: score {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);

@@ -1,6 +1,6 @@
 //! Unit tests of the PNPT modules against hand-worked or independent expectations.
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
@@ -11,9 +11,9 @@ use pnpt_model::{ConcatMode, FeatureSpec, ModelConfig, Pnpt, PnptConfig, Reconst
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-type B = NdArray<f32>;
+type B = Flex<f32>;
 
-fn dev() -> burn::backend::ndarray::NdArrayDevice {
+fn dev() -> burn::backend::flex::FlexDevice {
     Default::default()
 }
 

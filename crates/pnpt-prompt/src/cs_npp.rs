@@ -386,9 +386,9 @@ fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use burn::backend::Flex;
 
-    type B = NdArray<f32>;
+    type B = Flex<f32>;
 
     fn feats(values: [f32; 3], n: usize) -> [Tensor<B, 4>; 3] {
         let device = Default::default();

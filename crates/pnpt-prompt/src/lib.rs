@@ -10,11 +10,11 @@
 //! the training set never has to sit in memory at once.
 //!
 //! ```
-//! use burn::backend::NdArray;
+//! use burn::backend::Flex;
 //! use burn::tensor::Tensor;
 //! use pnpt_prompt::{Distance, PoolBuilder};
 //!
-//! type B = NdArray<f32>;
+//! type B = Flex<f32>;
 //! let device = Default::default();
 //! // Two categories with constant features 0 and 1 on three scales.
 //! let feats = |v: f32, n: usize| -> [Tensor<B, 4>; 3] {

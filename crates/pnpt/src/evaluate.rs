@@ -23,39 +23,9 @@ use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
 use pnpt_model::detector::{BatchOutput, Detector};
 use pnpt_prompt::io::write_atomic;
+use serde_json::{json, Map, Value};
 
-/// Errors of an evaluation run.
-#[derive(Debug, thiserror::Error)]
-pub enum EvaluateError {
-    /// From the model (inference, shapes).
-    #[error(transparent)]
-    Model(#[from] pnpt_model::Error),
-    /// From the data crate (decoding images or masks).
-    #[error(transparent)]
-    Data(#[from] pnpt_data::DataError),
-    /// From the metrics crate.
-    #[error("category `{category}`: {source}")]
-    Metrics {
-        /// The category whose metrics failed.
-        category: String,
-        /// The metrics error.
-        source: pnpt_metrics::MetricsError,
-    },
-    /// Writing an output failed.
-    #[error(transparent)]
-    Write(#[from] pnpt_prompt::Error),
-    /// Encoding a heat map failed.
-    #[error("{path}: {reason}")]
-    Image {
-        /// The heat map.
-        path: PathBuf,
-        /// The encoder's message.
-        reason: String,
-    },
-    /// Nothing could be evaluated.
-    #[error("no category of the dataset has both normal and anomalous test images")]
-    NothingToEvaluate,
-}
+use crate::{Error, Result};
 
 /// Options of [`evaluate`].
 #[derive(Debug, Clone)]
@@ -126,61 +96,41 @@ pub struct Report {
     pub ms_per_image: f64,
 }
 
-fn json_f64(v: f64) -> String {
-    if v.is_finite() { format!("{v}") } else { "null".into() }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn metrics_json(m: &CategoryMetrics, retrieval: f64) -> String {
-    format!(
-        "{{\"image_auroc\": {}, \"pixel_auroc\": {}, \"aupro\": {}, \"image_ap\": {}, \"pixel_ap\": {}, \"image_f1_max\": {}, \"pixel_f1_max\": {}, \"retrieval_accuracy\": {}}}",
-        json_f64(m.image_auroc),
-        json_f64(m.pixel_auroc),
-        json_f64(m.aupro),
-        json_f64(m.image_ap),
-        json_f64(m.pixel_ap),
-        json_f64(m.image_f1_max),
-        json_f64(m.pixel_f1_max),
-        json_f64(retrieval)
-    )
+/// One `M` object of `report.json`; non-finite values become `null` (serde_json's rule).
+fn metrics_json(m: &CategoryMetrics, retrieval: f64) -> Value {
+    json!({
+        "image_auroc": m.image_auroc,
+        "pixel_auroc": m.pixel_auroc,
+        "aupro": m.aupro,
+        "image_ap": m.image_ap,
+        "pixel_ap": m.pixel_ap,
+        "image_f1_max": m.image_f1_max,
+        "pixel_f1_max": m.pixel_f1_max,
+        "retrieval_accuracy": retrieval,
+        "image_threshold": m.image_threshold,
+        "pixel_threshold": m.pixel_threshold,
+    })
 }
 
 impl Report {
     /// The `report.json` text.
     pub fn to_json(&self) -> String {
-        let cats: Vec<String> = self
-            .categories
-            .iter()
-            .map(|c| format!("    {}: {}", json_str(&c.name), metrics_json(&c.metrics, c.retrieval_accuracy)))
-            .collect();
-        let skipped: Vec<String> = self.skipped.iter().map(|(c, r)| format!("{}: {}", json_str(c), json_str(r))).collect();
-        format!(
-            "{{\n  \"categories\": {{\n{}\n  }},\n  \"mean\": {},\n  \"skipped\": {{{}}},\n  \"preset\": {},\n  \"seed\": {},\n  \"device\": {},\n  \"train_seconds\": {},\n  \"ms_per_image\": {}\n}}\n",
-            cats.join(",\n"),
-            metrics_json(&self.mean, self.mean_retrieval_accuracy),
-            skipped.join(", "),
-            json_str(&self.preset),
-            self.seed,
-            json_str(&self.device),
-            json_f64(self.train_seconds),
-            json_f64(self.ms_per_image)
-        )
+        let categories: Map<String, Value> =
+            self.categories.iter().map(|c| (c.name.clone(), metrics_json(&c.metrics, c.retrieval_accuracy))).collect();
+        let skipped: Map<String, Value> = self.skipped.iter().map(|(c, r)| (c.clone(), Value::from(r.as_str()))).collect();
+        let report = json!({
+            "categories": categories,
+            "mean": metrics_json(&self.mean, self.mean_retrieval_accuracy),
+            "skipped": skipped,
+            "preset": self.preset,
+            "seed": self.seed,
+            "device": self.device,
+            "train_seconds": self.train_seconds,
+            "ms_per_image": self.ms_per_image,
+        });
+        let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        text.push('\n');
+        text
     }
 
     /// The `report.md` text: one table row per category and the mean.
@@ -209,7 +159,7 @@ impl Report {
     }
 
     /// Writes `report.json` and `report.md` into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), EvaluateError> {
+    pub fn write(&self, dir: &Path) -> Result<()> {
         write_atomic(&dir.join("report.json"), self.to_json().as_bytes())?;
         write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())?;
         Ok(())
@@ -217,7 +167,7 @@ impl Report {
 }
 
 /// Evaluates `detector` on the test split of every category of `dataset`.
-pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: &EvaluateOptions) -> Result<Report, EvaluateError> {
+pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: &EvaluateOptions) -> Result<Report> {
     let size = detector.config().input_size as usize;
     let mut categories = Vec::new();
     let mut skipped = Vec::new();
@@ -237,7 +187,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         let masks = pnpt_data::load_masks(&cat.test, size as u32)?;
         let labels: Vec<bool> = cat.test.iter().map(Sample::is_anomalous).collect();
         let metrics = pnpt_metrics::evaluate(&out.maps, &masks, &labels, &out.scores, n, size, size)
-            .map_err(|source| EvaluateError::Metrics { category: cat.name.clone(), source })?;
+            .map_err(|source| Error::CategoryMetrics { category: cat.name.clone(), source })?;
         let truth = vec![cat.name.as_str(); n];
         let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
         if options.heatmaps {
@@ -248,10 +198,10 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         categories.push(CategoryReport { name: cat.name.clone(), metrics, retrieval_accuracy, images: n });
     }
     if categories.is_empty() {
-        return Err(EvaluateError::NothingToEvaluate);
+        return Err(Error::NothingToEvaluate);
     }
     let all: Vec<CategoryMetrics> = categories.iter().map(|c| c.metrics.clone()).collect();
-    let mean = pnpt_metrics::mean(&all).map_err(|source| EvaluateError::Metrics { category: "<mean>".into(), source })?;
+    let mean = pnpt_metrics::mean(&all).map_err(|source| Error::CategoryMetrics { category: "<mean>".into(), source })?;
     let mean_retrieval_accuracy = categories.iter().map(|c| c.retrieval_accuracy).sum::<f64>() / categories.len() as f64;
     let report = Report {
         categories,
@@ -305,7 +255,7 @@ pub fn overlay(image: &RgbImage, map: &[f32], mask: &[u8], size: usize, lo: f32,
     out
 }
 
-fn write_heatmaps(dir: &Path, samples: &[Sample], out: &BatchOutput, masks: &[u8]) -> Result<(), EvaluateError> {
+fn write_heatmaps(dir: &Path, samples: &[Sample], out: &BatchOutput, masks: &[u8]) -> Result<()> {
     let size = out.size;
     let px = size * size;
     let (lo, hi) = out.maps.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -314,7 +264,7 @@ fn write_heatmaps(dir: &Path, samples: &[Sample], out: &BatchOutput, masks: &[u8
         let img = overlay(&image, &out.maps[i * px..(i + 1) * px], &masks[i * px..(i + 1) * px], size, lo, hi);
         let path = dir.join(format!("{}_{}.png", s.defect, s.stem()));
         let mut bytes = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| EvaluateError::Image { path: path.clone(), reason: e.to_string() })?;
+        img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
         write_atomic(&path, bytes.get_ref())?;
     }
     Ok(())
@@ -344,9 +294,29 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes_and_nulls() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-        assert_eq!(json_f64(f64::NAN), "null");
-        assert_eq!(json_f64(0.5), "0.5");
+    fn report_json_has_the_documented_shape() {
+        let m = CategoryMetrics {
+            image_auroc: 0.5, image_ap: 0.25, image_f1_max: 0.75, image_threshold: 1.5, pixel_auroc: f64::NAN,
+            pixel_ap: 0.1, pixel_f1_max: 0.2, pixel_threshold: 2.5, aupro: 0.3,
+        };
+        let report = Report {
+            categories: vec![CategoryReport { name: "a\"b".into(), metrics: m.clone(), retrieval_accuracy: 1.0, images: 3 }],
+            mean: m,
+            mean_retrieval_accuracy: 1.0,
+            skipped: vec![],
+            preset: "cpu".into(),
+            seed: 7,
+            device: "cpu".into(),
+            train_seconds: 2.0,
+            ms_per_image: 3.0,
+        };
+        let v: Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(v["categories"]["a\"b"]["aupro"], 0.3);
+        assert_eq!(v["mean"]["retrieval_accuracy"], 1.0);
+        assert!(v["mean"]["pixel_auroc"].is_null(), "NaN must not produce invalid JSON");
+        assert_eq!((v["seed"].as_u64(), v["preset"].as_str()), (Some(7), Some("cpu")));
+        for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
+            assert!(v["mean"].get(key).is_some(), "{key}");
+        }
     }
 }

@@ -39,6 +39,25 @@ pub enum Error {
     /// A metric could not be computed.
     #[error(transparent)]
     Metrics(#[from] pnpt_metrics::MetricsError),
+    /// A category's metrics could not be computed.
+    #[error("category `{category}`: {source}")]
+    CategoryMetrics {
+        /// The category.
+        category: String,
+        /// The metrics error.
+        source: pnpt_metrics::MetricsError,
+    },
+    /// Encoding an image (heat map) failed.
+    #[error("{path}: {reason}")]
+    Image {
+        /// The image being written.
+        path: std::path::PathBuf,
+        /// The encoder's message.
+        reason: String,
+    },
+    /// No category can be evaluated.
+    #[error("no category of the dataset has both normal and anomalous test images")]
+    NothingToEvaluate,
     /// Writing an output failed.
     #[error("{path}: {source}")]
     Io {
