@@ -52,12 +52,19 @@ fn train_save_load_predict_beats_chance() {
     assert_eq!(detector.thresholds().per_category.len(), 2);
 
     // Save, load, and the loaded detector gives the same scores.
-    let out = tempfile::tempdir().unwrap();
-    detector.save(out.path()).unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let out_dir = parent.path().join("detector");
+    detector.save(&out_dir).unwrap();
+    // Saving again replaces the folder through a staging copy and leaves nothing else behind.
+    std::fs::write(out_dir.join("stale.txt"), b"from an older save").unwrap();
+    detector.save(&out_dir).unwrap();
+    assert!(!out_dir.join("stale.txt").exists());
+    let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("detector")]);
     for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
-        assert!(out.path().join(f).is_file(), "{f} missing");
+        assert!(out_dir.as_path().join(f).is_file(), "{f} missing");
     }
-    let loaded = Detector::<Cpu>::load(out.path(), &device).unwrap();
+    let loaded = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
     let sample = &dataset.categories[0].test.iter().find(|s| s.is_anomalous()).unwrap().clone();
     let image = pnpt::data::image::open(&sample.path).unwrap();
     let a = detector.predict(&image).unwrap();
@@ -68,24 +75,24 @@ fn train_save_load_predict_beats_chance() {
     assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
 
     // Metrics on the test split: clearly better than chance.
-    let eval = evaluate(&loaded, &dataset, &EvaluateOptions { heatmaps: true, out_dir: Some(out.path().join("eval")), ..Default::default() }).unwrap();
+    let eval = evaluate(&loaded, &dataset, &EvaluateOptions { heatmaps: true, out_dir: Some(out_dir.as_path().join("eval")), ..Default::default() }).unwrap();
     eprintln!("{}", eval.to_markdown());
     assert!(eval.mean.image_auroc > 0.7, "image AUROC {}", eval.mean.image_auroc);
     assert!(eval.mean.pixel_auroc > 0.7, "pixel AUROC {}", eval.mean.pixel_auroc);
     assert!(eval.mean_retrieval_accuracy > 0.9, "retrieval {}", eval.mean_retrieval_accuracy);
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("eval/report.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.as_path().join("eval/report.json")).unwrap()).unwrap();
     for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
         assert!(json["mean"][key].is_number(), "{key}");
         assert!(json["categories"]["bottle"][key].is_number(), "{key}");
     }
-    assert!(out.path().join("eval/report.md").is_file());
-    let heat = out.path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
+    assert!(out_dir.as_path().join("eval/report.md").is_file());
+    let heat = out_dir.as_path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
     assert!(heat.is_file(), "{}", heat.display());
 
     // A configuration that does not match the weights is a clear error, not a panic.
-    let mut wrong = PnptConfig::load(&out.path().join(files::CONFIG)).unwrap();
+    let mut wrong = PnptConfig::load(&out_dir.as_path().join(files::CONFIG)).unwrap();
     wrong.model.hidden = 32;
-    wrong.save(&out.path().join(files::CONFIG)).unwrap();
-    let err = Detector::<Cpu>::load(out.path(), &device).unwrap_err().to_string();
+    wrong.save(&out_dir.as_path().join(files::CONFIG)).unwrap();
+    let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err().to_string();
     assert!(err.contains("hidden"), "{err}");
 }

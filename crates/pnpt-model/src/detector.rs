@@ -4,7 +4,7 @@
 //! use burn::backend::Flex;
 //! use pnpt_model::detector::Detector;
 //!
-//! let detector = Detector::<Flex>::load("pnpt-out/detector".as_ref(), &Default::default())?;
+//! let detector = Detector::<Flex>::load("pnpt-out/detector", &Default::default())?;
 //! let image = pnpt_data::image::open("bottle.png").unwrap();
 //! let p = detector.predict(&image)?;
 //! println!("{}: score {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);
@@ -360,22 +360,53 @@ impl<B: Backend> Detector<B> {
         }
     }
 
-    /// Writes the artefact folder (created if needed); every file via temp + rename.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    /// Writes the artefact folder. The files are written into a staging folder beside `dir`,
+    /// which then replaces `dir` by renames, so an interrupted save never leaves a mix of old
+    /// and new files, and an existing detector survives until the new one is complete.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{}: not a folder name to save a detector to", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        let previous = parent.join(format!(".{name}.previous-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(Error::io(&staging))?;
+        let written = self.write_files(&staging);
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        if dir.exists() {
+            std::fs::rename(dir, &previous).map_err(Error::io(dir))?;
+        }
+        if let Err(e) = std::fs::rename(&staging, dir) {
+            // Put the old detector back rather than leave nothing at `dir`.
+            let _ = std::fs::rename(&previous, dir);
+            return Err(Error::io(dir)(e));
+        }
+        let _ = std::fs::remove_dir_all(&previous);
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
         let model_bytes = Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), self.model.clone().into_record(), ())
             .map_err(|e| Error::Artefact { path: dir.join(files::MODEL), reason: e.to_string() })?;
         write_atomic(&dir.join(files::MODEL), &model_bytes)?;
         self.pool.save(&dir.join(files::POOL))?;
         write_atomic(&dir.join(files::THRESHOLDS), &to_json(&self.thresholds)?)?;
         write_atomic(&dir.join(files::MANIFEST), &to_json(&self.manifest())?)?;
-        // The configuration last: its presence marks a complete folder.
         self.config.save(&dir.join(files::CONFIG))
     }
 
-    /// Loads an artefact folder; the backbone weights come from the saved configuration.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        Self::load_with_backbone_weights(dir, None, device)
+    /// Loads an artefact folder written by [`Detector::save`]; the backbone weights come from
+    /// the saved configuration (bundled for EfficientNet-Lite0).
+    pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Self::load_with_backbone_weights(dir.as_ref(), None, device)
     }
 
     /// Loads an artefact folder, taking the backbone weights from `weights` when given (e.g.

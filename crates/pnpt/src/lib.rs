@@ -19,3 +19,8 @@ mod error;
 pub mod evaluate;
 
 pub use error::{Error, Result};
+
+// The README's Rust snippets are compiled as doc tests so they cannot go stale.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
