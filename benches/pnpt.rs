@@ -1,0 +1,106 @@
+//! PNPT benches, once per backend compiled in (`cargo bench --bench pnpt`, add
+//! `--features wgpu,cuda` for GPUs):
+//!
+//! * `forward/<preset>`: inference forward of the transformer (both streams, HPE to HPE⁻¹) on
+//!   one image's backbone features, for the `cpu` preset (EfficientNet-Lite0 shapes) and the
+//!   `paper` preset (wide_resnet50_2 shapes).
+//! * `train_step/cpu`: one training step of the `cpu` preset at batch 8: jittered forward, the
+//!   dual-stream loss, backward and an AdamW update.
+//! * `predict/cpu`: `Detector::predict` end to end on one 256 x 256 image (preprocessing,
+//!   backbone, prompt retrieval, PNPT, anomaly map, smoothing, score).
+//!
+//! Without `--bench` (as in `cargo test --benches`) each benchmark runs once, as a smoke test.
+
+use std::hint::black_box;
+
+use burn::{
+    optim::{GradientsParams, Optimizer},
+    tensor::{backend::AutodiffBackend, Distribution, Tensor},
+};
+use criterion::{criterion_group, criterion_main, Criterion};
+use pnpt::{
+    backbone::{Backbone, BackboneKind},
+    backend::{run_on, BackendTask, DeviceSpec},
+    data::image::{DynamicImage, Rgb, RgbImage},
+    model::{loss::pnpt_loss, train::adamw, Detector, Pnpt, PnptConfig, Thresholds},
+    prompt::{Distance, PoolBuilder},
+};
+use rand::SeedableRng;
+
+fn features<B: burn::tensor::backend::Backend>(config: &PnptConfig, batch: usize, device: &B::Device) -> [Tensor<B, 4>; 3] {
+    let spec = config.feature_spec();
+    [0, 1, 2].map(|i| {
+        let [h, w] = spec.sizes[i];
+        Tensor::random([batch, spec.channels[i], h, w], Distribution::Normal(0.0, 1.0), device)
+    })
+}
+
+struct Bench<'a> {
+    c: &'a mut Criterion,
+    label: String,
+}
+
+impl BackendTask for Bench<'_> {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) {
+        B::seed(&device, 0);
+        let mut group = self.c.benchmark_group("pnpt");
+        group.sample_size(10);
+
+        for (name, config) in [("cpu", PnptConfig::cpu()), ("paper", PnptConfig::paper())] {
+            let model = Pnpt::<B::InnerBackend>::new(&config.model, config.feature_spec(), &device).expect("model");
+            let x = features::<B::InnerBackend>(&config, 1, &device);
+            let prior = features::<B::InnerBackend>(&config, 1, &device);
+            group.bench_function(format!("forward/{name}/{}", self.label), |b| {
+                b.iter(|| {
+                    let out = model.forward(&x, Some(&prior)).expect("forward");
+                    black_box(out.sample[0].clone().into_data());
+                })
+            });
+        }
+
+        let config = PnptConfig::cpu();
+        let mut model = Pnpt::<B>::new(&config.model, config.feature_spec(), &device).expect("model");
+        let mut optimizer = adamw(&config).init::<B, Pnpt<B>>();
+        let x = features::<B>(&config, 8, &device);
+        let prior = features::<B>(&config, 8, &device);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        group.bench_function(format!("train_step/cpu/{}", self.label), |b| {
+            b.iter(|| {
+                let recon = model.forward_train(&x, Some(&prior), config.train.jitter_scale, &mut rng).expect("forward");
+                let loss = pnpt_loss(&x, &recon);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optimizer.step(config.train.lr, model.clone(), grads);
+                B::sync(&device).expect("device sync");
+            })
+        });
+
+        // A detector with the bundled backbone, a two-class pool of random priors and a fresh
+        // transformer: the same work per image as a trained one.
+        let backbone = Backbone::<B::InnerBackend>::load(BackboneKind::EfficientNetLite0, None, &device).expect("backbone");
+        let mut pool = PoolBuilder::new();
+        for category in ["a", "b"] {
+            pool.add(category, &features::<B::InnerBackend>(&config, 2, &device)).expect("pool");
+        }
+        let pool = pool.build(Distance::Euclidean).expect("pool");
+        let model = Pnpt::new(&config.model, config.feature_spec(), &device).expect("model");
+        let detector = Detector::new(config, backbone, pool, model, Thresholds::default()).expect("detector");
+        let image = DynamicImage::ImageRgb8(RgbImage::from_fn(256, 256, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
+        group.bench_function(format!("predict/cpu/{}", self.label), |b| {
+            b.iter(|| black_box(detector.predict(&image).expect("predict")))
+        });
+        group.finish();
+    }
+}
+
+fn pnpt_benches(c: &mut Criterion) {
+    for spec in DeviceSpec::compiled() {
+        if let Err(e) = run_on(&spec, Bench { c, label: spec.to_string() }) {
+            eprintln!("skipping {spec}: {e}");
+        }
+    }
+}
+
+criterion_group!(benches, pnpt_benches);
+criterion_main!(benches);
