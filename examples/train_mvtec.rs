@@ -4,13 +4,14 @@
 //! ```text
 //! cargo run --release --example train_mvtec -- [--data DIR] [--categories a,b] [--device cpu|wgpu|cuda[:N]]
 //!     [--preset cpu|paper] [--config FILE] [--epochs N] [--seed N] [--out DIR] [--resume DIR]
-//!     [--backbone-weights PATH] [--no-heatmaps]
+//!     [--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR]
 //! ```
 //! Without `--data` it trains on the synthetic dataset (generated once into the cache folder),
 //! so it works offline on a fresh clone. `--config FILE` is JSON (see `PnptConfig`); fields it
 //! leaves out take the `cpu` preset's values; `--epochs`, `--seed` and `--backbone-weights`
 //! override it. `--resume DIR` continues the run whose output folder is `DIR` from its last
-//! checkpoint (and writes there unless `--out` is given).
+//! checkpoint (and writes there unless `--out` is given). `--evaluate DETECTOR_DIR` skips
+//! training: it loads a saved detector and writes the report and heat maps for `--data`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,11 +20,11 @@ use burn::tensor::backend::AutodiffBackend;
 use pnpt::backend::{run_on, BackendTask, DeviceSpec};
 use pnpt::data::{synthetic::SyntheticConfig, Dataset};
 use pnpt::evaluate::{evaluate, EvaluateOptions};
-use pnpt::model::{fit, PnptConfig, TrainOptions};
+use pnpt::model::{fit, Detector, PnptConfig, TrainOptions};
 
 const USAGE: &str = "usage: train_mvtec [--data DIR] [--categories a,b] [--device cpu|wgpu|cuda[:N]] \
 [--preset cpu|paper] [--config FILE] [--epochs N] [--seed N] [--out DIR] [--resume DIR] \
-[--backbone-weights PATH] [--no-heatmaps]";
+[--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR]";
 
 #[derive(Debug)]
 struct Args {
@@ -34,6 +35,7 @@ struct Args {
     out: PathBuf,
     resume: bool,
     heatmaps: bool,
+    evaluate: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -49,6 +51,7 @@ fn parse() -> Result<Args, String> {
     let mut resume: Option<PathBuf> = None;
     let mut weights: Option<PathBuf> = None;
     let mut heatmaps = true;
+    let mut evaluate_dir: Option<PathBuf> = None;
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match flag.as_str() {
@@ -65,6 +68,7 @@ fn parse() -> Result<Args, String> {
             "--resume" => resume = Some(PathBuf::from(value("--resume")?)),
             "--backbone-weights" => weights = Some(PathBuf::from(value("--backbone-weights")?)),
             "--no-heatmaps" => heatmaps = false,
+            "--evaluate" => evaluate_dir = Some(PathBuf::from(value("--evaluate")?)),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -85,7 +89,7 @@ fn parse() -> Result<Args, String> {
     }
     config.validate().map_err(|e| e.to_string())?;
     let out = out.or_else(|| resume.clone()).unwrap_or_else(|| PathBuf::from("pnpt-out"));
-    Ok(Args { data, categories, device, config, out, resume: resume.is_some(), heatmaps })
+    Ok(Args { data, categories, device, config, out, resume: resume.is_some(), heatmaps, evaluate: evaluate_dir })
 }
 
 struct Run(Args);
@@ -116,31 +120,42 @@ impl BackendTask for Run {
             args.config.train.epochs,
             args.device
         );
-        let options = TrainOptions {
-            checkpoint_dir: Some(args.out.join("checkpoint")),
-            resume: args.resume,
-            progress: true,
-            stop_after_epoch: None,
+        let (detector, train_seconds) = match &args.evaluate {
+            Some(dir) => {
+                let detector = Detector::<B::InnerBackend>::load(dir, &device).map_err(|e| e.to_string())?;
+                eprintln!("evaluating the saved detector {}", dir.display());
+                (detector, 0.0)
+            }
+            None => {
+                let options = TrainOptions {
+                    checkpoint_dir: Some(args.out.join("checkpoint")),
+                    resume: args.resume,
+                    progress: true,
+                    stop_after_epoch: None,
+                };
+                let (detector, report) = fit::<B>(&args.config, &dataset, &device, &options).map_err(|e| e.to_string())?;
+                for e in &report.history {
+                    eprintln!("epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s", e.epoch, e.loss, e.seconds, e.images_per_second);
+                }
+                eprintln!(
+                    "features {:.1} s, training {:.1} s ({} train, {} held-out images)",
+                    report.feature_seconds, report.train_seconds, report.train_images, report.holdout_images
+                );
+                let detector_dir = args.out.join("detector");
+                detector.save(&detector_dir).map_err(|e| e.to_string())?;
+                eprintln!("detector saved to {}", detector_dir.display());
+                (detector, report.feature_seconds + report.train_seconds)
+            }
         };
-        let (detector, report) = fit::<B>(&args.config, &dataset, &device, &options).map_err(|e| e.to_string())?;
-        for e in &report.history {
-            eprintln!("epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s", e.epoch, e.loss, e.seconds, e.images_per_second);
-        }
-        eprintln!(
-            "features {:.1} s, training {:.1} s ({} train, {} held-out images)",
-            report.feature_seconds, report.train_seconds, report.train_images, report.holdout_images
-        );
-        let detector_dir = args.out.join("detector");
-        detector.save(&detector_dir).map_err(|e| e.to_string())?;
-        eprintln!("detector saved to {}", detector_dir.display());
+        let config = detector.config().clone();
         let eval = EvaluateOptions {
-            batch_size: args.config.train.batch_size,
+            batch_size: config.train.batch_size,
             out_dir: Some(args.out.clone()),
             heatmaps: args.heatmaps,
-            preset: args.config.preset.clone(),
-            seed: args.config.train.seed,
+            preset: config.preset.clone(),
+            seed: config.train.seed,
             device: args.device.to_string(),
-            train_seconds: report.feature_seconds + report.train_seconds,
+            train_seconds,
         };
         let result = evaluate(&detector, &dataset, &eval).map_err(|e| e.to_string())?;
         println!("{}", result.to_markdown());
