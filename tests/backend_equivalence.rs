@@ -6,7 +6,6 @@
 #![cfg(feature = "wgpu")]
 
 use burn::{
-    module::Module,
     nn::{
         conv::{Conv2d, Conv2dConfig},
         transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput},
