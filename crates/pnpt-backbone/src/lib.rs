@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod efficientnet;
+pub mod macs;
 pub mod resnet;
 
 use std::fmt;

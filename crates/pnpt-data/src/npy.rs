@@ -444,11 +444,12 @@ pub fn write<T: NpyElement>(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".npy-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".npy-").suffix(".tmp");
+    // tempfile creates 0600 files; an output file should be readable like any other (0644).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let tmp = builder.tempfile_in(dir).map_err(io_err)?;
     {
         let mut w = BufWriter::new(tmp.as_file());
         w.write_all(&header_bytes(T::DESCR, shape))
@@ -664,5 +665,16 @@ mod tests {
         ] {
             assert!(parse_header(bad).is_err(), "{bad}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_files_are_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        write(&path, &[2], &[1.0f32, 2.0]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
     }
 }

@@ -13,6 +13,7 @@
 //! | [`config`] | all | every open choice, `paper()` and `cpu()` presets, ablation switches |
 //! | [`train`] | §6 | AdamW training on cached frozen features, checkpoints, resume |
 //! | [`detector`] | — | the trained artefact: load, predict, thresholds |
+//! | [`macs`] | — | multiply-accumulates of a forward pass, per module |
 //!
 //! The CS-NPP prompt pool (§3) is the `pnpt-prompt` crate.
 
@@ -24,6 +25,7 @@ pub mod detector;
 mod error;
 pub mod hpe;
 pub mod loss;
+pub mod macs;
 pub mod pnpt;
 pub mod sace;
 pub mod train;

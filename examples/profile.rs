@@ -1,0 +1,293 @@
+//! Where the time of one inference goes: each stage of `Detector::infer` timed on its own
+//! (device synchronised before and after), with its MAC count and achieved GFLOP/s, against
+//! the backend's own matrix-multiply peak measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example profile -- [--preset cpu|paper] [--batch 1] [--device cpu] [--reps 10]
+//! ```
+//!
+//! The weights are random (ImageNet weights of the paper's wide_resnet50_2 are not bundled):
+//! the arithmetic per image is the same as a trained detector's. Each row is the median of
+//! `--reps` runs after two warm-ups. Output is a Markdown table, as in docs/performance.md.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::tensor::{backend::AutodiffBackend, backend::Backend, Distribution, Tensor, TensorData};
+use pnpt::{
+    backbone::{Backbone, MultiScale},
+    backend::{run_on, BackendTask, DeviceSpec},
+    data::image::{DynamicImage, Rgb, RgbImage},
+    model::{
+        anomaly_map::{gaussian_blur, image_scores, raw_anomaly_map},
+        macs::forward_macs,
+        Pnpt, PnptConfig,
+    },
+    prompt::{Distance, PoolBuilder},
+};
+
+const USAGE: &str = "usage: profile [--preset cpu|paper] [--batch N] [--device SPEC] [--reps N]";
+
+struct Args {
+    preset: String,
+    batch: usize,
+    device: DeviceSpec,
+    reps: usize,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args { preset: "cpu".into(), batch: 1, device: DeviceSpec::Cpu, reps: 10 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |v: &str| v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("{flag}: `{v}` is not a positive integer"));
+        match flag.as_str() {
+            "--preset" => args.preset = value,
+            "--batch" => args.batch = number(&value)?,
+            "--reps" => args.reps = number(&value)?,
+            "--device" => args.device = value.parse().map_err(|e| format!("{e}"))?,
+            _ => return Err(format!("unknown argument `{flag}`")),
+        }
+    }
+    Ok(Some(args))
+}
+
+/// One timed stage.
+struct Row {
+    name: &'static str,
+    ms: f64,
+    macs: u64,
+}
+
+/// Median milliseconds of `reps` runs of `f` after two warm-ups; `f` must leave its work
+/// finished (it syncs).
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+struct Profile {
+    config: PnptConfig,
+    batch: usize,
+    reps: usize,
+}
+
+impl BackendTask for Profile {
+    type Output = Result<(), String>;
+
+    fn run<A: AutodiffBackend>(self, device: A::Device) -> Self::Output {
+        type B<A> = <A as AutodiffBackend>::InnerBackend;
+        let Profile { config, batch: n, reps } = self;
+        B::<A>::seed(&device, 0);
+        let sync = || B::<A>::sync(&device).expect("device sync");
+        let size = config.input_size as usize;
+        let spec = config.feature_spec();
+        let macs = forward_macs(&config.model, &spec);
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+
+        // Backend peak: a square matrix product large enough to run at full speed.
+        let k = 1024;
+        let a = Tensor::<B<A>, 2>::random([k, k], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<B<A>, 2>::random([k, k], Distribution::Normal(0.0, 1.0), &device);
+        let peak_ms = median_ms(reps, || {
+            let _ = a.clone().matmul(b.clone());
+            sync();
+        });
+        let peak_gflops = 2.0 * (k * k * k) as f64 / peak_ms / 1e6;
+
+        let backbone = Backbone::<B<A>>::random(config.backbone, &device);
+        let model = Pnpt::<B<A>>::new(&config.model, spec, &device).map_err(|e| err(&e))?;
+        let mut pool = PoolBuilder::new();
+        for name in ["a", "b", "c"] {
+            let feats: [Tensor<B<A>, 4>; 3] = [0, 1, 2].map(|i| {
+                let [h, w] = spec.sizes[i];
+                Tensor::random([2, spec.channels[i], h, w], Distribution::Normal(0.0, 1.0), &device)
+            });
+            pool.add(name, &feats).map_err(|e| err(&e))?;
+        }
+        let pool = pool.build(Distance::Euclidean).map_err(|e| err(&e))?;
+
+        let pre = backbone.preprocess();
+        let image = DynamicImage::ImageRgb8(RgbImage::from_fn(300, 300, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
+        let images: Vec<DynamicImage> = vec![image; n];
+        let upload = || {
+            let mut flat = Vec::with_capacity(n * pre.len());
+            for img in &images {
+                flat.extend(pnpt::data::to_chw(img, &pre));
+            }
+            Tensor::<B<A>, 4>::from_data(TensorData::new(flat, [n, 3, size, size]), &device)
+        };
+        let x = upload();
+        let feats: [Tensor<B<A>, 4>; 3] = backbone.features(x.clone()).map_err(|e| err(&e))?.maps;
+        let prior = pool.retrieve(&feats).map_err(|e| err(&e))?.prior;
+        let both: [Tensor<B<A>, 4>; 3] = [0, 1, 2].map(|i| Tensor::cat(vec![feats[i].clone(), prior[i].clone()], 0));
+        let tokens = model.hpe.forward(&both, None);
+        let [_, l, c] = tokens.dims();
+        let sem_n = config.model.semantic_tokens;
+        let semantic = Tensor::<B<A>, 3>::random([2 * n, sem_n, c], Distribution::Normal(0.0, 1.0), &device);
+        let joined = Tensor::cat(vec![tokens.clone(), semantic.clone()], 1);
+        let half = semantic.clone().narrow(0, 0, n);
+        let layer = &model.layers[0];
+        let recon = model.forward(&feats, Some(&prior)).map_err(|e| err(&e))?;
+        let fused = recon.fused(config.scoring.fusion_weight);
+        let raw = raw_anomaly_map(&feats, &fused, [size, size]);
+        let smooth = gaussian_blur(raw.clone(), config.scoring.sigma);
+
+        let m = config.model.layers as u64;
+        let (cc, r) = (c as u64, config.model.ffn_ratio as u64);
+        let (l64, t64, n64) = (l as u64, (l + sem_n) as u64, sem_n as u64);
+        let ffn = |tokens: u64| 2 * tokens * cc * r * cc;
+        let sace_attention = 2 * m * (4 * t64 * cc * cc + 2 * t64 * t64 * cc);
+        let cscd_attention = 2 * m * (2 * l64 * cc * cc + 2 * n64 * cc * cc + 2 * l64 * n64 * cc);
+        let mut rows: Vec<Row> = Vec::new();
+        let mut time = |name: &'static str, macs: u64, f: &mut dyn FnMut()| {
+            let ms = median_ms(reps, &mut *f) / n as f64;
+            rows.push(Row { name, ms, macs });
+        };
+        time("decode + resize + normalise (host)", 0, &mut || {
+            let _ = upload();
+            sync();
+        });
+        time("backbone", config.backbone.macs(size), &mut || {
+            let _: MultiScale<B<A>> = backbone.features(x.clone()).expect("backbone");
+            sync();
+        });
+        time("CS-NPP retrieval", 0, &mut || {
+            let _ = pool.retrieve(&feats).expect("retrieval");
+            sync();
+        });
+        time("HPE (both streams)", macs.hpe, &mut || {
+            let _ = model.hpe.forward(&both, None);
+            sync();
+        });
+        time("SACE (a) attention", sace_attention, &mut || {
+            for _ in 0..m {
+                let _ = layer.sace.attention.forward_self(joined.clone());
+            }
+            sync();
+        });
+        time("SACE (a) FFN", 2 * m * ffn(t64), &mut || {
+            for _ in 0..m {
+                let _ = layer.sace.ffn.forward(joined.clone());
+            }
+            sync();
+        });
+        if let Some(fusion) = &layer.fusion {
+            time("SACE (b) fusion", macs.fusion, &mut || {
+                for _ in 0..m {
+                    let _ = fusion.forward(half.clone(), half.clone());
+                }
+                sync();
+            });
+        }
+        if let Some(cscd) = &layer.cscd {
+            time("CSCD attention", cscd_attention, &mut || {
+                for _ in 0..m {
+                    let _ = cscd.attention.forward(tokens.clone(), semantic.clone());
+                }
+                sync();
+            });
+            time("CSCD FFN", 2 * m * ffn(l64), &mut || {
+                for _ in 0..m {
+                    let _ = cscd.ffn.forward(tokens.clone());
+                }
+                sync();
+            });
+        }
+        time("HPE⁻¹ (both streams)", macs.hpe_inverse, &mut || {
+            let _ = model.hpe_inverse.forward(tokens.clone());
+            sync();
+        });
+        time("per-scale 1 - cos + bilinear upsampling", 0, &mut || {
+            let _ = raw_anomaly_map(&feats, &fused, [size, size]);
+            sync();
+        });
+        time("Gaussian smoothing", 0, &mut || {
+            let _ = gaussian_blur(raw.clone(), config.scoring.sigma);
+            sync();
+        });
+        time("image score + read back", 0, &mut || {
+            let _ = image_scores(smooth.clone(), config.scoring.score).into_data();
+            let _ = smooth.clone().into_data();
+        });
+        let stages: f64 = rows.iter().map(|r| r.ms).sum();
+        let whole_model = median_ms(reps, || {
+            let _ = model.forward(&feats, Some(&prior)).expect("forward");
+            sync();
+        }) / n as f64;
+        let end_to_end = median_ms(reps, || {
+            let feats = backbone.features(upload()).expect("backbone").maps;
+            let prior = pool.retrieve(&feats).expect("retrieval").prior;
+            let recon = model.forward(&feats, Some(&prior)).expect("forward");
+            let map = gaussian_blur(raw_anomaly_map(&feats, &recon.fused(0.5), [size, size]), config.scoring.sigma);
+            let _ = image_scores(map.clone(), config.scoring.score).into_data();
+            let _ = map.into_data();
+        }) / n as f64;
+
+        println!(
+            "preset `{}` ({}, C = {}, N = {}, M = {}), batch {n}, median of {reps} runs\n",
+            config.preset, config.backbone, config.model.hidden, config.model.semantic_tokens, config.model.layers
+        );
+        println!("| stage | ms / image | share | MMAC / image | GFLOP/s |");
+        println!("|---|---|---|---|---|");
+        for row in &rows {
+            let gflops = if row.macs > 0 { format!("{:.1}", 2.0 * row.macs as f64 / n as f64 / row.ms / 1e6) } else { "-".into() };
+            let mmac = if row.macs > 0 { format!("{:.0}", row.macs as f64 / n as f64 / 1e6) } else { "-".into() };
+            println!("| {} | {:.2} | {:.0} % | {mmac} | {gflops} |", row.name, row.ms, 100.0 * row.ms / stages);
+        }
+        let total_macs = (config.backbone.macs(size) + macs.total()) as f64;
+        println!("| **sum of stages** | {stages:.2} | 100 % | {:.0} | {:.1} |", total_macs / 1e6, 2.0 * total_macs / stages / 1e6);
+        println!();
+        println!("* PNPT forward as one call: {whole_model:.2} ms / image ({:.0} MMAC, {:.1} GFLOP/s)", macs.total() as f64 / 1e6, 2.0 * macs.total() as f64 / whole_model / 1e6);
+        println!("* end to end (upload, backbone, retrieval, PNPT, map, score, read back): {end_to_end:.2} ms / image, {:.1} images/s", 1e3 / end_to_end);
+        println!(
+            "* backend peak ({k}x{k}x{k} matmul): {peak_ms:.2} ms = {peak_gflops:.1} GFLOP/s; end to end reaches {:.0} % of it",
+            100.0 * 2.0 * total_macs / end_to_end / 1e6 / peak_gflops
+        );
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match PnptConfig::preset(&args.preset) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_on(&args.device, Profile { config, batch: args.batch, reps: args.reps }) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
