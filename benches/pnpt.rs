@@ -1,9 +1,9 @@
 //! PNPT benches, once per backend compiled in (`cargo bench --bench pnpt`, add
 //! `--features wgpu,cuda` for GPUs):
 //!
-//! * `forward/<preset>`: inference forward of the transformer (both streams, HPE to HPE⁻¹) on
-//!   one image's backbone features, for the `cpu` preset (EfficientNet-Lite0 shapes) and the
-//!   `paper` preset (wide_resnet50_2 shapes).
+//! * `forward/<preset>`: inference forward of the transformer (both streams, HPE to HPE⁻¹, as
+//!   `Detector` runs it: `Pnpt::forward_planned`) on one image's backbone features, for the
+//!   `cpu` preset (EfficientNet-Lite0 shapes) and the `paper` preset (wide_resnet50_2 shapes).
 //! * `train_step/cpu`: one training step of the `cpu` preset at batch 8: jittered forward, the
 //!   dual-stream loss, backward and an AdamW update.
 //! * `predict/cpu`: `Detector::predict` end to end on one 256 x 256 image (preprocessing,
@@ -26,6 +26,7 @@ use pnpt::{
     prompt::{Distance, PoolBuilder},
 };
 use rand::SeedableRng;
+
 
 fn features<B: burn::tensor::backend::Backend>(config: &PnptConfig, batch: usize, device: &B::Device) -> [Tensor<B, 4>; 3] {
     let spec = config.feature_spec();
@@ -51,10 +52,11 @@ impl BackendTask for Bench<'_> {
         for (name, config) in [("cpu", PnptConfig::cpu()), ("paper", PnptConfig::paper())] {
             let model = Pnpt::<B::InnerBackend>::new(&config.model, config.feature_spec(), &device).expect("model");
             let x = features::<B::InnerBackend>(&config, 1, &device);
-            let prior = features::<B::InnerBackend>(&config, 1, &device);
+            // As a detector runs it: folded HPE, priors of a 13-class pool embedded once.
+            let plan = model.plan(&features::<B::InnerBackend>(&config, 13, &device)).expect("plan");
             group.bench_function(format!("forward/{name}/{}", self.label), |b| {
                 b.iter(|| {
-                    let out = model.forward(&x, Some(&prior)).expect("forward");
+                    let out = model.forward_planned(&plan, &x, &[7]).expect("forward");
                     black_box(out.sample[0].clone().into_data());
                 })
             });

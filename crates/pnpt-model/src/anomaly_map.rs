@@ -106,3 +106,31 @@ pub fn image_scores<B: Backend>(map: Tensor<B, 3>, mode: ScoreMode) -> Tensor<B,
         ScoreMode::TopKMean(k) => flat.topk(k.max(1), 1).mean_dim(1).reshape([n]),
     }
 }
+
+/// The image score of one map already on the host: the same as [`image_scores`] without a
+/// device round trip, and in linear time (a selection, not the sort behind `topk`).
+/// A NaN in the map gives a NaN score.
+///
+/// ```
+/// use pnpt_model::{anomaly_map::host_image_score, ScoreMode};
+/// let map = [0.1, 0.9, 0.4, 0.7];
+/// assert_eq!(host_image_score(&map, ScoreMode::Max), 0.9);
+/// assert!((host_image_score(&map, ScoreMode::TopKMean(2)) - 0.8).abs() < 1e-6);
+/// ```
+pub fn host_image_score(map: &[f32], mode: ScoreMode) -> f32 {
+    if map.iter().any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
+    let k = match mode {
+        ScoreMode::Max => 1,
+        ScoreMode::TopKMean(k) => k.clamp(1, map.len().max(1)),
+    };
+    if map.is_empty() {
+        return f32::NAN;
+    }
+    let mut values = map.to_vec();
+    // Largest k first: select the k-th largest, everything before it is larger or equal.
+    let (top, kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let sum: f64 = top.iter().map(|&v| v as f64).sum::<f64>() + *kth as f64;
+    (sum / k as f64) as f32
+}

@@ -38,9 +38,9 @@ use pnpt_prompt::io::write_atomic;
 use pnpt_prompt::PromptPool;
 use serde::{Deserialize, Serialize};
 
-use crate::anomaly_map::{anomaly_map, image_scores};
+use crate::anomaly_map::{anomaly_map, host_image_score};
 use crate::hpe::FeatureSpec;
-use crate::pnpt::Pnpt;
+use crate::pnpt::{InferencePlan, Pnpt};
 use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model, EpochStats, TrainOptions};
 use crate::{Error, ModelConfig, PnptConfig, Result};
 
@@ -160,6 +160,8 @@ pub struct Detector<B: Backend> {
     backbone: Backbone<B>,
     pool: PromptPool<B>,
     model: Pnpt<B>,
+    /// Folded HPE / HPE⁻¹ and the pool's embedded priors, built once from `model` and `pool`.
+    plan: InferencePlan<B>,
     thresholds: Thresholds,
     device: B::Device,
 }
@@ -234,12 +236,17 @@ impl<B: Backend> Detector<B> {
             }
         }
         let device = pool.codes().device();
-        Ok(Self { config, backbone, pool, model, thresholds, device })
+        let plan = model.plan(pool.priors())?;
+        Ok(Self { config, backbone, pool, model, plan, thresholds, device })
     }
 
     /// The configuration.
     pub fn config(&self) -> &PnptConfig {
         &self.config
+    }
+    /// The frozen backbone.
+    pub fn backbone(&self) -> &Backbone<B> {
+        &self.backbone
     }
     /// The prompt pool.
     pub fn pool(&self) -> &PromptPool<B> {
@@ -270,16 +277,16 @@ impl<B: Backend> Detector<B> {
             return Err(Error::Shape(format!("images [{n}, {c}, {h}, {w}]: expected [n >= 1, 3, {size}, {size}]")));
         }
         let feats = self.backbone.features(images)?.maps;
-        let retrieval = self.pool.retrieve(&feats)?;
-        let recon = self.model.forward(&feats, Some(&retrieval.prior))?;
+        let (categories, _) = self.pool.nearest(&feats)?;
+        let recon = self.model.forward_planned(&self.plan, &feats, &categories)?;
         let fused = recon.fused(self.config.scoring.fusion_weight);
         let map = anomaly_map(&feats, &fused, [size, size], self.config.scoring.sigma);
-        let scores: Vec<f32> = image_scores(map.clone(), self.config.scoring.score).into_data().iter::<f32>().collect();
         let maps: Vec<f32> = map.into_data().iter::<f32>().collect();
+        let scores: Vec<f32> = maps.chunks(size * size).map(|m| host_image_score(m, self.config.scoring.score)).collect();
         if scores.iter().any(|s| !s.is_finite()) {
             return Err(Error::Invalid("non-finite anomaly score (NaN features?)".into()));
         }
-        Ok(BatchOutput { maps, scores, categories: retrieval.indices, size })
+        Ok(BatchOutput { maps, scores, categories, size })
     }
 
     /// Scores images already decoded (any size; resized to `input_size`).

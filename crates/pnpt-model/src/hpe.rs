@@ -197,3 +197,104 @@ impl<B: Backend> HpeInverse<B> {
         [(); 3].map(|_| out.next().expect("three scales"))
     }
 }
+
+/// `x W + b` with a Burn-layout weight `[d_in, d_out]`.
+fn affine<B: Backend, const D: usize>(x: Tensor<B, D>, weight: &Tensor<B, 2>, bias: &Tensor<B, 1>) -> Tensor<B, D> {
+    let [d_in, d_out] = weight.dims();
+    let shape = x.dims();
+    let rows = shape[..D - 1].iter().product();
+    let mut out_shape = shape;
+    out_shape[D - 1] = d_out;
+    let y = x.reshape([rows, d_in]).matmul(weight.clone()) + bias.clone().unsqueeze::<2>();
+    y.reshape(out_shape)
+}
+
+/// A linear layer's weight and bias (zero when it has none).
+fn weight_bias<B: Backend>(linear: &Linear<B>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let w = linear.weight.val();
+    let b = match &linear.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([w.dims()[1]], &w.device()),
+    };
+    (w, b)
+}
+
+/// Inference form of a channel-mode [`Hpe`]: the per-scale projections and the `3C -> C` merge
+/// are both linear, so they compose into one `Linear(Σ C_i p_i² -> C)` over the concatenated
+/// patches — the same function with fewer MACs (cpu preset: 43 M instead of 93 M per stream).
+#[derive(Debug, Clone)]
+pub struct FoldedHpe<B: Backend> {
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    position: Tensor<B, 3>,
+    spec: FeatureSpec,
+}
+
+impl<B: Backend> Hpe<B> {
+    /// The folded inference form; `None` in token-concat mode, which has nothing to fold.
+    pub fn folded(&self) -> Option<FoldedHpe<B>> {
+        let merge = self.merge.as_ref()?;
+        let (wm, bm) = weight_bias(merge);
+        let c = wm.dims()[1];
+        let mut weights = Vec::with_capacity(3);
+        let mut bias = bm;
+        for (i, embed) in self.embed.iter().enumerate() {
+            let (we, be) = weight_bias(embed);
+            let wm_i = wm.clone().narrow(0, i * c, c); // rows of the merge that see scale i
+            weights.push(we.matmul(wm_i.clone()));
+            bias = bias + be.unsqueeze::<2>().matmul(wm_i).reshape([c]);
+        }
+        Some(FoldedHpe { weight: Tensor::cat(weights, 0), bias, position: self.position.val(), spec: self.spec })
+    }
+}
+
+impl<B: Backend> FoldedHpe<B> {
+    /// Same as [`Hpe::forward`] without jitter.
+    pub fn forward(&self, feats: &[Tensor<B, 4>; 3]) -> Tensor<B, 3> {
+        let patches = self.spec.patches();
+        let x = Tensor::cat((0..3).map(|i| patchify(feats[i].clone(), patches[i])).collect(), 2);
+        affine(x, &self.weight, &self.bias) + self.position.clone()
+    }
+}
+
+/// Inference form of a channel-mode [`HpeInverse`]: the `C -> 3C` split followed by each
+/// scale's projection is one `Linear(C -> C_i p_i²)` per scale.
+#[derive(Debug, Clone)]
+pub struct FoldedHpeInverse<B: Backend> {
+    project: Vec<(Tensor<B, 2>, Tensor<B, 1>)>,
+    spec: FeatureSpec,
+}
+
+impl<B: Backend> HpeInverse<B> {
+    /// The folded inference form; `None` in token-concat mode.
+    pub fn folded(&self) -> Option<FoldedHpeInverse<B>> {
+        let (ws, bs) = weight_bias(self.split.as_ref()?);
+        let c = ws.dims()[0];
+        let project = self
+            .project
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (wp, bp) = weight_bias(p);
+                let d = wp.dims()[1];
+                let bias = bs.clone().narrow(0, i * c, c).unsqueeze::<2>().matmul(wp.clone()).reshape([d]) + bp;
+                (ws.clone().narrow(1, i * c, c).matmul(wp), bias)
+            })
+            .collect();
+        Some(FoldedHpeInverse { project, spec: self.spec })
+    }
+}
+
+impl<B: Backend> FoldedHpeInverse<B> {
+    /// Same as [`HpeInverse::forward`].
+    pub fn forward(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
+        let patches = self.spec.patches();
+        let grid = self.spec.grid();
+        let mut out = self
+            .project
+            .iter()
+            .enumerate()
+            .map(|(i, (w, b))| unpatchify(affine(x.clone(), w, b), self.spec.channels[i], patches[i], grid));
+        [(); 3].map(|_| out.next().expect("three scales"))
+    }
+}

@@ -33,6 +33,6 @@ pub mod train;
 pub use config::{ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, TrainConfig};
 pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
-pub use pnpt::{Pnpt, Reconstruction};
+pub use pnpt::{InferencePlan, Pnpt, Reconstruction};
 pub use detector::{fit, Detector, Prediction, Thresholds};
 pub use train::{train_model, TrainOptions};

@@ -78,6 +78,17 @@ pub fn forward_macs(config: &ModelConfig, spec: &FeatureSpec) -> ForwardMacs {
     }
 }
 
+/// MACs per image of [`crate::Pnpt::forward_planned`], what a [`crate::Detector`] runs: HPE
+/// and HPE⁻¹ folded into one linear map each, and the prior stream's HPE precomputed per
+/// class (so HPE runs on the self stream only).
+pub fn planned_forward_macs(config: &ModelConfig, spec: &FeatureSpec) -> ForwardMacs {
+    let c = config.hidden as u64;
+    let grid = spec.grid_tokens() as u64;
+    let patch_sum: u64 = spec.patch_dims().iter().map(|&d| d as u64).sum();
+    let streams = if config.use_prior { 2 } else { 1 };
+    ForwardMacs { hpe: grid * patch_sum * c, hpe_inverse: streams * grid * c * patch_sum, ..forward_macs(config, spec) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +119,15 @@ mod tests {
         let m = forward_macs(&cfg, &spec);
         assert_eq!(m, ForwardMacs { hpe: 720, sace: 3360, fusion: 1664, cscd: 1344, hpe_inverse: 720 });
         assert_eq!(m.total(), 7808);
+    }
+
+    /// Folded: HPE 1·21·8 = 168 on the self stream only, HPE⁻¹ 1·8·21 = 168 per stream.
+    #[test]
+    fn planned_forward_folds_hpe_and_skips_the_prior_embedding() {
+        let (cfg, spec) = tiny();
+        let m = planned_forward_macs(&cfg, &spec);
+        assert_eq!((m.hpe, m.hpe_inverse), (168, 336));
+        assert_eq!(m.total(), 7808 - 720 - 720 + 168 + 336);
     }
 
     #[test]

@@ -13,12 +13,12 @@
 //! of `2B`, which is the same arithmetic as two calls but fewer, larger kernels.
 
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use rand::Rng;
 
 use crate::config::ModelConfig;
 use crate::cscd::Cscd;
-use crate::hpe::{sequence_length, FeatureSpec, Hpe, HpeInverse};
+use crate::hpe::{sequence_length, FeatureSpec, FoldedHpe, FoldedHpeInverse, Hpe, HpeInverse};
 use crate::sace::{SaceAggregation, SaceFusion};
 use crate::{Error, Result};
 
@@ -202,8 +202,18 @@ impl<B: Backend> Pnpt<B> {
             Some(j) => (Some(j.sample), j.prior, j.scale),
             None => (None, None, 0.0),
         };
-        let mut x_self = self.hpe.forward(input, noise_s.map(|n| (n, scale)));
-        let mut x_prior = prior.map(|p| self.hpe.forward(p, noise_p.map(|n| (n, scale))));
+        let x_self = self.hpe.forward(input, noise_s.map(|n| (n, scale)));
+        let x_prior = prior.map(|p| self.hpe.forward(p, noise_p.map(|n| (n, scale))));
+        let (x_self, x_prior) = self.run_layers(b, x_self, x_prior);
+
+        Ok(Reconstruction {
+            prior: x_prior.map(|x| self.hpe_inverse.forward(x)),
+            sample: self.hpe_inverse.forward(x_self),
+        })
+    }
+
+    /// The `M` SACE + CSCD layers over the embedded streams `[B, L, C]`.
+    fn run_layers(&self, b: usize, mut x_self: Tensor<B, 3>, mut x_prior: Option<Tensor<B, 3>>) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let mut sem = self.semantic.as_ref().map(|s| {
             let [n, c] = s.dims();
             s.val().reshape([1, n, c]).repeat_dim(0, b)
@@ -249,12 +259,67 @@ impl<B: Backend> Pnpt<B> {
                 }
             }
         }
-
-        Ok(Reconstruction {
-            prior: x_prior.map(|x| self.hpe_inverse.forward(x)),
-            sample: self.hpe_inverse.forward(x_self),
-        })
+        (x_self, x_prior)
     }
+
+    /// Precomputes what inference does not need to recompute per image (see [`InferencePlan`]);
+    /// `priors` are the prompt pool's class-mean features `[K, C_i, H_i, W_i]` ×3 (ignored by a
+    /// single-stream model).
+    pub fn plan(&self, priors: &[Tensor<B, 4>; 3]) -> Result<InferencePlan<B>> {
+        let hpe = self.hpe.folded();
+        let prior_tokens = if self.config.use_prior {
+            self.spec.check("prompt pool priors", priors)?;
+            Some(match &hpe {
+                Some(folded) => folded.forward(priors),
+                None => self.hpe.forward(priors, None),
+            })
+        } else {
+            None
+        };
+        Ok(InferencePlan { hpe, hpe_inverse: self.hpe_inverse.folded(), prior_tokens })
+    }
+
+    /// Inference forward with a [`plan`](Self::plan): the same function as [`Self::forward`]
+    /// with the prior of image `i` being pool class `prior_classes[i]`.
+    pub fn forward_planned(&self, plan: &InferencePlan<B>, input: &[Tensor<B, 4>; 3], prior_classes: &[usize]) -> Result<Reconstruction<B>> {
+        let b = self.spec.check("input features", input)?;
+        let x_prior = match &plan.prior_tokens {
+            Some(tokens) => {
+                let k = tokens.dims()[0];
+                if prior_classes.len() != b || prior_classes.iter().any(|&i| i >= k) {
+                    return Err(Error::Invalid(format!(
+                        "need one prior class below {k} per image, got {prior_classes:?} for a batch of {b}"
+                    )));
+                }
+                let idx = prior_classes.iter().map(|&i| i as i64).collect::<Vec<_>>();
+                let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), &tokens.device());
+                Some(tokens.clone().select(0, idx))
+            }
+            None => None,
+        };
+        let x_self = match &plan.hpe {
+            Some(folded) => folded.forward(input),
+            None => self.hpe.forward(input, None),
+        };
+        let (x_self, x_prior) = self.run_layers(b, x_self, x_prior);
+        let inverse = |x: Tensor<B, 3>| match &plan.hpe_inverse {
+            Some(folded) => folded.forward(x),
+            None => self.hpe_inverse.forward(x),
+        };
+        Ok(Reconstruction { prior: x_prior.map(inverse), sample: inverse(x_self) })
+    }
+}
+
+/// What inference with a trained model can compute once instead of per image: HPE and HPE⁻¹
+/// folded into single linear maps ([`FoldedHpe`], [`FoldedHpeInverse`]), and the prior stream's
+/// embedded tokens of every pool class — the class-mean features never change, so neither does
+/// their embedding. Built by [`Pnpt::plan`]; rebuild it if the weights or the pool change.
+#[derive(Debug, Clone)]
+pub struct InferencePlan<B: Backend> {
+    hpe: Option<FoldedHpe<B>>,
+    hpe_inverse: Option<FoldedHpeInverse<B>>,
+    /// `[K, L, C]`, absent for a single-stream model.
+    prior_tokens: Option<Tensor<B, 3>>,
 }
 
 type StreamOut<B> = (Tensor<B, 3>, Option<Tensor<B, 3>>);

@@ -417,3 +417,58 @@ fn ablation_switches_change_the_parameter_count_as_expected() {
         assert_eq!(r.prior.is_some(), cfg.use_prior);
     }
 }
+
+// ---------------------------------------------------------------- inference plan
+
+/// The planned forward (folded HPE / HPE⁻¹, pre-embedded priors) computes the same function as
+/// the plain forward with the selected priors, in both concat modes and without a prior stream.
+#[test]
+fn planned_forward_equals_plain_forward() {
+    let spec = small_spec();
+    for (concat, use_prior) in [(ConcatMode::Channels, true), (ConcatMode::Tokens, true), (ConcatMode::Channels, false)] {
+        let cfg = ModelConfig { concat, use_prior, ..small_config() };
+        let model = Pnpt::<B>::new(&cfg, spec, &dev()).unwrap();
+        let pool = random_feats(&spec, 3, 51); // three classes
+        let input = random_feats(&spec, 2, 52);
+        let classes = [2usize, 0];
+        let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &dev());
+        let prior = pool.clone().map(|t| t.select(0, idx.clone()));
+        let plain = model.forward(&input, Some(&prior)).unwrap();
+        let plan = model.plan(&pool).unwrap();
+        let planned = model.forward_planned(&plan, &input, &classes).unwrap();
+        for i in 0..3 {
+            let scale = vals(plain.sample[i].clone()).iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = max_abs_diff(vals(plain.sample[i].clone()), vals(planned.sample[i].clone()));
+            assert!(d <= 1e-5 * scale.max(1.0), "{concat:?} prior={use_prior} sample scale {i}: {d}");
+            match (&plain.prior, &planned.prior) {
+                (Some(a), Some(b)) => {
+                    let d = max_abs_diff(vals(a[i].clone()), vals(b[i].clone()));
+                    assert!(d <= 1e-5 * scale.max(1.0), "{concat:?} prior scale {i}: {d}");
+                }
+                (None, None) => assert!(!use_prior),
+                _ => panic!("prior stream present in one forward only"),
+            }
+        }
+        if use_prior {
+            assert!(model.forward_planned(&plan, &input, &[0]).is_err(), "one class for two images");
+            assert!(model.forward_planned(&plan, &input, &[0, 3]).is_err(), "class out of range");
+        }
+    }
+}
+
+/// The host score equals the tensor score (topk / max on the device) on random maps.
+#[test]
+fn host_image_score_matches_tensor_score() {
+    use pnpt_model::anomaly_map::host_image_score;
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let maps = pnpt_model::pnpt::standard_normal::<B, _>([3, 32, 32], &mut rng, &dev());
+    let host = vals(maps.clone());
+    for mode in [ScoreMode::Max, ScoreMode::TopKMean(1), ScoreMode::TopKMean(100), ScoreMode::TopKMean(5000)] {
+        let device = vals(image_scores(maps.clone(), mode));
+        for (i, chunk) in host.chunks(32 * 32).enumerate() {
+            let h = host_image_score(chunk, mode);
+            assert!((h - device[i]).abs() <= 1e-5, "{mode:?} map {i}: host {h} vs tensor {}", device[i]);
+        }
+    }
+    assert!(host_image_score(&[1.0, f32::NAN], ScoreMode::Max).is_nan());
+}
