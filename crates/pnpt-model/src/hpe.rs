@@ -9,6 +9,9 @@
 //!
 //! HPE⁻¹ mirrors it: (`Linear(C -> 3C)` and a channel split | a token split), a per-scale
 //! `Linear(C -> C_i p_i²)`, and the patches folded back into `[C_i, H_i, W_i]` maps.
+//!
+//! At inference, consecutive linear maps are composed once ([`Hpe::folded`],
+//! [`HpeInverse::folded`]): the same function for fewer multiply-adds.
 
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Linear, LinearConfig};
