@@ -27,7 +27,6 @@ use pnpt::{
     prompt::{Distance, PoolBuilder},
 };
 
-
 const USAGE: &str = "usage: profile [--preset cpu|paper] [--batch N] [--device SPEC] [--reps N]";
 
 struct Args {
