@@ -157,6 +157,7 @@ pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output> {
             {
                 use burn::backend::wgpu::WgpuDevice;
                 let device = index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu);
+                probe::<Wgpu>(spec, &device)?;
                 return Ok(task.run::<burn::backend::Autodiff<Wgpu>>(device));
             }
             Err(not_compiled())
@@ -165,11 +166,31 @@ pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output> {
             #[cfg(feature = "cuda")]
             {
                 let device = burn::backend::cuda::CudaDevice::new(index);
+                probe::<Cuda>(spec, &device)?;
                 return Ok(task.run::<burn::backend::Autodiff<Cuda>>(device));
             }
             Err(not_compiled())
         }
     }
+}
+
+/// Runs one tiny operation on a GPU device, so that a missing driver, adapter or device index
+/// is an [`Error::DeviceUnavailable`] here instead of a panic inside the task (the GPU runtimes
+/// panic when they cannot open a device). The runtime's own panic message still reaches stderr.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn probe<B: burn::tensor::backend::Backend>(spec: &DeviceSpec, device: &B::Device) -> Result<()> {
+    let device = device.clone();
+    let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _ = burn::tensor::Tensor::<B, 1>::ones([1], &device).into_data();
+    }));
+    touched.map_err(|payload| {
+        let reason = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the backend panicked while opening it".into());
+        Error::DeviceUnavailable { device: spec.to_string(), reason }
+    })
 }
 
 #[cfg(test)]
@@ -195,6 +216,21 @@ mod tests {
         for spec in [DeviceSpec::Cpu, DeviceSpec::Flex, DeviceSpec::Wgpu(Some(2)), DeviceSpec::Cuda(1)] {
             assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
         }
+    }
+
+    /// A GPU that cannot be opened is an error, not a panic: on a machine without an NVIDIA
+    /// driver `cuda:0` must fail cleanly, and an out-of-range index fails everywhere.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn unusable_cuda_device_is_an_error() {
+        struct Nothing;
+        impl BackendTask for Nothing {
+            type Output = ();
+            fn run<B: AutodiffBackend>(self, _device: B::Device) {}
+        }
+        let err = run_on(&DeviceSpec::Cuda(4096), Nothing).unwrap_err();
+        assert!(matches!(err, Error::DeviceUnavailable { .. }), "{err}");
+        assert!(err.to_string().contains("cuda:4096"), "{err}");
     }
 
     #[test]
