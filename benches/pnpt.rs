@@ -27,7 +27,6 @@ use pnpt::{
 };
 use rand::SeedableRng;
 
-
 fn features<B: burn::tensor::backend::Backend>(config: &PnptConfig, batch: usize, device: &B::Device) -> [Tensor<B, 4>; 3] {
     let spec = config.feature_spec();
     [0, 1, 2].map(|i| {

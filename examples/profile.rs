@@ -21,7 +21,7 @@ use pnpt::{
     data::image::{DynamicImage, Rgb, RgbImage},
     model::{
         anomaly_map::{gaussian_blur, host_image_score, raw_anomaly_map},
-        macs::planned_forward_macs,
+        macs::{attention as attention_macs, ffn as ffn_macs, planned_forward_macs},
         Detector, Pnpt, PnptConfig, Thresholds,
     },
     prompt::{Distance, PoolBuilder},
@@ -162,9 +162,10 @@ impl BackendTask for Profile {
         let m = config.model.layers as u64;
         let (cc, r) = (c as u64, config.model.ffn_ratio as u64);
         let (l64, t64, n64) = (l as u64, (l + sem_n) as u64, sem_n as u64);
-        let ffn = |tokens: u64| 2 * tokens * cc * r * cc;
-        let sace_attention = 2 * m * (4 * t64 * cc * cc + 2 * t64 * t64 * cc);
-        let cscd_attention = 2 * m * (2 * l64 * cc * cc + 2 * n64 * cc * cc + 2 * l64 * n64 * cc);
+        // Both streams, all M layers, from the same formulas as `planned_forward_macs`.
+        let ffn = |tokens: u64| 2 * m * ffn_macs(tokens, cc, r);
+        let sace_attention = 2 * m * attention_macs(t64, t64, cc);
+        let cscd_attention = 2 * m * attention_macs(l64, n64, cc);
         let mut rows: Vec<Row> = Vec::new();
         let mut time = |name: &'static str, macs: u64, f: &mut dyn FnMut()| {
             let ms = median_ms(reps, &mut *f) / n as f64;
@@ -191,7 +192,7 @@ impl BackendTask for Profile {
             }
             sync();
         });
-        time("SACE (a) FFN", 2 * m * ffn(t64), &mut || {
+        time("SACE (a) FFN", ffn(t64), &mut || {
             for _ in 0..m {
                 let _ = layer.sace.ffn.forward(joined.clone());
             }
@@ -212,7 +213,7 @@ impl BackendTask for Profile {
                 }
                 sync();
             });
-            time("CSCD FFN", 2 * m * ffn(l64), &mut || {
+            time("CSCD FFN", ffn(l64), &mut || {
                 for _ in 0..m {
                     let _ = cscd.ffn.forward(tokens.clone());
                 }

@@ -15,7 +15,7 @@
 
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, module::linear, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConcatMode;
@@ -201,17 +201,6 @@ impl<B: Backend> HpeInverse<B> {
     }
 }
 
-/// `x W + b` with a Burn-layout weight `[d_in, d_out]`.
-fn affine<B: Backend, const D: usize>(x: Tensor<B, D>, weight: &Tensor<B, 2>, bias: &Tensor<B, 1>) -> Tensor<B, D> {
-    let [d_in, d_out] = weight.dims();
-    let shape = x.dims();
-    let rows = shape[..D - 1].iter().product();
-    let mut out_shape = shape;
-    out_shape[D - 1] = d_out;
-    let y = x.reshape([rows, d_in]).matmul(weight.clone()) + bias.clone().unsqueeze::<2>();
-    y.reshape(out_shape)
-}
-
 /// A linear layer's weight and bias (zero when it has none).
 fn weight_bias<B: Backend>(linear: &Linear<B>) -> (Tensor<B, 2>, Tensor<B, 1>) {
     let w = linear.weight.val();
@@ -256,7 +245,7 @@ impl<B: Backend> FoldedHpe<B> {
     pub fn forward(&self, feats: &[Tensor<B, 4>; 3]) -> Tensor<B, 3> {
         let patches = self.spec.patches();
         let x = Tensor::cat((0..3).map(|i| patchify(feats[i].clone(), patches[i])).collect(), 2);
-        affine(x, &self.weight, &self.bias) + self.position.clone()
+        linear(x, self.weight.clone(), Some(self.bias.clone())) + self.position.clone()
     }
 }
 
@@ -297,7 +286,7 @@ impl<B: Backend> FoldedHpeInverse<B> {
             .project
             .iter()
             .enumerate()
-            .map(|(i, (w, b))| unpatchify(affine(x.clone(), w, b), self.spec.channels[i], patches[i], grid));
+            .map(|(i, (w, b))| unpatchify(linear(x.clone(), w.clone(), Some(b.clone())), self.spec.channels[i], patches[i], grid));
         [(); 3].map(|_| out.next().expect("three scales"))
     }
 }

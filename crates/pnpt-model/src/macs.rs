@@ -42,12 +42,12 @@ impl ForwardMacs {
 
 /// Multi-head attention with `lq` queries over `lk` keys at width `c`: the four projections
 /// and the two attention products.
-fn attention(lq: u64, lk: u64, c: u64) -> u64 {
+pub fn attention(lq: u64, lk: u64, c: u64) -> u64 {
     2 * lq * c * c + 2 * lk * c * c + 2 * lq * lk * c
 }
 
 /// `Linear(c -> r c) - ReLU - Linear(r c -> c)` on `l` tokens.
-fn ffn(l: u64, c: u64, r: u64) -> u64 {
+pub fn ffn(l: u64, c: u64, r: u64) -> u64 {
     2 * l * c * r * c
 }
 

@@ -197,6 +197,13 @@ fn probe<B: burn::tensor::backend::Backend>(spec: &DeviceSpec, device: &B::Devic
 mod tests {
     use super::*;
 
+    /// A task that does nothing, to exercise device selection alone.
+    struct Nothing;
+    impl BackendTask for Nothing {
+        type Output = ();
+        fn run<B: AutodiffBackend>(self, _device: B::Device) {}
+    }
+
     #[test]
     fn parses_every_device_form() {
         assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
@@ -223,11 +230,6 @@ mod tests {
     #[cfg(feature = "cuda")]
     #[test]
     fn unusable_cuda_device_is_an_error() {
-        struct Nothing;
-        impl BackendTask for Nothing {
-            type Output = ();
-            fn run<B: AutodiffBackend>(self, _device: B::Device) {}
-        }
         let err = run_on(&DeviceSpec::Cuda(4096), Nothing).unwrap_err();
         assert!(matches!(err, Error::DeviceUnavailable { .. }), "{err}");
         assert!(err.to_string().contains("cuda:4096"), "{err}");
@@ -235,11 +237,6 @@ mod tests {
 
     #[test]
     fn missing_backend_names_its_feature() {
-        struct Nothing;
-        impl BackendTask for Nothing {
-            type Output = ();
-            fn run<B: AutodiffBackend>(self, _device: B::Device) {}
-        }
         for spec in [DeviceSpec::Wgpu(None), DeviceSpec::Cuda(0), DeviceSpec::NdArray] {
             let compiled = cfg!(feature = "wgpu") && spec.feature() == "wgpu"
                 || cfg!(feature = "cuda") && spec.feature() == "cuda"
