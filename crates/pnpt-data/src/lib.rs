@@ -24,6 +24,7 @@
 //! let m = pnpt_data::load_mask(&bottle.test[0], 64).unwrap(); // first test defect is "good"
 //! assert_eq!(m.len(), 64 * 64);
 //! ```
+pub mod atomic;
 pub mod dataset;
 mod error;
 pub mod image_io;

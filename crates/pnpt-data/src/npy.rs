@@ -16,7 +16,7 @@
 //! ```
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -436,35 +436,17 @@ pub fn write<T: NpyElement>(
             len: data.len(),
         });
     }
-    let io_err = |source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".npy-").suffix(".tmp");
-    // tempfile creates 0600 files; an output file should be readable like any other (0644).
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let tmp = builder.tempfile_in(dir).map_err(io_err)?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
-        w.write_all(&header_bytes(T::DESCR, shape))
-            .map_err(io_err)?;
+    crate::atomic::write_with(path, |w| {
+        w.write_all(&header_bytes(T::DESCR, shape))?;
         let mut bytes = Vec::with_capacity(CHUNK);
         for chunk in data.chunks(CHUNK / T::SIZE) {
             bytes.clear();
             chunk.iter().for_each(|&v| v.put_le(&mut bytes));
-            w.write_all(&bytes).map_err(io_err)?;
+            w.write_all(&bytes)?;
         }
-        w.flush().map_err(io_err)?;
-    }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
+        Ok(())
+    })
+    .map_err(|(path, source)| NpyError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -1,16 +1,14 @@
-//! Small, dependency-free file helpers shared by the pnpt crates that save artefacts
-//! (`pnpt-prompt` for the pool, `pnpt-model` for checkpoints and detectors).
+//! Small file helpers shared by the pnpt crates that save artefacts (`pnpt-prompt` for the
+//! pool, `pnpt-model` for checkpoints and detectors).
 //!
 //! * [`write_atomic`]: a file is either the old one or the complete new one, never half
-//!   written (temp file in the same folder, fsync, rename), so an interrupted run cannot leave
-//!   a corrupt checkpoint behind.
+//!   written ([`pnpt_data::atomic`]), so an interrupted run cannot leave a corrupt checkpoint
+//!   behind.
 //! * [`write_container`] / [`read_container`]: one file = an 8-byte magic, a JSON header and
 //!   any number of binary blobs, each length-prefixed (little endian).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -26,38 +24,13 @@ fn format_err(path: &Path, reason: impl Into<String>) -> Error {
     Error::Format { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// Writes `bytes` to `path` atomically: write a temp file next to it, fsync, then rename.
-///
-/// The parent folder is created if needed.
+/// Writes `bytes` to `path` atomically (see [`pnpt_data::atomic::write_with`]); the parent
+/// folder is created if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| format_err(path, "not a file path"))?
-        .to_string_lossy()
-        .into_owned();
-    // Unique per process and call, so two writers never share a temp file.
-    let tmp = parent.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
-    result
+    pnpt_data::atomic::write_with(path, |w| w.write_all(bytes)).map_err(|(path, source)| Error::Io { path, source })
 }
 
 /// Writes a container file atomically: `magic`, a JSON `header`, then `blobs`.

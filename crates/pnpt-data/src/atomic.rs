@@ -1,0 +1,81 @@
+//! Writing a file so that it is either the old one or the complete new one, never half
+//! written: the contents go to a temporary file in the same folder, which is fsynced and then
+//! renamed over the target. Every artefact of the pnpt crates (arrays, pools, checkpoints,
+//! detectors, reports) is written through here.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `path` atomically with the bytes `fill` writes (buffered, so it may stream large
+/// contents in pieces). The folder must exist. The temporary file gets the
+/// permissions of any newly created file (the umask), and is removed if anything fails.
+///
+/// The error names the file that failed: the temporary one or the target.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("a.txt");
+/// pnpt_data::atomic::write_with(&path, |w| w.write_all(b"hello")).unwrap();
+/// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+/// # use std::io::Write;
+/// ```
+pub fn write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), (PathBuf, io::Error)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| (path.to_path_buf(), io::Error::new(io::ErrorKind::InvalidInput, "not a file path")))?
+        .to_string_lossy();
+    // Unique per process and call, so two writers never share a temporary file.
+    let tmp = parent.join(format!(".{name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let at_tmp = |e: io::Error| (tmp.clone(), e);
+    let result = (|| {
+        let mut w = BufWriter::new(File::create(&tmp).map_err(at_tmp)?);
+        fill(&mut w).map_err(at_tmp)?;
+        let file = w.into_inner().map_err(|e| at_tmp(e.into_error()))?;
+        file.sync_all().map_err(at_tmp)?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        write_with(&path, |w| w.write_all(b"old")).unwrap();
+        let (failed, _) = write_with(&path, |w| {
+            w.write_all(b"partial")?;
+            Err(io::Error::other("interrupted"))
+        })
+        .unwrap_err();
+        assert_ne!(failed, path, "the temporary file is named");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file removed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_get_the_usual_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_with(&a, |w| w.write_all(b"x")).unwrap();
+        File::create(&b).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&a), mode(&b), "same as a plainly created file");
+    }
+}
