@@ -7,7 +7,9 @@
 //! * `train_step/cpu`: one training step of the `cpu` preset at batch 8: jittered forward, the
 //!   dual-stream loss, backward and an AdamW update.
 //! * `predict/cpu`: `Detector::predict` end to end on one 256 x 256 image (preprocessing,
-//!   backbone, prompt retrieval, PNPT, anomaly map, smoothing, score).
+//!   backbone, prompt retrieval, PNPT, anomaly map, smoothing, score) with the `cpu` preset's
+//!   scoring (`fused`: PNPT's map and the patch memory's, one bank of 4,096 patches per class,
+//!   about ad13's 10 % coreset); `predict_pnpt/cpu` and `predict_memory/cpu` with one map each.
 //!
 //! Without `--bench` (as in `cargo test --benches`) each benchmark runs once, as a smoke test.
 
@@ -22,7 +24,8 @@ use pnpt::{
     backbone::{Backbone, BackboneKind},
     backend::{run_on, BackendTask, DeviceSpec},
     data::image::{DynamicImage, Rgb, RgbImage},
-    model::{loss::pnpt_loss, train::adamw, Detector, Pnpt, PnptConfig, Thresholds},
+    memory::{MemoryBuilder, MemoryConfig},
+    model::{loss::pnpt_loss, train::adamw, Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds},
     prompt::{Distance, PoolBuilder},
 };
 use rand::SeedableRng;
@@ -86,11 +89,19 @@ impl BackendTask for Bench<'_> {
         }
         let pool = pool.build(Distance::Euclidean).expect("pool");
         let model = Pnpt::new(&config.model, config.feature_spec(), &device).expect("model");
-        let detector = Detector::new(config, backbone, pool, model, Thresholds::default()).expect("detector");
+        // 4 images × 32 × 32 patches kept whole: 4,096 rows per class.
+        let mut memory = MemoryBuilder::new(MemoryConfig { coreset_ratio: 1.0, ..Default::default() }).expect("memory");
+        for category in ["a", "b"] {
+            memory.add_class(category, &[features::<B::InnerBackend>(&config, 4, &device)]).expect("memory");
+        }
+        let mut detector = Detector::new(config, backbone, pool, model, Thresholds::default())
+            .and_then(|d| d.with_memory(memory.build().expect("memory")))
+            .expect("detector");
         let image = DynamicImage::ImageRgb8(RgbImage::from_fn(256, 256, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
-        group.bench_function(format!("predict/cpu/{}", self.label), |b| {
-            b.iter(|| black_box(detector.predict(&image).expect("predict")))
-        });
+        for (name, method) in [("predict", ScoringMethod::Fused), ("predict_pnpt", ScoringMethod::Pnpt), ("predict_memory", ScoringMethod::Memory)] {
+            detector.set_scoring(method, 0.5).expect("method");
+            group.bench_function(format!("{name}/cpu/{}", self.label), |b| b.iter(|| black_box(detector.predict(&image).expect("predict"))));
+        }
         group.finish();
     }
 }

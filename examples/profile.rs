@@ -93,7 +93,10 @@ impl BackendTask for Profile {
 
     fn run<A: AutodiffBackend>(self, device: A::Device) -> Self::Output {
         type B<A> = <A as AutodiffBackend>::InnerBackend;
-        let Profile { config, batch: n, reps } = self;
+        let Profile { mut config, batch: n, reps } = self;
+        // The stages below are PNPT's; the patch memory's cost is in `cargo bench --bench pnpt`
+        // (`predict` vs `predict_pnpt`).
+        config.scoring.method = pnpt::model::ScoringMethod::Pnpt;
         B::<A>::seed(&device, 0);
         let sync = || B::<A>::sync(&device).expect("device sync");
         let size = config.input_size as usize;

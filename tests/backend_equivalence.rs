@@ -17,6 +17,7 @@ use pnpt::{
     backbone::{Backbone, BackboneKind},
     backend::{Cpu, Wgpu},
     equivalence::{check, module_from_bytes, module_to_bytes, EquivalenceCase, Tolerance},
+    memory::{MemoryBuilder, MemoryConfig},
     model::{PnptConfig, Pnpt},
 };
 
@@ -135,6 +136,34 @@ impl EquivalenceCase for PnptCase {
         all.extend(out.prior.into_iter().flatten().map(Tensor::into_data));
         Ok(all)
     }
+}
+
+/// The patch memory: coreset of one class's patches, then nearest-neighbour maps of new images
+/// (patch features, blocked `‖q‖² + ‖b‖² − 2 q·b` products, minimum, square root).
+struct MemoryCase;
+
+impl EquivalenceCase for MemoryCase {
+    fn name(&self) -> String {
+        "patch memory nearest-neighbour map".into()
+    }
+    fn run<B: Backend>(&self, device: &B::Device) -> pnpt::Result<Vec<TensorData>> {
+        let shapes = [[2, 24, 32, 32], [2, 40, 16, 16], [2, 112, 8, 8]];
+        // Keep every training patch (no coreset), so both backends hold the same bank exactly;
+        // small blocks exercise the blocked minimum.
+        let config = MemoryConfig { coreset_ratio: 1.0, block_elements: 10_000, ..Default::default() };
+        let mut builder = MemoryBuilder::<B>::new(config)?;
+        builder.add_class("a", &[shapes.map(|s| input::<B, 4>(s, 7, device))])?;
+        let memory = builder.build()?;
+        let query = shapes.map(|s| input::<B, 4>(s, 8, device));
+        Ok(vec![memory.score(&query, &[0, 0])?.into_data()])
+    }
+}
+
+#[test]
+fn memory_matches_cpu() {
+    let Some((_serial, gpu)) = wgpu_device() else { return };
+    let report = check::<Cpu, Wgpu, _>(&MemoryCase, &Default::default(), &gpu, Tolerance::default()).unwrap();
+    println!("{report:?}");
 }
 
 #[test]

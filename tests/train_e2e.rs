@@ -7,7 +7,9 @@ use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
 use pnpt::data::Dataset;
 use pnpt::evaluate::{evaluate, EvaluateOptions};
 use pnpt::model::detector::{files, Detector};
-use pnpt::model::{fit, PnptConfig, TrainOptions};
+use pnpt::model::{PnptConfig, ScoringMethod, TrainOptions};
+use pnpt::train::train;
+use pnpt::validation::ValidationOptions;
 
 type B = Autodiff<Cpu>;
 
@@ -40,7 +42,23 @@ fn train_save_load_predict_beats_chance() {
     let dataset = Dataset::open(data.path(), None).unwrap();
     let cfg = tiny_config();
     let device = Default::default();
-    let (detector, report) = fit::<B>(&cfg, &dataset, &device, &TrainOptions::default()).unwrap();
+    let (detector, full) = train::<B>(&cfg, &dataset, &device, &TrainOptions::default(), &ValidationOptions::default()).unwrap();
+    let report = full.fit;
+
+    // Validation scored every candidate on pseudo-anomalies of the 8 held-out images and the
+    // detector now scores with the best one.
+    let v = full.validation.expect("validation ran");
+    let defaults = ValidationOptions::default();
+    assert_eq!(v.candidates.len(), (2 + defaults.weights.len()) * defaults.score_rules.len());
+    assert_eq!((v.normal_images, v.anomalous_images), (8, 8 * ValidationOptions::default().per_image));
+    let best = v.best();
+    assert!(v.candidates.iter().all(|c| c.objective() <= best.objective()));
+    let scoring = &detector.config().scoring;
+    assert_eq!((scoring.method, scoring.memory_weight, scoring.score), (best.method, best.memory_weight, best.score));
+    eprintln!("validation: {:?}", v.candidates.iter().map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc)).collect::<Vec<_>>());
+    // One bank per class, 10 % of 36 images × 16 × 16 patches each.
+    let memory = detector.memory().expect("patch memory");
+    assert_eq!(memory.sizes(), vec![922, 922]);
 
     // The loss falls.
     let losses: Vec<f64> = report.history.iter().map(|e| e.loss).collect();
@@ -61,7 +79,7 @@ fn train_save_load_predict_beats_chance() {
     assert!(!out_dir.join("stale.txt").exists());
     let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("detector")]);
-    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
+    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST, files::MEMORY, files::NORMALIZATION] {
         assert!(out_dir.as_path().join(f).is_file(), "{f} missing");
     }
     let loaded = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
@@ -73,6 +91,8 @@ fn train_save_load_predict_beats_chance() {
     assert_eq!(a.category, b.category);
     assert_eq!(b.anomaly_map.len(), 128 * 128);
     assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
+    assert_eq!(loaded.memory().unwrap().sizes(), memory.sizes());
+    assert_eq!(loaded.normalization(), detector.normalization());
 
     // Metrics on the test split: clearly better than chance.
     let eval = evaluate(&loaded, &dataset, &EvaluateOptions { heatmaps: true, out_dir: Some(out_dir.as_path().join("eval")), ..Default::default() }).unwrap();
@@ -80,12 +100,29 @@ fn train_save_load_predict_beats_chance() {
     assert!(eval.mean.image_auroc > 0.7, "image AUROC {}", eval.mean.image_auroc);
     assert!(eval.mean.pixel_auroc > 0.7, "pixel AUROC {}", eval.mean.pixel_auroc);
     assert!(eval.mean_retrieval_accuracy > 0.9, "retrieval {}", eval.mean_retrieval_accuracy);
+    // Every method on the same images; the detector's own method is the top-level table.
+    let methods: Vec<&str> = eval.methods.iter().map(|m| m.method.as_str()).collect();
+    assert_eq!(methods, ["pnpt", "memory", "fused"]);
+    let own = eval.methods.iter().find(|m| m.method == eval.method).unwrap();
+    assert_eq!(own.mean, eval.mean);
+    // The patch memory alone finds these defects without any training.
+    let memory_only = &eval.methods[1].mean;
+    assert!(memory_only.image_auroc > 0.8, "memory image AUROC {}", memory_only.image_auroc);
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.as_path().join("eval/report.json")).unwrap()).unwrap();
     for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
         assert!(json["mean"][key].is_number(), "{key}");
         assert!(json["categories"]["bottle"][key].is_number(), "{key}");
     }
     assert!(out_dir.as_path().join("eval/report.md").is_file());
+    assert!(json["methods"]["memory"]["mean"]["image_auroc"].is_number());
+    // Without its memory file, a detector that scores with the memory is a clear error.
+    let moved = parent.path().join("memory.bin");
+    std::fs::rename(out_dir.join(files::MEMORY), &moved).unwrap();
+    if loaded.config().scoring.method != ScoringMethod::Pnpt {
+        let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err().to_string();
+        assert!(err.contains("patch memory"), "{err}");
+    }
+    std::fs::rename(&moved, out_dir.join(files::MEMORY)).unwrap();
     let heat = out_dir.as_path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
     assert!(heat.is_file(), "{}", heat.display());
 

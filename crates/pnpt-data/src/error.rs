@@ -112,6 +112,26 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A pseudo-anomaly request that cannot work: output size out of range, zero anomalies per
+    /// image, no normal images, or an empty (zero-pixel) input image.
+    #[error("pseudo-anomaly synthesis: invalid input: {reason}")]
+    InvalidPseudoAnomaly {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No visible defect could be drawn on a normal image, whatever the placement and kind (an
+    /// image so flat or saturated that no pixel changes by the minimum delta).
+    #[error(
+        "pseudo-anomaly synthesis: normal image #{index} (variant {variant}): no visible defect after {attempts} attempts with different placements and kinds"
+    )]
+    NoVisibleDefect {
+        /// Index of the normal image in the input slice.
+        index: usize,
+        /// Which of its `per_image` anomalies failed.
+        variant: usize,
+        /// How many drawing attempts were made.
+        attempts: usize,
+    },
     /// Writing an image failed (synthetic generation).
     #[error("{path}: cannot encode image: {reason}")]
     Encode {

@@ -30,6 +30,7 @@ mod error;
 pub mod image_io;
 pub mod loader;
 pub mod npy;
+pub mod pseudo_anomaly;
 pub mod synthetic;
 
 use std::path::PathBuf;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use pnpt_backbone::BackboneKind;
+use pnpt_memory::MemoryConfig;
 use pnpt_prompt::Distance;
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,75 @@ pub struct ScoringConfig {
     /// Threshold = this quantile (linear interpolation) of the held-out normal scores of the
     /// category; 1.0 = their maximum (0.99).
     pub threshold_quantile: f64,
+    /// Which map decides: PNPT's reconstruction map, the class-conditional patch memory's map,
+    /// or both fused.
+    pub method: ScoringMethod,
+    /// Weight of the memory map in the fused map: `(1 - w) z_pnpt + w z_memory`, each map
+    /// standardised by its retrieved class's held-out normal pixels (see `detector`).
+    pub memory_weight: f64,
+}
+
+/// Which anomaly map a detector scores with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoringMethod {
+    /// PNPT's reconstruction map (Eq. 8).
+    Pnpt,
+    /// Nearest-neighbour distance to the retrieved class's memory bank (PatchCore), no PNPT.
+    Memory,
+    /// Both maps, standardised per class and summed with `memory_weight`.
+    #[default]
+    Fused,
+}
+
+impl ScoringMethod {
+    /// All three, in report order.
+    pub const ALL: [ScoringMethod; 3] = [ScoringMethod::Pnpt, ScoringMethod::Memory, ScoringMethod::Fused];
+
+    /// Whether the PNPT transformer's map is needed.
+    pub fn uses_pnpt(self) -> bool {
+        self != ScoringMethod::Memory
+    }
+    /// Whether the patch memory's map is needed.
+    pub fn uses_memory(self) -> bool {
+        self != ScoringMethod::Pnpt
+    }
+}
+
+impl fmt::Display for ScoringMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScoringMethod::Pnpt => "pnpt",
+            ScoringMethod::Memory => "memory",
+            ScoringMethod::Fused => "fused",
+        })
+    }
+}
+
+impl FromStr for ScoringMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pnpt" => Ok(Self::Pnpt),
+            "memory" => Ok(Self::Memory),
+            "fused" => Ok(Self::Fused),
+            other => Err(Error::Config(format!("unknown scoring method `{other}`: expected pnpt, memory or fused"))),
+        }
+    }
+}
+
+/// How the learning rate changes over a training run (see `train::learning_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` at every step (§6 gives a single learning rate; the default keeps old runs exact).
+    #[default]
+    Constant,
+    /// Linear warm-up from `lr / warmup_steps` (first step) to `lr` (step `warmup_steps`),
+    /// then a half cosine down to `lr * min_lr_ratio` at the run's last step. Large early
+    /// steps on freshly initialised attention are what warm-up avoids; the cosine tail lets a
+    /// short (CPU-budget) run settle instead of stopping mid-stride at the peak rate.
+    WarmupCosine,
 }
 
 /// Optimisation settings. AdamW's values are all set explicitly: Burn's defaults (eps 1e-5)
@@ -108,8 +178,32 @@ pub struct ScoringConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// AdamW learning rate (1e-4), constant.
+    /// AdamW (peak) learning rate (1e-4); constant unless `schedule` says otherwise.
     pub lr: f64,
+    /// Learning-rate schedule (`constant`, the §6 setting; `warmup_cosine` converges better
+    /// in the few epochs a CPU budget allows).
+    pub schedule: LrSchedule,
+    /// Optimizer steps of linear warm-up for `warmup_cosine` (100). With
+    /// `time_budget_seconds` they must fit in the first epoch, so that the warm-up does not
+    /// depend on the number of epochs, which is only known after it.
+    pub warmup_steps: usize,
+    /// Final learning rate of `warmup_cosine` as a fraction of `lr` (0.01): not 0, so the
+    /// last steps still move, but small enough to settle.
+    pub min_lr_ratio: f64,
+    /// Draw every epoch the same number of images, `ceil(n / categories)`, from each category
+    /// (cycling through a small category's images) instead of one pass over all images
+    /// (false). In a multi-class model a category with few images is otherwise seen
+    /// rarely and reconstructed worst. Only the sampling uses the true category.
+    pub class_balanced: bool,
+    /// Clip the gradient to this global L2 norm over all parameters before each AdamW step,
+    /// as PyTorch's `clip_grad_norm_` (None = off). Guards the early, high-lr steps against
+    /// the occasional spike of the cosine loss.
+    pub grad_clip_norm: Option<f64>,
+    /// Wall-clock seconds for the training loop (None = run all `epochs`). After the first
+    /// epoch the run sets its epoch count to `max(1, floor(budget / first epoch's time))`,
+    /// at most `epochs`, and plans the schedule for it, so that the cosine ends when the
+    /// time does; the choice is saved in the checkpoint and kept on resume.
+    pub time_budget_seconds: Option<f64>,
     /// AdamW decoupled weight decay (1e-4).
     pub weight_decay: f64,
     /// AdamW beta 1 (0.9).
@@ -120,7 +214,7 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Images per step (8).
     pub batch_size: usize,
-    /// Passes over the training images.
+    /// Passes over the training images (the maximum when `time_budget_seconds` is set).
     pub epochs: usize,
     /// Seed of everything random: initialisation, shuffling, jitter, calibration split.
     pub seed: u64,
@@ -150,6 +244,8 @@ pub struct PnptConfig {
     pub model: ModelConfig,
     /// Anomaly map, score and threshold.
     pub scoring: ScoringConfig,
+    /// The class-conditional patch memory (built when `scoring.method` uses it).
+    pub memory: MemoryConfig,
     /// Optimisation.
     pub train: TrainConfig,
 }
@@ -210,7 +306,10 @@ impl PnptConfig {
                 score: ScoreMode::TopKMean(100),
                 calibration_fraction: 0.1,
                 threshold_quantile: 0.99,
+                method: ScoringMethod::Fused,
+                memory_weight: 0.5,
             },
+            memory: MemoryConfig::default(),
             train: TrainConfig {
                 lr: 1e-4,
                 weight_decay: 1e-4,
@@ -223,6 +322,12 @@ impl PnptConfig {
                 jitter_scale: 20.0,
                 jitter_prob: 1.0,
                 feature_batch: 16,
+                schedule: LrSchedule::Constant,
+                warmup_steps: 100,
+                min_lr_ratio: 0.01,
+                class_balanced: false,
+                grad_clip_norm: None,
+                time_budget_seconds: None,
             },
         }
     }
@@ -241,6 +346,8 @@ impl PnptConfig {
         cfg.model.layers = 4;
         cfg.train.epochs = 300;
         cfg.scoring.score = ScoreMode::Max;
+        // The paper scores with PNPT's own map; the patch memory is this library's addition.
+        cfg.scoring.method = ScoringMethod::Pnpt;
         cfg
     }
 
@@ -317,6 +424,12 @@ impl PnptConfig {
         if !(0.0..1.0).contains(&s.calibration_fraction) {
             return bad(format!("scoring.calibration_fraction ({}) must be in [0, 1)", s.calibration_fraction));
         }
+        if !(0.0..=1.0).contains(&s.memory_weight) {
+            return bad(format!("scoring.memory_weight ({}) must be in [0, 1]", s.memory_weight));
+        }
+        if s.method.uses_memory() {
+            self.memory.validate().map_err(|e| Error::Config(e.to_string()))?;
+        }
         if !(s.threshold_quantile > 0.0 && s.threshold_quantile <= 1.0) {
             return bad(format!("scoring.threshold_quantile ({}) must be in (0, 1]", s.threshold_quantile));
         }
@@ -338,6 +451,15 @@ impl PnptConfig {
         }
         if !(t.jitter_scale >= 0.0 && t.jitter_scale.is_finite()) || !(0.0..=1.0).contains(&t.jitter_prob) {
             return bad("train.jitter_scale must be >= 0 and train.jitter_prob in [0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            return bad(format!("train.min_lr_ratio ({}) must be in [0, 1]", t.min_lr_ratio));
+        }
+        if t.grad_clip_norm.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+            return bad("train.grad_clip_norm must be positive and finite (or null)".into());
+        }
+        if t.time_budget_seconds.is_some_and(|b| !(b > 0.0 && b.is_finite())) {
+            return bad("train.time_budget_seconds must be positive and finite (or null)".into());
         }
         Ok(())
     }

@@ -21,7 +21,13 @@
 //! **Artefact folder** (each file written via temp + rename): `config.json`, `model.mpk`
 //! (Burn named MessagePack, full precision), `prompt_pool.bin`, `thresholds.json`, and
 //! `manifest.json` (architecture and parameter count the weights were saved with; loading
-//! compares it with `config.json` and errors on any difference).
+//! compares it with `config.json` and errors on any difference), and — when the scoring method
+//! uses it — `patch_memory.bin` (one coreset bank per class, `pnpt-memory`) with
+//! `normalization.json` (per-class map statistics for fusion, [`crate::fusion`]).
+//!
+//! **Scoring methods** (`scoring.method`): `pnpt` scores with PNPT's reconstruction map, `memory`
+//! with the distance of each patch to the retrieved class's bank of normal patches (PatchCore),
+//! `fused` with both maps standardised per class and summed (see [`crate::fusion`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,10 +44,16 @@ use pnpt_prompt::io::write_atomic;
 use pnpt_prompt::PromptPool;
 use serde::{Deserialize, Serialize};
 
-use crate::anomaly_map::{anomaly_map, host_image_score};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use pnpt_memory::{MemoryBuilder, PatchMemory};
+
+use crate::anomaly_map::{anomaly_map, gaussian_blur, host_image_score};
+use crate::config::{ScoreMode, ScoringMethod};
+use crate::fusion::{combine_maps, Normalization};
 use crate::hpe::FeatureSpec;
 use crate::pnpt::{InferencePlan, Pnpt};
-use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model, EpochStats, TrainOptions};
+use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model, EpochStats, FeatureSet, TrainOptions};
 use crate::{Error, ModelConfig, PnptConfig, Result};
 
 /// File names inside a detector folder.
@@ -56,6 +68,10 @@ pub mod files {
     pub const THRESHOLDS: &str = "thresholds.json";
     /// What the weights were saved with.
     pub const MANIFEST: &str = "manifest.json";
+    /// The class-conditional patch memory (only when the detector has one).
+    pub const MEMORY: &str = "patch_memory.bin";
+    /// Per-class map statistics for fusion.
+    pub const NORMALIZATION: &str = "normalization.json";
 }
 
 /// Per-category decision thresholds calibrated on held-out normal images.
@@ -140,6 +156,34 @@ pub struct BatchOutput {
     pub size: usize,
 }
 
+/// The component maps of a batch (smoothed, at the input size, on the host), before they are
+/// combined into the final map of a [`ScoringMethod`]. Maps that were not asked for are `None`.
+#[derive(Debug, Clone, Default)]
+pub struct Components {
+    /// PNPT's reconstruction maps, `n × size × size`.
+    pub pnpt: Option<Vec<f32>>,
+    /// The patch memory's maps, `n × size × size`.
+    pub memory: Option<Vec<f32>>,
+    /// `n` retrieved pool indices.
+    pub categories: Vec<usize>,
+    /// Map side.
+    pub size: usize,
+}
+
+impl Components {
+    fn extend(&mut self, other: Components) {
+        let join = |a: &mut Option<Vec<f32>>, b: Option<Vec<f32>>| match (a.as_mut(), b) {
+            (Some(a), Some(b)) => a.extend(b),
+            (None, b) => *a = b,
+            (Some(_), None) => {}
+        };
+        join(&mut self.pnpt, other.pnpt);
+        join(&mut self.memory, other.memory);
+        self.categories.extend(other.categories);
+        self.size = other.size;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Manifest {
     format: u32,
@@ -162,6 +206,8 @@ pub struct Detector<B: Backend> {
     model: Pnpt<B>,
     /// Folded HPE / HPE⁻¹ and the pool's embedded priors, built once from `model` and `pool`.
     plan: InferencePlan<B>,
+    memory: Option<PatchMemory<B>>,
+    normalization: Normalization,
     thresholds: Thresholds,
     device: B::Device,
 }
@@ -175,6 +221,8 @@ pub struct FitReport {
     pub feature_seconds: f64,
     /// Seconds in the training loop.
     pub train_seconds: f64,
+    /// Seconds building the patch memory (0 without one).
+    pub memory_seconds: f64,
     /// Training images used.
     pub train_images: usize,
     /// Held-out normal images used for thresholds.
@@ -202,19 +250,42 @@ pub fn fit<B: AutodiffBackend>(
     let t0 = Instant::now();
     let (set, pool) = build_training_set(config, &backbone, &train, &inner, options.progress)?;
     let feature_seconds = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    // Built before training so that a problem with it ends the run before the long part.
+    let memory = if config.scoring.method.uses_memory() { Some(build_memory(config, &set, &pool, options.progress)?) } else { None };
+    let memory_seconds = t0.elapsed().as_secs_f64();
     let out = train_model::<B>(config, &set, &pool, device, options)?;
     drop(set);
     let mut detector = Detector::new(config.clone(), backbone, pool, out.model, Thresholds::default())?;
+    if let Some(memory) = memory {
+        detector = detector.with_memory(memory)?;
+    }
     detector.calibrate(&holdout)?;
     let report = FitReport {
         history: out.history,
         feature_seconds,
         train_seconds: out.seconds,
+        memory_seconds,
         train_images: train.len(),
         holdout_images: holdout.len(),
         completed: out.completed,
     };
     Ok((detector, report))
+}
+
+/// One coreset bank per class of the pool, from the cached training features of the images of
+/// that (true) class.
+pub fn build_memory<B: Backend>(config: &PnptConfig, set: &FeatureSet<B>, pool: &PromptPool<B>, progress: bool) -> Result<PatchMemory<B>> {
+    let mut builder = MemoryBuilder::<B>::new(config.memory.clone())?;
+    let pb = crate::train::bar(pool.len(), progress, "memory");
+    for name in pool.names() {
+        let idx: Vec<usize> = (0..set.len()).filter(|&i| &set.categories[i] == name).collect();
+        let batches: Vec<[Tensor<B, 4>; 3]> = idx.chunks(64).map(|chunk| set.select(chunk)).collect();
+        builder.add_class(name, &batches)?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(builder.build()?)
 }
 
 impl<B: Backend> Detector<B> {
@@ -237,7 +308,58 @@ impl<B: Backend> Detector<B> {
         }
         let device = pool.codes().device();
         let plan = model.plan(pool.priors())?;
-        Ok(Self { config, backbone, pool, model, plan, thresholds, device })
+        Ok(Self { config, backbone, pool, model, plan, memory: None, normalization: Normalization::default(), thresholds, device })
+    }
+
+    /// Adds a patch memory; its classes must be the pool's, in the same order, and its patch
+    /// width the backbone's. Call [`calibrate`](Self::calibrate) afterwards.
+    pub fn with_memory(mut self, memory: PatchMemory<B>) -> Result<Self> {
+        if memory.names() != self.pool.names() {
+            return Err(Error::Config(format!("patch memory classes {:?} differ from the prompt pool's {:?}", memory.names(), self.pool.names())));
+        }
+        let want = pnpt_memory::patch_dim(self.config.backbone.channels(), memory.config().max_dim);
+        if memory.dim() != want {
+            return Err(Error::Config(format!("patch memory holds {}-d patches, the backbone gives {want}-d", memory.dim())));
+        }
+        self.memory = Some(memory);
+        Ok(self)
+    }
+
+    /// The patch memory, if the detector has one.
+    pub fn memory(&self) -> Option<&PatchMemory<B>> {
+        self.memory.as_ref()
+    }
+    /// The per-class map statistics used by `fused` scoring.
+    pub fn normalization(&self) -> &Normalization {
+        &self.normalization
+    }
+
+    /// Switches the scoring method (and the memory weight of `fused`). The thresholds belong to
+    /// the previous method: [`calibrate`](Self::calibrate) again before trusting decisions.
+    pub fn set_scoring(&mut self, method: ScoringMethod, memory_weight: f64) -> Result<()> {
+        self.set_scoring_rule(method, memory_weight, self.config.scoring.score)
+    }
+
+    /// [`set_scoring`](Self::set_scoring) with the image-score rule too.
+    pub fn set_scoring_rule(&mut self, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<()> {
+        if score == ScoreMode::TopKMean(0) {
+            return Err(Error::Config("scoring.score top_k_mean needs k >= 1".into()));
+        }
+        self.check_method(method)?;
+        if !(0.0..=1.0).contains(&memory_weight) {
+            return Err(Error::Config(format!("scoring.memory_weight ({memory_weight}) must be in [0, 1]")));
+        }
+        self.config.scoring.method = method;
+        self.config.scoring.memory_weight = memory_weight;
+        self.config.scoring.score = score;
+        Ok(())
+    }
+
+    fn check_method(&self, method: ScoringMethod) -> Result<()> {
+        if method.uses_memory() && self.memory.is_none() {
+            return Err(Error::Config(format!("scoring method `{method}` needs a patch memory, and this detector has none (it was trained with `pnpt` scoring)")));
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -269,24 +391,85 @@ impl<B: Backend> Detector<B> {
         preprocess_for(&self.config, &self.backbone)
     }
 
-    /// Scores a preprocessed batch `[n, 3, size, size]`.
+    /// Scores a preprocessed batch `[n, 3, size, size]` with the configured method.
     pub fn infer(&self, images: Tensor<B, 4>) -> Result<BatchOutput> {
+        let method = self.config.scoring.method;
+        let parts = self.components(images, method.uses_pnpt(), method.uses_memory())?;
+        self.combine(&parts, method, self.config.scoring.memory_weight)
+    }
+
+    /// The component maps of a preprocessed batch `[n, 3, size, size]`: PNPT's (when `pnpt`) and
+    /// the patch memory's (when `memory`), each smoothed by the same Gaussian.
+    pub fn components(&self, images: Tensor<B, 4>, pnpt: bool, memory: bool) -> Result<Components> {
         let size = self.config.input_size as usize;
         let [n, c, h, w] = images.dims();
         if c != 3 || h != size || w != size || n == 0 {
             return Err(Error::Shape(format!("images [{n}, {c}, {h}, {w}]: expected [n >= 1, 3, {size}, {size}]")));
         }
+        if memory {
+            self.check_method(ScoringMethod::Memory)?;
+        }
         let feats = self.backbone.features(images)?.maps;
         let (categories, _) = self.pool.nearest(&feats)?;
-        let recon = self.model.forward_planned(&self.plan, &feats, &categories)?;
-        let fused = recon.fused(self.config.scoring.fusion_weight);
-        let map = anomaly_map(&feats, &fused, [size, size], self.config.scoring.sigma);
-        let maps: Vec<f32> = map.into_data().iter::<f32>().collect();
-        let scores: Vec<f32> = maps.chunks(size * size).map(|m| host_image_score(m, self.config.scoring.score)).collect();
+        let sigma = self.config.scoring.sigma;
+        let to_host = |t: Tensor<B, 3>| -> Result<Vec<f32>> {
+            let v: Vec<f32> = t.into_data().iter::<f32>().collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Invalid("non-finite anomaly map (NaN features?)".into()));
+            }
+            Ok(v)
+        };
+        let pnpt_map = if pnpt {
+            let recon = self.model.forward_planned(&self.plan, &feats, &categories)?;
+            let fused = recon.fused(self.config.scoring.fusion_weight);
+            Some(to_host(anomaly_map(&feats, &fused, [size, size], sigma))?)
+        } else {
+            None
+        };
+        let memory_map = match (&self.memory, memory) {
+            (Some(bank), true) => {
+                let d = bank.score(&feats, &categories)?;
+                let [n, gh, gw] = d.dims();
+                let d = d.reshape([n, 1, gh, gw]);
+                let up = interpolate(d, [size, size], InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false));
+                Some(to_host(gaussian_blur(up.reshape([n, size, size]), sigma))?)
+            }
+            _ => None,
+        };
+        Ok(Components { pnpt: pnpt_map, memory: memory_map, categories, size })
+    }
+
+    /// Combines component maps into the final maps and image scores of `method`.
+    pub fn combine(&self, parts: &Components, method: ScoringMethod, memory_weight: f64) -> Result<BatchOutput> {
+        self.combine_scored(parts, method, memory_weight, self.config.scoring.score)
+    }
+
+    /// [`combine`](Self::combine) with another image-score rule than the configured one.
+    pub fn combine_scored(&self, parts: &Components, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<BatchOutput> {
+        let size = parts.size;
+        let px = size * size;
+        let n = parts.categories.len();
+        fn pick<'a>(v: &'a Option<Vec<f32>>, wanted: bool, len: usize, what: &str, method: ScoringMethod) -> Result<Option<&'a [f32]>> {
+            match (v, wanted) {
+                (_, false) => Ok(None),
+                (Some(v), true) if v.len() == len => Ok(Some(v.as_slice())),
+                _ => Err(Error::Invalid(format!("scoring method `{method}` needs the {what} maps of every image"))),
+            }
+        }
+        let pnpt = pick(&parts.pnpt, method.uses_pnpt(), n * px, "PNPT", method)?;
+        let memory = pick(&parts.memory, method.uses_memory(), n * px, "patch memory", method)?;
+        let mut maps = Vec::with_capacity(n * px);
+        let mut scores = Vec::with_capacity(n);
+        for i in 0..n {
+            let stats = self.normalization.for_category(&self.pool.names()[parts.categories[i]]);
+            let map = combine_maps(pnpt.map(|m| &m[i * px..(i + 1) * px]), memory.map(|m| &m[i * px..(i + 1) * px]), stats, memory_weight);
+            scores.push(host_image_score(&map, score));
+            maps.extend(map);
+        }
         if scores.iter().any(|s| !s.is_finite()) {
             return Err(Error::Invalid("non-finite anomaly score (NaN features?)".into()));
         }
-        Ok(BatchOutput { maps, scores, categories, size })
+        Ok(BatchOutput { maps, scores, categories: parts.categories.clone(), size })
     }
 
     /// Scores images already decoded (any size; resized to `input_size`).
@@ -332,25 +515,57 @@ impl<B: Backend> Detector<B> {
 
     /// Scores dataset samples in batches (parallel decoding ahead of the model).
     pub fn infer_samples(&self, samples: &[Sample], batch: usize) -> Result<BatchOutput> {
-        let size = self.config.input_size as usize;
-        let mut all = BatchOutput { maps: Vec::new(), scores: Vec::new(), categories: Vec::new(), size };
+        let method = self.config.scoring.method;
+        let parts = self.sample_components(samples, batch, method.uses_pnpt(), method.uses_memory())?;
+        self.combine(&parts, method, self.config.scoring.memory_weight)
+    }
+
+    /// [`components`](Self::components) of dataset samples, in batches.
+    pub fn sample_components(&self, samples: &[Sample], batch: usize, pnpt: bool, memory: bool) -> Result<Components> {
+        let mut all = Components { size: self.config.input_size as usize, ..Default::default() };
         if samples.is_empty() {
             return Ok(all);
         }
         for item in BatchIter::<B>::new(samples, &self.preprocess(), batch.max(1), None, &self.device)? {
             let (images, _) = item?;
-            let out = self.infer(images)?;
-            all.maps.extend(out.maps);
-            all.scores.extend(out.scores);
-            all.categories.extend(out.categories);
+            all.extend(self.components(images, pnpt, memory)?);
         }
         Ok(all)
     }
 
-    /// Calibrates the thresholds on normal images (their `category` field groups them).
+    /// [`components`](Self::components) of decoded images (any size; resized to `input_size`),
+    /// `batch` at a time.
+    pub fn image_components(&self, images: &[DynamicImage], batch: usize, pnpt: bool, memory: bool) -> Result<Components> {
+        let pre = self.preprocess();
+        let size = pre.size as usize;
+        let mut all = Components { size, ..Default::default() };
+        for chunk in images.chunks(batch.max(1)) {
+            let mut flat = Vec::with_capacity(chunk.len() * pre.len());
+            for img in chunk {
+                flat.extend(pnpt_data::to_chw(img, &pre));
+            }
+            let x = Tensor::<B, 4>::from_data(TensorData::new(flat, [chunk.len(), 3, size, size]), &self.device);
+            all.extend(self.components(x, pnpt, memory)?);
+        }
+        Ok(all)
+    }
+
+    /// Calibrates on normal images (their `category` field groups them): the per-class map
+    /// statistics of every map the detector has, then the thresholds of the configured method.
     pub fn calibrate(&mut self, normal: &[Sample]) -> Result<()> {
-        let out = self.infer_samples(normal, self.config.train.feature_batch)?;
-        let pairs: Vec<(String, f32)> = normal.iter().zip(&out.scores).map(|(s, &v)| (s.category.clone(), v)).collect();
+        let parts = self.sample_components(normal, self.config.train.feature_batch, true, self.memory.is_some())?;
+        let truth: Vec<String> = normal.iter().map(|s| s.category.clone()).collect();
+        self.calibrate_components(&parts, &truth)
+    }
+
+    /// [`calibrate`](Self::calibrate) from component maps already computed (`truth`: the true
+    /// category of each image).
+    pub fn calibrate_components(&mut self, parts: &Components, truth: &[String]) -> Result<()> {
+        let px = parts.size * parts.size;
+        self.normalization = Normalization::fit(truth, parts.pnpt.as_deref(), parts.memory.as_deref(), px);
+        let method = self.config.scoring.method;
+        let out = if truth.is_empty() { BatchOutput { maps: vec![], scores: vec![], categories: vec![], size: parts.size } } else { self.combine(parts, method, self.config.scoring.memory_weight)? };
+        let pairs: Vec<(String, f32)> = truth.iter().cloned().zip(out.scores).collect();
         self.thresholds = Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs);
         Ok(())
     }
@@ -407,6 +622,10 @@ impl<B: Backend> Detector<B> {
         self.pool.save(&dir.join(files::POOL))?;
         write_atomic(&dir.join(files::THRESHOLDS), &to_json(&self.thresholds)?)?;
         write_atomic(&dir.join(files::MANIFEST), &to_json(&self.manifest())?)?;
+        if let Some(memory) = &self.memory {
+            memory.save(&dir.join(files::MEMORY))?;
+            write_atomic(&dir.join(files::NORMALIZATION), &to_json(&self.normalization)?)?;
+        }
         self.config.save(&dir.join(files::CONFIG))
     }
 
@@ -473,7 +692,15 @@ impl<B: Backend> Detector<B> {
         }
         let thresholds: Thresholds = read_json(&dir.join(files::THRESHOLDS))?;
         let backbone = Backbone::<B>::load(config.backbone, config.backbone_weights.as_deref(), device)?;
-        Self::new(config, backbone, pool, model, thresholds)
+        let mut detector = Self::new(config, backbone, pool, model, thresholds)?;
+        let memory_path = dir.join(files::MEMORY);
+        if memory_path.exists() {
+            let memory = PatchMemory::<B>::load(&memory_path, device)?;
+            detector = detector.with_memory(memory).map_err(|e| Error::Mismatch { path: memory_path.clone(), reason: e.to_string() })?;
+            detector.normalization = read_json(&dir.join(files::NORMALIZATION))?;
+        }
+        detector.check_method(detector.config.scoring.method).map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
+        Ok(detector)
     }
 }
 

@@ -65,6 +65,9 @@ pub enum Error {
     /// From the prompt pool.
     #[error(transparent)]
     Prompt(#[from] pnpt_prompt::Error),
+    /// From the patch memory.
+    #[error(transparent)]
+    Memory(#[from] pnpt_memory::Error),
 }
 
 /// Result with the crate's [`Error`].

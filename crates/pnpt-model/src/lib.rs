@@ -12,7 +12,8 @@
 //! | [`anomaly_map`] | §6 Eq. 8 | fused reconstruction → per-pixel map → smoothed → image score |
 //! | [`config`] | all | every open choice, `paper()` and `cpu()` presets, ablation switches |
 //! | [`train`] | §6 | AdamW training on cached frozen features, checkpoints, resume |
-//! | [`detector`] | — | the trained artefact: load, predict, thresholds |
+//! | [`detector`] | — | the trained artefact: load, predict, thresholds, scoring methods |
+//! | [`fusion`] | — | per-class standardisation and fusion of the PNPT and patch-memory maps |
 //! | [`macs`] | — | multiply-accumulates of a forward pass, per module |
 //!
 //! The CS-NPP prompt pool (§3) is the `pnpt-prompt` crate.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod cscd;
 pub mod detector;
 mod error;
+pub mod fusion;
 pub mod hpe;
 pub mod loss;
 pub mod macs;
@@ -30,9 +32,10 @@ pub mod pnpt;
 pub mod sace;
 pub mod train;
 
-pub use config::{ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, TrainConfig};
+pub use config::{ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, TrainConfig};
+pub use pnpt_memory::{MemoryConfig, PatchMemory};
 pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
 pub use pnpt::{InferencePlan, Pnpt, Reconstruction};
-pub use detector::{fit, Detector, Prediction, Thresholds};
+pub use detector::{fit, Components, Detector, Prediction, Thresholds};
 pub use train::{train_model, TrainOptions};

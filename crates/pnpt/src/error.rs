@@ -41,6 +41,9 @@ pub enum Error {
     /// The prompt pool failed.
     #[error(transparent)]
     Prompt(#[from] pnpt_prompt::Error),
+    /// The patch memory failed.
+    #[error(transparent)]
+    Memory(#[from] pnpt_memory::Error),
     /// The model, training or the detector failed.
     #[error(transparent)]
     Model(#[from] pnpt_model::Error),
@@ -63,6 +66,9 @@ pub enum Error {
         /// The encoder's message.
         reason: String,
     },
+    /// The validation set cannot be built or scored.
+    #[error("validation: {0}")]
+    Validation(String),
     /// No category can be evaluated.
     #[error("no category of the dataset has both normal and anomalous test images")]
     NothingToEvaluate,

@@ -5,11 +5,14 @@
 //! `report.json`:
 //! ```text
 //! {"categories": {"<cat>": M, ...}, "mean": M, "preset": "cpu", "seed": 0, "device": "cpu",
-//!  "train_seconds": 0.0, "ms_per_image": 0.0}
+//!  "train_seconds": 0.0, "ms_per_image": 0.0, "method": "fused",
+//!  "methods": {"pnpt": {"categories": {...}, "mean": M}, "memory": ..., "fused": ...}, ...extra}
 //! M = {"image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max",
 //!      "pixel_f1_max", "retrieval_accuracy"}
 //! ```
-//! Heat maps: the anomaly map, normalised over the category's maps, in a jet colour map
+//! `methods` scores the same test images with every method the detector can use (one pass of
+//! the model; the ablation of the scoring method), the top-level tables are the detector's own
+//! method. Heat maps: the anomaly map, normalised over the category's maps, in a jet colour map
 //! alpha-blended (0.5) over the image resized to the model's input size; the ground-truth
 //! outline is drawn in white.
 
@@ -22,6 +25,7 @@ use pnpt_data::image::{imageops, ImageFormat, Rgb, RgbImage};
 use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
 use pnpt_model::detector::{BatchOutput, Detector};
+use pnpt_model::ScoringMethod;
 use pnpt_prompt::io::write_atomic;
 use serde_json::{json, Map, Value};
 
@@ -44,6 +48,8 @@ pub struct EvaluateOptions {
     pub device: String,
     /// Recorded in the report.
     pub train_seconds: f64,
+    /// More top-level entries for `report.json`.
+    pub extra: Map<String, Value>,
 }
 
 impl Default for EvaluateOptions {
@@ -56,6 +62,7 @@ impl Default for EvaluateOptions {
             seed: 0,
             device: "cpu".into(),
             train_seconds: 0.0,
+            extra: Map::new(),
         }
     }
 }
@@ -93,7 +100,25 @@ pub struct Report {
     /// Training time in seconds.
     pub train_seconds: f64,
     /// Mean end-to-end inference time per test image (decoding, backbone, PNPT, map), ms.
+    /// With several methods in `methods`, every map the detector has is computed.
     pub ms_per_image: f64,
+    /// The detector's scoring method (the tables above).
+    pub method: String,
+    /// Per scoring method the detector can use: per-category metrics and their mean.
+    pub methods: Vec<MethodReport>,
+    /// More top-level `report.json` entries (training history, validation, memory sizes...).
+    pub extra: Map<String, Value>,
+}
+
+/// The metrics of one scoring method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodReport {
+    /// `pnpt`, `memory` or `fused`.
+    pub method: String,
+    /// `(category, metrics)` in dataset order.
+    pub categories: Vec<(String, CategoryMetrics)>,
+    /// Unweighted mean over categories.
+    pub mean: CategoryMetrics,
 }
 
 /// One `M` object of `report.json`; non-finite values become `null` (serde_json's rule).
@@ -118,7 +143,15 @@ impl Report {
         let categories: Map<String, Value> =
             self.categories.iter().map(|c| (c.name.clone(), metrics_json(&c.metrics, c.retrieval_accuracy))).collect();
         let skipped: Map<String, Value> = self.skipped.iter().map(|(c, r)| (c.clone(), Value::from(r.as_str()))).collect();
-        let report = json!({
+        let methods: Map<String, Value> = self
+            .methods
+            .iter()
+            .map(|m| {
+                let cats: Map<String, Value> = m.categories.iter().map(|(c, x)| (c.clone(), metrics_json(x, f64::NAN))).collect();
+                (m.method.clone(), json!({"categories": cats, "mean": metrics_json(&m.mean, f64::NAN)}))
+            })
+            .collect();
+        let mut report = json!({
             "categories": categories,
             "mean": metrics_json(&self.mean, self.mean_retrieval_accuracy),
             "skipped": skipped,
@@ -127,7 +160,14 @@ impl Report {
             "device": self.device,
             "train_seconds": self.train_seconds,
             "ms_per_image": self.ms_per_image,
+            "method": self.method,
+            "methods": methods,
         });
+        if let Value::Object(map) = &mut report {
+            for (k, v) in &self.extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
         let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
         text.push('\n');
         text
@@ -152,6 +192,29 @@ impl Report {
             row(&mut s, &c.name, &c.metrics, c.retrieval_accuracy);
         }
         row(&mut s, "**mean**", &self.mean, self.mean_retrieval_accuracy);
+        if self.methods.len() > 1 {
+            let _ = writeln!(s, "\nScoring method `{}` above. Every method on the same test images (image AUROC / pixel AUROC / AUPRO):\n", self.method);
+            s.push_str("| category |");
+            for m in &self.methods {
+                let _ = write!(s, " {} |", m.method);
+            }
+            s.push_str("\n|---|");
+            s.push_str(&"---|".repeat(self.methods.len()));
+            s.push('\n');
+            let cell = |m: &CategoryMetrics| format!(" {:.3} / {:.3} / {:.3} |", m.image_auroc, m.pixel_auroc, m.aupro);
+            for (i, c) in self.categories.iter().enumerate() {
+                let _ = write!(s, "| {} |", c.name);
+                for m in &self.methods {
+                    s.push_str(&cell(&m.categories[i].1));
+                }
+                s.push('\n');
+            }
+            s.push_str("| **mean** |");
+            for m in &self.methods {
+                s.push_str(&cell(&m.mean));
+            }
+            s.push('\n');
+        }
         for (c, r) in &self.skipped {
             let _ = writeln!(s, "\nskipped `{c}`: {r}");
         }
@@ -166,9 +229,14 @@ impl Report {
     }
 }
 
-/// Evaluates `detector` on the test split of every category of `dataset`.
+/// Evaluates `detector` on the test split of every category of `dataset`, with its own scoring
+/// method and, for the `methods` ablation, every other method it can use.
 pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: &EvaluateOptions) -> Result<Report> {
     let size = detector.config().input_size as usize;
+    let own = detector.config().scoring.method;
+    let weight = detector.config().scoring.memory_weight;
+    let methods: Vec<ScoringMethod> = if detector.memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
+    let mut per_method: Vec<Vec<(String, CategoryMetrics)>> = vec![Vec::new(); methods.len()];
     let mut categories = Vec::new();
     let mut skipped = Vec::new();
     let mut images = 0usize;
@@ -181,13 +249,21 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
             continue;
         }
         let t0 = Instant::now();
-        let out = detector.infer_samples(&cat.test, options.batch_size)?;
+        let parts = detector.sample_components(&cat.test, options.batch_size, true, methods.len() > 1)?;
+        let out = detector.combine(&parts, own, weight)?;
         seconds += t0.elapsed().as_secs_f64();
         images += n;
         let masks = pnpt_data::load_masks(&cat.test, size as u32)?;
         let labels: Vec<bool> = cat.test.iter().map(Sample::is_anomalous).collect();
-        let metrics = pnpt_metrics::evaluate(&out.maps, &masks, &labels, &out.scores, n, size, size)
-            .map_err(|source| Error::CategoryMetrics { category: cat.name.clone(), source })?;
+        let score = |out: &BatchOutput| {
+            pnpt_metrics::evaluate(&out.maps, &masks, &labels, &out.scores, n, size, size)
+                .map_err(|source| Error::CategoryMetrics { category: cat.name.clone(), source })
+        };
+        let metrics = score(&out)?;
+        for (i, &m) in methods.iter().enumerate() {
+            let metrics = if m == own { metrics.clone() } else { score(&detector.combine(&parts, m, weight)?)? };
+            per_method[i].push((cat.name.clone(), metrics));
+        }
         let truth = vec![cat.name.as_str(); n];
         let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
         if options.heatmaps {
@@ -200,9 +276,14 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
     if categories.is_empty() {
         return Err(Error::NothingToEvaluate);
     }
-    let all: Vec<CategoryMetrics> = categories.iter().map(|c| c.metrics.clone()).collect();
-    let mean = pnpt_metrics::mean(&all).map_err(|source| Error::CategoryMetrics { category: "<mean>".into(), source })?;
+    let mean_of = |all: Vec<CategoryMetrics>| pnpt_metrics::mean(&all).map_err(|source| Error::CategoryMetrics { category: "<mean>".into(), source });
+    let mean = mean_of(categories.iter().map(|c| c.metrics.clone()).collect())?;
     let mean_retrieval_accuracy = categories.iter().map(|c| c.retrieval_accuracy).sum::<f64>() / categories.len() as f64;
+    let mut method_reports = Vec::with_capacity(methods.len());
+    for (m, cats) in methods.iter().zip(per_method) {
+        let mean = mean_of(cats.iter().map(|c| c.1.clone()).collect())?;
+        method_reports.push(MethodReport { method: m.to_string(), categories: cats, mean });
+    }
     let report = Report {
         categories,
         mean,
@@ -213,6 +294,9 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         device: options.device.clone(),
         train_seconds: options.train_seconds,
         ms_per_image: 1000.0 * seconds / images.max(1) as f64,
+        method: own.to_string(),
+        methods: method_reports,
+        extra: options.extra.clone(),
     };
     if let Some(dir) = &options.out_dir {
         report.write(dir)?;
@@ -309,6 +393,9 @@ mod tests {
             device: "cpu".into(),
             train_seconds: 2.0,
             ms_per_image: 3.0,
+            method: "pnpt".into(),
+            methods: vec![],
+            extra: Map::new(),
         };
         let v: Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(v["categories"]["a\"b"]["aupro"], 0.3);

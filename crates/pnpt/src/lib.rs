@@ -3,12 +3,16 @@
 //! Unified multi-class industrial anomaly detection: one model, trained on normal images of every
 //! product type at once, scores each image and each pixel of any of them.
 //!
-//! This facade re-exports the member crates in data-flow order and adds run-time backend
-//! selection ([`backend`]) and a backend-equivalence harness ([`equivalence`]).
+//! This facade re-exports the member crates in data-flow order (data → backbone → prompt pool →
+//! patch memory → model → metrics) and adds training with the choice of the scoring method on
+//! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and reports
+//! ([`evaluate`]), run-time backend selection ([`backend`]) and a backend-equivalence harness
+//! ([`equivalence`]).
 
 pub use burn;
 pub use pnpt_backbone as backbone;
 pub use pnpt_data as data;
+pub use pnpt_memory as memory;
 pub use pnpt_metrics as metrics;
 pub use pnpt_model as model;
 pub use pnpt_prompt as prompt;
@@ -17,6 +21,8 @@ pub mod backend;
 pub mod equivalence;
 mod error;
 pub mod evaluate;
+pub mod train;
+pub mod validation;
 
 pub use error::{Error, Result};
 

@@ -1,0 +1,172 @@
+//! Choosing how a detector scores without looking at test labels.
+//!
+//! The held-out normal training images (never trained on, never in a memory bank) become a
+//! validation set: each is kept as a normal example and also corrupted with synthetic defects
+//! (cut-paste patches from other images of its category, scratches, stains, holes, colour spots:
+//! [`pnpt_data::pseudo_anomaly`]) with exact masks. Every candidate scoring — PNPT's map, the
+//! patch memory's map, and the fused map at several memory weights — is scored on it from one
+//! pass of the model, each with every image-score rule of `score_rules` (the max of the map, the
+//! mean of its top k values), and the candidate with the best mean of image and pixel AUROC over
+//! the categories wins (the first listed on a tie). The test split is not read.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::backend::Backend;
+use pnpt_data::image::DynamicImage;
+use pnpt_data::pseudo_anomaly::{resize_to, synthesize, PseudoAnomalyConfig};
+use pnpt_data::Sample;
+use pnpt_model::{Components, Detector, ScoreMode, ScoringMethod};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// Options of [`validate`].
+#[derive(Debug, Clone)]
+pub struct ValidationOptions {
+    /// Synthetic anomalies made from each held-out image.
+    pub per_image: usize,
+    /// Seed of the synthetic anomalies.
+    pub seed: u64,
+    /// Memory weights tried for `fused`.
+    pub weights: Vec<f64>,
+    /// Image-score rules tried with every method.
+    pub score_rules: Vec<ScoreMode>,
+    /// Training images per category used as cut-paste donors (at most).
+    pub donors: usize,
+    /// Images per forward.
+    pub batch_size: usize,
+    /// Whether [`crate::train::train`] switches the detector to the best candidate (otherwise
+    /// the configured `scoring.method` stays and validation is only reported).
+    pub select: bool,
+}
+
+impl Default for ValidationOptions {
+    fn default() -> Self {
+        Self { per_image: 3, seed: 0, weights: vec![0.25, 0.5, 0.75], score_rules: vec![ScoreMode::Max, ScoreMode::TopKMean(100)], donors: 8, batch_size: 8, select: true }
+    }
+}
+
+/// One scoring candidate's validation result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// Scoring method.
+    pub method: ScoringMethod,
+    /// Memory weight (`fused` only; 0 for `pnpt`, 1 for `memory`).
+    pub memory_weight: f64,
+    /// Image-score rule.
+    pub score: ScoreMode,
+    /// Mean image AUROC over categories.
+    pub image_auroc: f64,
+    /// Mean pixel AUROC over categories.
+    pub pixel_auroc: f64,
+    /// Per category: `(image AUROC, pixel AUROC)`.
+    pub categories: BTreeMap<String, (f64, f64)>,
+}
+
+impl Candidate {
+    /// What the choice maximises.
+    pub fn objective(&self) -> f64 {
+        0.5 * (self.image_auroc + self.pixel_auroc)
+    }
+}
+
+/// The validation of every candidate and the one chosen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Validation {
+    /// Every candidate, in the order tried.
+    pub candidates: Vec<Candidate>,
+    /// Index of the chosen candidate.
+    pub chosen: usize,
+    /// Held-out normal images used.
+    pub normal_images: usize,
+    /// Synthetic anomalous images made from them.
+    pub anomalous_images: usize,
+}
+
+impl Validation {
+    /// The chosen candidate.
+    pub fn best(&self) -> &Candidate {
+        &self.candidates[self.chosen]
+    }
+}
+
+/// Scores every candidate on the held-out images `holdout` of the detector's categories, with
+/// cut-paste donors taken from `train` (see the module docs). Needs at least one held-out
+/// image; categories without one are left out.
+pub fn validate<B: Backend>(detector: &Detector<B>, holdout: &[Sample], train: &[Sample], options: &ValidationOptions) -> Result<Validation> {
+    let size = detector.config().input_size;
+    let px = (size * size) as usize;
+    let has_memory = detector.memory().is_some();
+    let mut methods: Vec<(ScoringMethod, f64)> = vec![(ScoringMethod::Pnpt, 0.0)];
+    if has_memory {
+        methods.push((ScoringMethod::Memory, 1.0));
+        methods.extend(options.weights.iter().map(|&w| (ScoringMethod::Fused, w)));
+    }
+    let rules = if options.score_rules.is_empty() { vec![detector.config().scoring.score] } else { options.score_rules.clone() };
+    let candidates: Vec<(ScoringMethod, f64, ScoreMode)> = methods.iter().flat_map(|&(m, w)| rules.iter().map(move |&r| (m, w, r))).collect();
+    let mut per_candidate: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); candidates.len()];
+    let (mut normal_images, mut anomalous_images) = (0, 0);
+    let mut names: Vec<&str> = holdout.iter().map(|s| s.category.as_str()).collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let normals: Vec<_> = holdout
+            .iter()
+            .filter(|s| s.category == name)
+            .map(|s| pnpt_data::decode_rgb(&s.path).map(|img| resize_to(&img, size)))
+            .collect::<std::result::Result<_, _>>()?;
+        let donors: Vec<_> = train
+            .iter()
+            .filter(|s| s.category == name)
+            .take(options.donors)
+            .map(|s| pnpt_data::decode_rgb(&s.path))
+            .collect::<std::result::Result<_, _>>()?;
+        let config = PseudoAnomalyConfig { size, per_image: options.per_image, seed: options.seed };
+        let pseudo = synthesize(&normals, &donors, &config)?;
+        let mut images: Vec<DynamicImage> = normals.iter().cloned().map(DynamicImage::ImageRgb8).collect();
+        let mut masks = vec![0u8; normals.len() * px];
+        let mut labels = vec![false; normals.len()];
+        for p in pseudo {
+            images.push(DynamicImage::ImageRgb8(p.image));
+            masks.extend(p.mask);
+            labels.push(true);
+        }
+        normal_images += normals.len();
+        anomalous_images += labels.len() - normals.len();
+        let pixel_labels: Vec<bool> = masks.iter().map(|&m| m != 0).collect();
+        let parts: Components = detector.image_components(&images, options.batch_size, true, has_memory)?;
+        for (c, &(method, weight, rule)) in candidates.iter().enumerate() {
+            let out = detector.combine_scored(&parts, method, weight, rule)?;
+            let metric = |e| Error::CategoryMetrics { category: name.to_string(), source: e };
+            let image = pnpt_metrics::auroc(&out.scores, &labels).map_err(metric)?;
+            let pixel = pnpt_metrics::auroc(&out.maps, &pixel_labels).map_err(metric)?;
+            per_candidate[c].insert(name.to_string(), (image, pixel));
+        }
+    }
+    if normal_images == 0 {
+        return Err(Error::Validation("no held-out normal image to validate on (scoring.calibration_fraction is 0?)".into()));
+    }
+    let candidates: Vec<Candidate> = candidates
+        .into_iter()
+        .zip(per_candidate)
+        .map(|((method, memory_weight, score), categories)| {
+            let n = categories.len().max(1) as f64;
+            Candidate {
+                method,
+                memory_weight,
+                score,
+                image_auroc: categories.values().map(|v| v.0).sum::<f64>() / n,
+                pixel_auroc: categories.values().map(|v| v.1).sum::<f64>() / n,
+                categories,
+            }
+        })
+        .collect();
+    let mut chosen = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        if c.objective() > candidates[chosen].objective() {
+            chosen = i;
+        }
+    }
+    Ok(Validation { candidates, chosen, normal_images, anomalous_images })
+}
