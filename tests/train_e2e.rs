@@ -123,6 +123,25 @@ fn train_save_load_predict_beats_chance() {
         assert!(err.contains("patch memory"), "{err}");
     }
     std::fs::rename(&moved, out_dir.join(files::MEMORY)).unwrap();
+
+    // A detector saved before the patch memory existed (manifest format 1, no `scoring.method`,
+    // no memory files) still loads, and scores with PNPT's map.
+    let old = parent.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
+        std::fs::copy(out_dir.join(f), old.join(f)).unwrap();
+    }
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old.join(files::MANIFEST)).unwrap()).unwrap();
+    manifest["format"] = 1.into();
+    std::fs::write(old.join(files::MANIFEST), manifest.to_string()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old.join(files::CONFIG)).unwrap()).unwrap();
+    config["scoring"].as_object_mut().unwrap().retain(|k, _| k != "method" && k != "memory_weight");
+    config.as_object_mut().unwrap().remove("memory");
+    std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
+    let legacy = Detector::<Cpu>::load(old.as_path(), &device).unwrap();
+    assert_eq!(legacy.config().scoring.method, ScoringMethod::Pnpt);
+    assert!(legacy.memory().is_none());
+    assert_eq!(legacy.predict(&image).unwrap().anomaly_map.len(), 128 * 128);
     let heat = out_dir.as_path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
     assert!(heat.is_file(), "{}", heat.display());
 

@@ -36,17 +36,16 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use image::DynamicImage;
 use pnpt_backbone::{Backbone, BackboneKind};
 use pnpt_data::{BatchIter, Dataset, Preprocess, Sample};
+use pnpt_memory::{MemoryBuilder, PatchMemory};
 use pnpt_prompt::io::write_atomic;
 use pnpt_prompt::PromptPool;
 use serde::{Deserialize, Serialize};
-
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use pnpt_memory::{MemoryBuilder, PatchMemory};
 
 use crate::anomaly_map::{anomaly_map, gaussian_blur, host_image_score};
 use crate::config::{ScoreMode, ScoringMethod};
@@ -195,7 +194,9 @@ struct Manifest {
     categories: Vec<String>,
 }
 
-const FORMAT: u32 = 1;
+/// 2: scoring methods and the patch memory; 1: PNPT-only detectors, which still load (their
+/// configuration predates `scoring.method` and is read as `pnpt`).
+const FORMAT: u32 = 2;
 
 /// A trained PNPT anomaly detector.
 #[derive(Debug)]
@@ -645,8 +646,10 @@ impl<B: Backend> Detector<B> {
         let manifest_path = dir.join(files::MANIFEST);
         let manifest: Manifest = read_json(&manifest_path)?;
         let mut diffs = Vec::new();
-        if manifest.format != FORMAT {
-            diffs.push(format!("format {} (this build reads {FORMAT})", manifest.format));
+        if manifest.format == 1 {
+            config.scoring.method = ScoringMethod::Pnpt;
+        } else if manifest.format != FORMAT {
+            diffs.push(format!("format {} (this build reads 1 and {FORMAT})", manifest.format));
         }
         if manifest.backbone != config.backbone {
             diffs.push(format!("backbone {} vs {}", manifest.backbone, config.backbone));
