@@ -235,14 +235,15 @@ impl<B: Backend> PatchMemory<B> {
         let mut out = Vec::with_capacity(m.div_ceil(rows_per_block));
         for start in (0..m).step_by(rows_per_block) {
             let len = rows_per_block.min(m - start);
-            let q = queries.clone().narrow(0, start, len);
+            // −2q once on the small query block, so the large [len, cl] product needs no
+            // separate scaling pass.
+            let q = queries.clone().narrow(0, start, len).mul_scalar(-2.0);
             let cols_per_block = (self.config.block_elements / len).clamp(1, k);
             let mut best: Option<Tensor<B, 2>> = None;
             for col in (0..k).step_by(cols_per_block) {
                 let cl = cols_per_block.min(k - col);
                 let b = bank.clone().narrow(0, col, cl);
-                let dot = q.clone().matmul(b.transpose()); // [len, cl]
-                let d2 = self.norms[class].clone().narrow(1, col, cl) - dot.mul_scalar(2.0);
+                let d2 = q.clone().matmul(b.transpose()) + self.norms[class].clone().narrow(1, col, cl); // [len, cl]
                 let nearest = d2.min_dim(1); // [len, 1]
                 best = Some(match best {
                     None => nearest,

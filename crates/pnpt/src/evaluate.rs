@@ -385,7 +385,7 @@ mod tests {
         };
         let report = Report {
             categories: vec![CategoryReport { name: "a\"b".into(), metrics: m.clone(), retrieval_accuracy: 1.0, images: 3 }],
-            mean: m,
+            mean: m.clone(),
             mean_retrieval_accuracy: 1.0,
             skipped: vec![],
             preset: "cpu".into(),
@@ -394,14 +394,17 @@ mod tests {
             train_seconds: 2.0,
             ms_per_image: 3.0,
             method: "pnpt".into(),
-            methods: vec![],
-            extra: Map::new(),
+            methods: vec![MethodReport { method: "memory".into(), categories: vec![("a\"b".into(), m.clone())], mean: m.clone() }],
+            extra: [("validation".to_string(), json!({"chosen": 2}))].into_iter().collect(),
         };
         let v: Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(v["categories"]["a\"b"]["aupro"], 0.3);
         assert_eq!(v["mean"]["retrieval_accuracy"], 1.0);
         assert!(v["mean"]["pixel_auroc"].is_null(), "NaN must not produce invalid JSON");
         assert_eq!((v["seed"].as_u64(), v["preset"].as_str()), (Some(7), Some("cpu")));
+        assert_eq!(v["methods"]["memory"]["categories"]["a\"b"]["image_auroc"], 0.5);
+        assert_eq!(v["methods"]["memory"]["mean"]["aupro"], 0.3);
+        assert_eq!((v["method"].as_str(), v["validation"]["chosen"].as_u64()), (Some("pnpt"), Some(2)));
         for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
             assert!(v["mean"].get(key).is_some(), "{key}");
         }

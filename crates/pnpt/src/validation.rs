@@ -107,7 +107,6 @@ pub fn validate<B: Backend>(detector: &Detector<B>, holdout: &[Sample], train: &
     let mut per_candidate: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); candidates.len()];
     let (mut normal_images, mut anomalous_images) = (0, 0);
     let mut names: Vec<&str> = holdout.iter().map(|s| s.category.as_str()).collect();
-    names.dedup();
     names.sort();
     names.dedup();
     for name in names {
