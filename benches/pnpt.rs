@@ -99,7 +99,7 @@ impl BackendTask for Bench<'_> {
             .expect("detector");
         let image = DynamicImage::ImageRgb8(RgbImage::from_fn(256, 256, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
         for (name, method) in [("predict", ScoringMethod::Fused), ("predict_pnpt", ScoringMethod::Pnpt), ("predict_memory", ScoringMethod::Memory)] {
-            detector.set_scoring(method, 0.5).expect("method");
+            detector.set_scoring(method, PnptConfig::cpu().scoring.memory_weight).expect("method");
             group.bench_function(format!("{name}/cpu/{}", self.label), |b| b.iter(|| black_box(detector.predict(&image).expect("predict"))));
         }
         group.finish();

@@ -306,8 +306,10 @@ impl PnptConfig {
                 score: ScoreMode::TopKMean(100),
                 calibration_fraction: 0.1,
                 threshold_quantile: 0.99,
+                // Chosen on the pseudo-anomaly validation set (held-out ad13 training images,
+                // never the test split): `fused` with w = 0.25 won on seeds 0, 1 and 2.
                 method: ScoringMethod::Fused,
-                memory_weight: 0.5,
+                memory_weight: 0.25,
             },
             memory: MemoryConfig::default(),
             train: TrainConfig {

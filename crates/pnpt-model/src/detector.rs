@@ -478,15 +478,9 @@ impl<B: Backend> Detector<B> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let pre = self.preprocess();
-        let size = pre.size as usize;
-        let mut flat = Vec::with_capacity(images.len() * pre.len());
-        for img in images {
-            flat.extend(pnpt_data::to_chw(img, &pre));
-        }
-        let x = Tensor::<B, 4>::from_data(TensorData::new(flat, [images.len(), 3, size, size]), &self.device);
-        let out = self.infer(x)?;
-        Ok(self.to_predictions(out))
+        let s = &self.config.scoring;
+        let parts = self.image_components(images, images.len(), s.method.uses_pnpt(), s.method.uses_memory())?;
+        Ok(self.to_predictions(self.combine(&parts, s.method, s.memory_weight)?))
     }
 
     /// Scores one image.
