@@ -118,11 +118,32 @@ fn train_save_load_predict_beats_chance() {
     // Without its memory file, a detector that scores with the memory is a clear error.
     let moved = parent.path().join("memory.bin");
     std::fs::rename(out_dir.join(files::MEMORY), &moved).unwrap();
-    if loaded.config().scoring.method != ScoringMethod::Pnpt {
-        let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err().to_string();
-        assert!(err.contains("patch memory"), "{err}");
-    }
+    let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err().to_string();
+    assert!(err.contains(files::MEMORY), "{err}");
     std::fs::rename(&moved, out_dir.join(files::MEMORY)).unwrap();
+
+    // Integrity: one flipped byte in any file is a checksum error naming that file, before
+    // anything is parsed (a corrupted detector can no longer produce a number).
+    for f in [files::MODEL, files::THRESHOLDS, files::CONFIG, files::POOL, files::MEMORY, files::NORMALIZATION] {
+        let path = out_dir.join(f);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        match Detector::<Cpu>::load(out_dir.as_path(), &device) {
+            Err(pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+            other => panic!("{f} with a flipped byte: {:?}", other.map(|_| "loaded")),
+        }
+        std::fs::write(&path, &good).unwrap();
+    }
+    // A manifest that drops a checksum is refused too.
+    let manifest_text = std::fs::read_to_string(out_dir.join(files::MANIFEST)).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest_text).unwrap();
+    manifest["checksums"].as_object_mut().unwrap().remove(files::MODEL);
+    std::fs::write(out_dir.join(files::MANIFEST), manifest.to_string()).unwrap();
+    assert!(matches!(Detector::<Cpu>::load(out_dir.as_path(), &device), Err(pnpt::model::Error::Artefact { .. })));
+    std::fs::write(out_dir.join(files::MANIFEST), &manifest_text).unwrap();
 
     // A detector saved before the patch memory existed (manifest format 1, no `scoring.method`,
     // no memory files) still loads, and scores with PNPT's map.
@@ -145,10 +166,15 @@ fn train_save_load_predict_beats_chance() {
     let heat = out_dir.as_path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
     assert!(heat.is_file(), "{}", heat.display());
 
-    // A configuration that does not match the weights is a clear error, not a panic.
+    // A configuration that does not match the weights is a clear error, not a panic: caught by
+    // the checksum, and in a format-2 folder (no checksums) by the architecture comparison.
     let mut wrong = PnptConfig::load(&out_dir.as_path().join(files::CONFIG)).unwrap();
     wrong.model.hidden = 32;
     wrong.save(&out_dir.as_path().join(files::CONFIG)).unwrap();
+    let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err();
+    assert!(matches!(err, pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { .. })), "{err}");
+    manifest["format"] = 2.into();
+    std::fs::write(out_dir.join(files::MANIFEST), manifest.to_string()).unwrap();
     let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err().to_string();
     assert!(err.contains("hidden"), "{err}");
 }

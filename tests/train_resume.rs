@@ -83,4 +83,17 @@ fn resume_equals_uninterrupted() {
     other.model.hidden = 64;
     let err = train_model::<A>(&other, &set, &pool, &device, &resume).unwrap_err().to_string();
     assert!(err.contains("model"), "{err}");
+
+    // A damaged checkpoint is a checksum error naming it, never a resumed run with other weights.
+    let path = dir.path().join(CHECKPOINT_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    match train_model::<A>(&cfg, &set, &pool, &device, &resume) {
+        Err(pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+        other => panic!("damaged checkpoint: {:?}", other.map(|r| r.history.len())),
+    }
 }

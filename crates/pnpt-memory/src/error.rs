@@ -20,9 +20,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// Saving through the prompt pool's container format failed.
+    /// Reading or writing the shared container file failed: I/O, a damaged file, or a
+    /// checksum that does not match (`pnpt_prompt::Error::Checksum`).
     #[error(transparent)]
-    Io(#[from] pnpt_prompt::Error),
+    Container(#[from] pnpt_prompt::Error),
 }
 
 /// Result with the crate's [`Error`].

@@ -162,9 +162,19 @@ fn memory_round_trips_and_rejects_damaged_files() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
     assert!(PatchMemory::<B>::load(&path, &device).is_err(), "truncated file");
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    let err = PatchMemory::<B>::load(&path, &device).unwrap_err();
+    assert!(matches!(err, pnpt_memory::Error::Container(pnpt_prompt::Error::Checksum { .. })), "{err}");
+    // A NaN written by a buggy writer (with a checksum that matches it) is still refused: the
+    // last bank value sits just before the 32-byte SHA-256, which is recomputed here.
     let mut nan = bytes.clone();
-    let n = nan.len();
-    nan[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    let n = nan.len() - 32;
+    nan[n - 4..n].copy_from_slice(&f32::NAN.to_le_bytes());
+    let digest = pnpt_prompt::io::sha256_hex(&nan[..n]);
+    let digest: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap()).collect();
+    nan[n..].copy_from_slice(&digest);
     std::fs::write(&path, &nan).unwrap();
     let err = PatchMemory::<B>::load(&path, &device).unwrap_err();
     assert!(err.to_string().contains("non-finite"), "{err}");

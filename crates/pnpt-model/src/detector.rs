@@ -20,8 +20,9 @@
 //!
 //! **Artefact folder** (each file written via temp + rename): `config.json`, `model.mpk`
 //! (Burn named MessagePack, full precision), `prompt_pool.bin`, `thresholds.json`, and
-//! `manifest.json` (architecture and parameter count the weights were saved with; loading
-//! compares it with `config.json` and errors on any difference), and — when the scoring method
+//! `manifest.json` (architecture and parameter count the weights were saved with, and the
+//! SHA-256 of every other file; loading verifies every checksum before it parses anything, then
+//! compares the architecture with `config.json` and errors on any difference), and — when the scoring method
 //! uses it — `patch_memory.bin` (one coreset bank per class, `pnpt-memory`) with
 //! `normalization.json` (per-class map statistics for fusion, [`crate::fusion`]).
 //!
@@ -43,7 +44,7 @@ use image::DynamicImage;
 use pnpt_backbone::{Backbone, BackboneKind};
 use pnpt_data::{BatchIter, Dataset, Preprocess, Sample};
 use pnpt_memory::{MemoryBuilder, PatchMemory};
-use pnpt_prompt::io::write_atomic;
+use pnpt_prompt::io::{read_verified, sha256_hex, write_atomic};
 use pnpt_prompt::PromptPool;
 use serde::{Deserialize, Serialize};
 
@@ -192,11 +193,15 @@ struct Manifest {
     model: ModelConfig,
     num_params: usize,
     categories: Vec<String>,
+    /// SHA-256 (hex) of every other file of the folder, by file name (format 3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    checksums: BTreeMap<String, String>,
 }
 
-/// 2: scoring methods and the patch memory; 1: PNPT-only detectors, which still load (their
-/// configuration predates `scoring.method` and is read as `pnpt`).
-const FORMAT: u32 = 2;
+/// 3: a SHA-256 per file in the manifest, verified before anything is parsed; 2: scoring
+/// methods and the patch memory; 1: PNPT-only detectors. 1 and 2 still load, without the
+/// integrity check (their configuration of format 1 predates `scoring.method`, read as `pnpt`).
+const FORMAT: u32 = 3;
 
 /// A trained PNPT anomaly detector.
 #[derive(Debug)]
@@ -565,7 +570,7 @@ impl<B: Backend> Detector<B> {
         Ok(())
     }
 
-    fn manifest(&self) -> Manifest {
+    fn manifest(&self, checksums: BTreeMap<String, String>) -> Manifest {
         Manifest {
             format: FORMAT,
             backbone: self.config.backbone,
@@ -574,6 +579,7 @@ impl<B: Backend> Detector<B> {
             model: self.config.model.clone(),
             num_params: self.model.num_params(),
             categories: self.pool.names().to_vec(),
+            checksums,
         }
     }
 
@@ -616,12 +622,23 @@ impl<B: Backend> Detector<B> {
         write_atomic(&dir.join(files::MODEL), &model_bytes)?;
         self.pool.save(&dir.join(files::POOL))?;
         write_atomic(&dir.join(files::THRESHOLDS), &to_json(&self.thresholds)?)?;
-        write_atomic(&dir.join(files::MANIFEST), &to_json(&self.manifest())?)?;
+        let mut written = vec![files::MODEL, files::POOL, files::THRESHOLDS, files::CONFIG];
         if let Some(memory) = &self.memory {
             memory.save(&dir.join(files::MEMORY))?;
             write_atomic(&dir.join(files::NORMALIZATION), &to_json(&self.normalization)?)?;
+            written.extend([files::MEMORY, files::NORMALIZATION]);
         }
-        self.config.save(&dir.join(files::CONFIG))
+        self.config.save(&dir.join(files::CONFIG))?;
+        // Checksums of the bytes as they are on disk, so the manifest vouches for what a reader
+        // will find; the manifest is written last.
+        let mut checksums = BTreeMap::new();
+        for name in written {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+            checksums.insert(name.to_string(), sha256_hex(&bytes));
+        }
+        write_atomic(&dir.join(files::MANIFEST), &to_json(&self.manifest(checksums))?)?;
+        Ok(())
     }
 
     /// Loads an artefact folder written by [`Detector::save`]; the backbone weights come from
@@ -633,17 +650,20 @@ impl<B: Backend> Detector<B> {
     /// Loads an artefact folder, taking the backbone weights from `weights` when given (e.g.
     /// the `.pth` moved since training).
     pub fn load_with_backbone_weights(dir: &Path, weights: Option<&Path>, device: &B::Device) -> Result<Self> {
+        let manifest_path = dir.join(files::MANIFEST);
+        let manifest: Manifest = read_json(&manifest_path)?;
+        if manifest.format >= 3 {
+            verify_checksums(dir, &manifest.checksums)?;
+        }
         let mut config = PnptConfig::load(&dir.join(files::CONFIG))?;
         if let Some(w) = weights {
             config.backbone_weights = Some(w.to_path_buf());
         }
-        let manifest_path = dir.join(files::MANIFEST);
-        let manifest: Manifest = read_json(&manifest_path)?;
         let mut diffs = Vec::new();
         if manifest.format == 1 {
             config.scoring.method = ScoringMethod::Pnpt;
-        } else if manifest.format != FORMAT {
-            diffs.push(format!("format {} (this build reads 1 and {FORMAT})", manifest.format));
+        } else if !(2..=FORMAT).contains(&manifest.format) {
+            diffs.push(format!("format {} (this build reads 1 to {FORMAT})", manifest.format));
         }
         if manifest.backbone != config.backbone {
             diffs.push(format!("backbone {} vs {}", manifest.backbone, config.backbone));
@@ -699,6 +719,27 @@ impl<B: Backend> Detector<B> {
         detector.check_method(detector.config.scoring.method).map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
         Ok(detector)
     }
+}
+
+/// Every file a detector of format 3 must vouch for; the memory's two only when present.
+fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>) -> Result<()> {
+    let mut required = vec![files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS];
+    if dir.join(files::MEMORY).exists() || dir.join(files::NORMALIZATION).exists() {
+        required.extend([files::MEMORY, files::NORMALIZATION]);
+    }
+    for name in required {
+        if !checksums.contains_key(name) {
+            return Err(Error::Artefact { path: dir.join(files::MANIFEST), reason: format!("no checksum for {name}: the manifest was edited or comes from another detector") });
+        }
+    }
+    for (name, sha) in checksums {
+        // Names are plain file names: a manifest must not point outside its folder.
+        if Path::new(name).file_name().map(|f| f != name.as_str()).unwrap_or(true) {
+            return Err(Error::Artefact { path: dir.join(files::MANIFEST), reason: format!("checksum entry `{name}` is not a file name") });
+        }
+        read_verified(&dir.join(name), sha)?;
+    }
+    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {

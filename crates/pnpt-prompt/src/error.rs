@@ -23,13 +23,24 @@ pub enum Error {
     /// A batch with zero images, or mismatched batch sizes between scales.
     #[error("prompt pool: {0}")]
     InvalidInput(String),
-    /// A saved pool file is not readable as a pool.
-    #[error("{path}: not a valid prompt pool file: {reason}")]
+    /// A saved file (prompt pool, patch memory, checkpoint) is not readable as what it should be.
+    #[error("{path}: not a valid pnpt artefact: {reason}")]
     Format {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A saved file's bytes differ from the SHA-256 recorded when it was written (bit rot, a
+    /// partial copy, an edit): nothing in it is used.
+    #[error("{path}: checksum mismatch (SHA-256 {actual}, written as {expected}): the file is corrupt or was changed after it was saved")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The SHA-256 recorded at save time (hex).
+        expected: String,
+        /// The SHA-256 of the bytes read now (hex).
+        actual: String,
     },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
