@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::DataError;
-use crate::image_io::image_size;
+use crate::image_io::{decode, decode_mask};
 
 /// The defect name of normal images, as MVTec spells it.
 pub const GOOD: &str = "good";
@@ -194,35 +194,89 @@ impl Dataset {
         self.categories.iter().map(|c| c.test.len()).sum()
     }
 
-    /// Reads the header of every image and mask (in parallel) and checks that each is a
-    /// readable, non-empty, supported file and that each mask has its image's size.
+    /// Reads every image and mask of every split (in parallel) before any training starts:
+    /// each must be a regular, non-empty file that decodes completely, with sides up to
+    /// [`MAX_IMAGE_SIDE`](crate::image_io::MAX_IMAGE_SIDE); each mask must have its image's size;
+    /// no two images of a folder may share a name stem. See [`Dataset::audit`] for the warnings.
     ///
-    /// Returns the first problem in dataset order, so the error is reproducible.
+    /// One problem is returned as itself; several as [`DataError::Problems`], all of them, in
+    /// dataset order (so the error is reproducible).
     pub fn check(&self) -> Result<(), DataError> {
+        let mut audit = self.audit();
+        match audit.problems.len() {
+            0 => Ok(()),
+            1 => Err(audit.problems.remove(0)),
+            _ => Err(DataError::Problems { root: self.root.clone(), problems: audit.problems }),
+        }
+    }
+
+    /// Everything [`Dataset::check`] reads, with all problems and the warnings: defect images
+    /// whose mask marks no pixel, categories without anomalous (or without normal) test images,
+    /// whose image-level metrics are undefined.
+    pub fn audit(&self) -> Audit {
         let all: Vec<&Sample> = self
             .categories
             .iter()
             .flat_map(|c| c.train.iter().chain(&c.validation).chain(&c.test))
             .collect();
-        let results: Vec<Result<(), DataError>> = all.par_iter().map(|s| check_sample(s)).collect();
-        results.into_iter().collect()
+        let results: Vec<(Vec<DataError>, Option<String>)> = all.par_iter().map(|s| check_sample(s)).collect();
+        let mut audit = Audit::default();
+        for (problems, warning) in results {
+            audit.problems.extend(problems);
+            audit.warnings.extend(warning);
+        }
+        // Same stem, different extension, one folder: the samples are sorted by folder then name.
+        for pair in all.windows(2) {
+            let (a, b) = (&pair[0].path, &pair[1].path);
+            if a.parent() == b.parent() && a.file_stem() == b.file_stem() {
+                audit.problems.push(DataError::NameCollision { first: a.clone(), second: b.clone() });
+            }
+        }
+        for c in &self.categories {
+            let anomalous = c.test.iter().filter(|s| s.is_anomalous()).count();
+            if anomalous == 0 || anomalous == c.test.len() {
+                audit.warnings.push(format!(
+                    "category {:?}: {anomalous} anomalous and {} normal test images: image AUROC is undefined, its metrics are skipped",
+                    c.name,
+                    c.test.len() - anomalous
+                ));
+            }
+        }
+        audit
     }
 }
 
-fn check_sample(s: &Sample) -> Result<(), DataError> {
-    let size = image_size(&s.path)?;
+/// What [`Dataset::audit`] found.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// Errors: the run cannot use these files.
+    pub problems: Vec<DataError>,
+    /// Oddities the run survives (said once, before training).
+    pub warnings: Vec<String>,
+}
+
+fn check_sample(s: &Sample) -> (Vec<DataError>, Option<String>) {
+    let mut problems = Vec::new();
+    let size = match decode(&s.path) {
+        Ok(img) => (img.width(), img.height()),
+        Err(e) => return (vec![e], None),
+    };
+    let mut marked = false;
     for m in &s.masks {
-        let ms = image_size(m)?;
-        if ms != size {
-            return Err(DataError::MaskSizeMismatch {
+        match decode_mask(m) {
+            Ok((_, w, h)) if (w, h) != size => problems.push(DataError::MaskSizeMismatch {
                 path: s.path.clone(),
                 mask: m.clone(),
                 image_size: size,
-                mask_size: ms,
-            });
+                mask_size: (w, h),
+            }),
+            Ok((bin, _, _)) => marked |= bin.iter().any(|&v| v != 0),
+            Err(e) => problems.push(e),
         }
     }
-    Ok(())
+    let warning = (problems.is_empty() && s.is_anomalous() && !s.masks.is_empty() && !marked)
+        .then(|| format!("{}: its mask marks no pixel; it counts for image-level metrics only", s.path.display()));
+    (problems, warning)
 }
 
 fn is_category_dir(p: &Path) -> bool {

@@ -132,6 +132,36 @@ pub enum DataError {
         /// How many drawing attempts were made.
         attempts: usize,
     },
+    /// An image whose header declares more pixels per side than the limit (a decompression
+    /// bomb, or a file that is not an inspection image); nothing is decoded.
+    #[error("{path}: image is {width}x{height}, larger than the limit of {limit}x{limit} pixels")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The side limit ([`crate::image_io::MAX_IMAGE_SIDE`]).
+        limit: u32,
+    },
+    /// Two images in one folder share a file stem (`000.png` and `000.jpg`): they would share a
+    /// mask and an output name.
+    #[error("{first} and {second}: two images with the same name stem in one folder (they would share a mask and a heat-map file)")]
+    NameCollision {
+        /// The first file, in name order.
+        first: PathBuf,
+        /// The second.
+        second: PathBuf,
+    },
+    /// Several problems found by [`crate::Dataset::check`], all reported at once.
+    #[error("{root}: {} problems in the dataset:\n  {}{}", problems.len(), problems.iter().take(20).map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "), if problems.len() > 20 { format!("\n  ... and {} more", problems.len() - 20) } else { String::new() })]
+    Problems {
+        /// The dataset root.
+        root: PathBuf,
+        /// Every problem, in dataset order.
+        problems: Vec<DataError>,
+    },
     /// Writing an image failed (synthetic generation).
     #[error("{path}: cannot encode image: {reason}")]
     Encode {

@@ -111,11 +111,20 @@ fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<fs::File>>,
     Ok(reader)
 }
 
-/// Decodes any supported file (PNG of any bit depth / colour type, JPEG, BMP) as-is.
+/// Largest accepted image side in pixels, checked in the header before any pixel is decoded
+/// (the largest MVTec/VisA images are about 1,600 pixels a side).
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+/// Decodes any supported file (PNG of any bit depth / colour type, JPEG, BMP) as-is; a side
+/// above [`MAX_IMAGE_SIDE`] is [`DataError::TooLarge`] before decoding.
 pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    open_reader(path)?
-        .decode()
-        .map_err(|e| map_image_error(path, e))
+    use image::ImageDecoder;
+    let decoder = open_reader(path)?.into_decoder().map_err(|e| map_image_error(path, e))?;
+    let (width, height) = decoder.dimensions();
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(DataError::TooLarge { path: path.to_path_buf(), width, height, limit: MAX_IMAGE_SIDE });
+    }
+    DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(path, e))
 }
 
 /// Decodes any supported file into 8-bit RGB.

@@ -35,7 +35,7 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
-pub use dataset::{Category, Dataset, GOOD, IMAGE_EXTENSIONS, Sample};
+pub use dataset::{Audit, Category, Dataset, GOOD, IMAGE_EXTENSIONS, Sample};
 pub use error::DataError;
 pub use image_io::{
     Preprocess, decode, decode_mask, decode_rgb, image_size, load_image, load_mask, resize_nearest,

@@ -1,4 +1,5 @@
 //! Integration tests of pnpt-data, one binary (linking Burn once) with a module per area.
+mod audit;
 mod errors;
 mod layouts;
 mod preprocess;
