@@ -8,6 +8,14 @@ pub enum Error {
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration whose training would not fit in memory, refused before allocating.
+    #[error("configuration needs about {estimate}, more than the {:.2} GiB available (set PNPT_MAX_MEMORY=<bytes> to change the limit; reduce model.hidden, input_size or train.batch_size)", *available as f64 / (1u64 << 30) as f64)]
+    OutOfMemory {
+        /// What the run would hold.
+        estimate: crate::config::MemoryEstimate,
+        /// Bytes available.
+        available: u64,
+    },
     /// A configuration file could not be parsed.
     #[error("{path}: invalid configuration file: {reason}")]
     ConfigFile {

@@ -44,6 +44,8 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     validation: &ValidationOptions,
 ) -> Result<(Detector<B::InnerBackend>, TrainReport)> {
+    // Refuse what cannot fit before the backbone, the feature cache or the model is allocated.
+    config.check_memory(dataset.num_train(), pnpt_model::config::available_memory())?;
     let (mut detector, fit_report) = fit::<B>(config, dataset, device, options)?;
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
     let t0 = std::time::Instant::now();
