@@ -1,27 +1,30 @@
 //! Evaluation of a trained [`Detector`] on a dataset: the metrics of `pnpt-metrics` per
-//! category, class-retrieval accuracy and speed, written as `report.json`, `report.md` and
-//! heat maps `heatmaps/<category>/<defect>_<stem>.png` (every file via temp + rename).
+//! category, class-retrieval accuracy and speed, written as `report.json`, `report.md`,
+//! `report.html` ([`crate::html`]) and heat maps `heatmaps/<category>/<defect>_<stem>.png`
+//! ([`crate::heatmap`]; every file via temp + rename).
 //!
 //! `report.json`:
 //! ```text
 //! {"categories": {"<cat>": M, ...}, "mean": M, "preset": "cpu", "seed": 0, "device": "cpu",
 //!  "train_seconds": 0.0, "ms_per_image": 0.0, "method": "fused",
-//!  "methods": {"pnpt": {"categories": {...}, "mean": M}, "memory": ..., "fused": ...}, ...extra}
+//!  "methods": {"pnpt": {"categories": {...}, "mean": M}, "memory": ..., "fused": ...},
+//!  "images": {"<cat>": {"colour_scale": {"lo", "hi", "threshold", "centred"},
+//!             "results": [{"path", "defect", "score", "anomalous", "heatmap"}, ...]}}, ...extra}
 //! M = {"image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max",
 //!      "pixel_f1_max", "retrieval_accuracy"}
 //! ```
 //! `methods` scores the same test images with every method the detector can use (one pass of
 //! the model; the ablation of the scoring method), the top-level tables are the detector's own
-//! method. Heat maps: the anomaly map, normalised over the category's maps, in a jet colour map
-//! alpha-blended (0.5) over the image resized to the model's input size; the ground-truth
-//! outline is drawn in white.
+//! method. `images` holds every test image's score under the category's decision threshold
+//! (`null` when none was calibrated) and its heat map, relative to the report (`null` when heat
+//! maps were not written); the heat maps' colour scale is fixed per category by that threshold
+//! ([`ColourScale`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use pnpt_data::image::{imageops, ImageFormat, Rgb, RgbImage};
 use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
 use pnpt_model::detector::{BatchOutput, Detector};
@@ -29,7 +32,15 @@ use pnpt_model::ScoringMethod;
 use pnpt_prompt::io::write_atomic;
 use serde_json::{json, Map, Value};
 
+use crate::heatmap::{self, ColourScale};
 use crate::{Error, Result};
+
+/// The heat maps' colour rule in one paragraph, for the reports (details: [`crate::heatmap`]).
+pub const COLOUR_RULE: &str = "Each heat map shows image | overlay | ground truth. The colour scale is fixed per category: \
+from lo, the median pixel of the category's test maps (transparent blue), to hi = 2·threshold − lo (red), so the \
+category's decision threshold is always the middle of the colour bar (white tick) and one colour means one score on \
+every image of the category; the overlay's opacity grows with the score. The white contour encloses the pixels above \
+the threshold, magenta outlines the ground truth. Without a usable threshold the scale is the category's min..max.";
 
 /// Options of [`evaluate`].
 #[derive(Debug, Clone)]
@@ -78,6 +89,33 @@ pub struct CategoryReport {
     pub retrieval_accuracy: f64,
     /// Number of test images.
     pub images: usize,
+    /// The heat maps' colour scale; its `threshold` is the category's decision threshold.
+    pub scale: ColourScale,
+    /// Every test image, in dataset order.
+    pub results: Vec<ImageResult>,
+}
+
+/// The outcome for one test image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageResult {
+    /// The image file.
+    pub path: PathBuf,
+    /// Defect type (`good` for normal images).
+    pub defect: String,
+    /// Image anomaly score of the detector's own method.
+    pub score: f32,
+    /// Ground truth: the image is defective.
+    pub anomalous: bool,
+    /// The heat map relative to the report folder, `/`-separated; `None` when not written.
+    pub heatmap: Option<String>,
+}
+
+impl ImageResult {
+    /// The detector's verdict under `threshold` (`score > threshold`, as `Detector::predict`
+    /// decides); `None` without a threshold.
+    pub fn flagged(&self, threshold: Option<f32>) -> Option<bool> {
+        threshold.map(|t| self.score > t)
+    }
 }
 
 /// The whole evaluation.
@@ -121,20 +159,29 @@ pub struct MethodReport {
     pub mean: CategoryMetrics,
 }
 
+/// The columns of the metrics tables: `report.json` key and table heading.
+pub const METRIC_COLUMNS: [(&str, &str); 8] = [
+    ("image_auroc", "image AUROC"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("aupro", "AUPRO"),
+    ("image_ap", "image AP"),
+    ("pixel_ap", "pixel AP"),
+    ("image_f1_max", "image F1-max"),
+    ("pixel_f1_max", "pixel F1-max"),
+    ("retrieval_accuracy", "retrieval"),
+];
+
+/// The values of [`METRIC_COLUMNS`], in that order.
+pub fn metric_values(m: &CategoryMetrics, retrieval: f64) -> [f64; 8] {
+    [m.image_auroc, m.pixel_auroc, m.aupro, m.image_ap, m.pixel_ap, m.image_f1_max, m.pixel_f1_max, retrieval]
+}
+
 /// One `M` object of `report.json`; non-finite values become `null` (serde_json's rule).
 fn metrics_json(m: &CategoryMetrics, retrieval: f64) -> Value {
-    json!({
-        "image_auroc": m.image_auroc,
-        "pixel_auroc": m.pixel_auroc,
-        "aupro": m.aupro,
-        "image_ap": m.image_ap,
-        "pixel_ap": m.pixel_ap,
-        "image_f1_max": m.image_f1_max,
-        "pixel_f1_max": m.pixel_f1_max,
-        "retrieval_accuracy": retrieval,
-        "image_threshold": m.image_threshold,
-        "pixel_threshold": m.pixel_threshold,
-    })
+    let mut obj: Map<String, Value> = METRIC_COLUMNS.iter().zip(metric_values(m, retrieval)).map(|((k, _), v)| (k.to_string(), json!(v))).collect();
+    obj.insert("image_threshold".into(), json!(m.image_threshold));
+    obj.insert("pixel_threshold".into(), json!(m.pixel_threshold));
+    Value::Object(obj)
 }
 
 impl Report {
@@ -151,6 +198,20 @@ impl Report {
                 (m.method.clone(), json!({"categories": cats, "mean": metrics_json(&m.mean, f64::NAN)}))
             })
             .collect();
+        let images: Map<String, Value> = self
+            .categories
+            .iter()
+            .map(|c| {
+                let s = &c.scale;
+                let results: Vec<Value> = c
+                    .results
+                    .iter()
+                    .map(|r| json!({"path": r.path, "defect": r.defect, "score": r.score, "anomalous": r.anomalous, "heatmap": r.heatmap}))
+                    .collect();
+                let scale = json!({"lo": s.lo, "hi": s.hi, "threshold": s.threshold, "centred": s.centred});
+                (c.name.clone(), json!({"colour_scale": scale, "results": results}))
+            })
+            .collect();
         let mut report = json!({
             "categories": categories,
             "mean": metrics_json(&self.mean, self.mean_retrieval_accuracy),
@@ -162,6 +223,7 @@ impl Report {
             "ms_per_image": self.ms_per_image,
             "method": self.method,
             "methods": methods,
+            "images": images,
         });
         if let Value::Object(map) = &mut report {
             for (k, v) in &self.extra {
@@ -179,14 +241,17 @@ impl Report {
             "# PNPT evaluation\n\npreset `{}`, seed {}, device `{}`, training {:.1} s, inference {:.1} ms/image\n\n",
             self.preset, self.seed, self.device, self.train_seconds, self.ms_per_image
         );
-        s.push_str("| category | image AUROC | pixel AUROC | AUPRO | image AP | pixel AP | image F1-max | pixel F1-max | retrieval |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| category |");
+        for (_, heading) in METRIC_COLUMNS {
+            let _ = write!(s, " {heading} |");
+        }
+        let _ = writeln!(s, "\n|---|{}", "---|".repeat(METRIC_COLUMNS.len()));
         let row = |s: &mut String, name: &str, m: &CategoryMetrics, r: f64| {
-            let _ = writeln!(
-                s,
-                "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                m.image_auroc, m.pixel_auroc, m.aupro, m.image_ap, m.pixel_ap, m.image_f1_max, m.pixel_f1_max, r
-            );
+            let _ = write!(s, "| {name} |");
+            for v in metric_values(m, r) {
+                let _ = write!(s, " {v:.3} |");
+            }
+            s.push('\n');
         };
         for c in &self.categories {
             row(&mut s, &c.name, &c.metrics, c.retrieval_accuracy);
@@ -218,13 +283,19 @@ impl Report {
         for (c, r) in &self.skipped {
             let _ = writeln!(s, "\nskipped `{c}`: {r}");
         }
+        let _ = writeln!(s, "\n## Heat maps\n\n{}\n", COLOUR_RULE);
+        for c in &self.categories {
+            let _ = writeln!(s, "* {}: {}", c.name, c.scale.describe());
+        }
+        s.push_str("\n`report.html` shows the curves and the images to look at.\n");
         s
     }
 
-    /// Writes `report.json` and `report.md` into `dir`.
+    /// Writes `report.json`, `report.md` and `report.html` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_atomic(&dir.join("report.json"), self.to_json().as_bytes())?;
         write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())?;
+        write_atomic(&dir.join("report.html"), self.to_html().as_bytes())?;
         Ok(())
     }
 }
@@ -266,12 +337,24 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         }
         let truth = vec![cat.name.as_str(); n];
         let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
-        if options.heatmaps {
-            if let Some(dir) = &options.out_dir {
-                write_heatmaps(&dir.join("heatmaps").join(&cat.name), &cat.test, &out, &masks)?;
-            }
+        let scale = ColourScale::for_category(&out.maps, detector.thresholds().for_category(&cat.name));
+        let heatmap_dir = options.out_dir.as_deref().filter(|_| options.heatmaps);
+        if let Some(dir) = heatmap_dir {
+            heatmap::write_category(dir, &cat.name, &cat.test, &out.maps, &masks, size, &scale)?;
         }
-        categories.push(CategoryReport { name: cat.name.clone(), metrics, retrieval_accuracy, images: n });
+        let results = cat
+            .test
+            .iter()
+            .zip(&out.scores)
+            .map(|(s, &score)| ImageResult {
+                path: s.path.clone(),
+                defect: s.defect.clone(),
+                score,
+                anomalous: s.is_anomalous(),
+                heatmap: heatmap_dir.map(|_| heatmap::relative_path(&cat.name, s)),
+            })
+            .collect();
+        categories.push(CategoryReport { name: cat.name.clone(), metrics, retrieval_accuracy, images: n, scale, results });
     }
     if categories.is_empty() {
         return Err(Error::NothingToEvaluate);
@@ -304,87 +387,32 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
     Ok(report)
 }
 
-/// Jet-like colour of `x` in [0, 1] (blue → cyan → yellow → red).
-pub fn jet(x: f32) -> [u8; 3] {
-    let x = x.clamp(0.0, 1.0);
-    let channel = |c: f32| ((1.5 - (4.0 * x - c).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
-    [channel(3.0), channel(2.0), channel(1.0)]
-}
-
-/// An RGB overlay of one `size × size` map (values normalised by `lo..hi`) on `image`, with
-/// the outline of `mask` (non-zero = anomalous) in white.
-pub fn overlay(image: &RgbImage, map: &[f32], mask: &[u8], size: usize, lo: f32, hi: f32) -> RgbImage {
-    let base = imageops::resize(image, size as u32, size as u32, imageops::FilterType::Triangle);
-    let span = (hi - lo).max(1e-12);
-    let mut out = RgbImage::new(size as u32, size as u32);
-    for y in 0..size {
-        for x in 0..size {
-            let i = y * size + x;
-            let inside = mask[i] != 0;
-            let edge = inside
-                && [(0i64, 1i64), (0, -1), (1, 0), (-1, 0)].iter().any(|(dy, dx)| {
-                    let (yy, xx) = (y as i64 + dy, x as i64 + dx);
-                    yy < 0 || xx < 0 || yy >= size as i64 || xx >= size as i64 || mask[yy as usize * size + xx as usize] == 0
-                });
-            let px = if edge {
-                [255, 255, 255]
-            } else {
-                let c = jet((map[i] - lo) / span);
-                let b = base.get_pixel(x as u32, y as u32).0;
-                [0, 1, 2].map(|k| ((b[k] as f32 + c[k] as f32) * 0.5).round() as u8)
-            };
-            out.put_pixel(x as u32, y as u32, Rgb(px));
-        }
-    }
-    out
-}
-
-fn write_heatmaps(dir: &Path, samples: &[Sample], out: &BatchOutput, masks: &[u8]) -> Result<()> {
-    let size = out.size;
-    let px = size * size;
-    let (lo, hi) = out.maps.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    for (i, s) in samples.iter().enumerate() {
-        let image = pnpt_data::decode_rgb(&s.path)?;
-        let img = overlay(&image, &out.maps[i * px..(i + 1) * px], &masks[i * px..(i + 1) * px], size, lo, hi);
-        let path = dir.join(format!("{}_{}.png", s.defect, s.stem()));
-        let mut bytes = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
-        write_atomic(&path, bytes.get_ref())?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn jet_endpoints_and_overlay_outline() {
-        assert_eq!(jet(0.0), [0, 0, 128]);
-        assert_eq!(jet(1.0), [128, 0, 0]);
-        assert_eq!(jet(0.5), [128, 255, 128]);
-        let img = RgbImage::from_pixel(4, 4, Rgb([0, 0, 0]));
-        let mut mask = vec![0u8; 16];
-        for y in 1..4 {
-            for x in 1..4 {
-                mask[y * 4 + x] = 1;
-            }
-        }
-        let out = overlay(&img, &[0.0; 16], &mask, 4, 0.0, 1.0);
-        assert_eq!(out.get_pixel(1, 1).0, [255, 255, 255], "mask border is outlined");
-        // Interior of the mask and outside it: jet(0) = [0, 0, 128] blended 50/50 with black.
-        assert_eq!(out.get_pixel(2, 2).0, [0, 0, 64]);
-        assert_eq!(out.get_pixel(0, 0).0, [0, 0, 64]);
-    }
-
-    #[test]
-    fn report_json_has_the_documented_shape() {
+    /// A report of two categories (`a"b` and `<x>&y`, names that need escaping) with
+    /// per-image results, a training history and two methods; shared with `html`'s tests.
+    pub(crate) fn sample_report() -> Report {
         let m = CategoryMetrics {
             image_auroc: 0.5, image_ap: 0.25, image_f1_max: 0.75, image_threshold: 1.5, pixel_auroc: f64::NAN,
             pixel_ap: 0.1, pixel_f1_max: 0.2, pixel_threshold: 2.5, aupro: 0.3,
         };
-        let report = Report {
-            categories: vec![CategoryReport { name: "a\"b".into(), metrics: m.clone(), retrieval_accuracy: 1.0, images: 3 }],
+        let m2 = CategoryMetrics { image_auroc: 0.875, aupro: 0.625, ..m.clone() };
+        let scale = ColourScale { lo: 0.5, hi: 1.5, threshold: Some(1.0), centred: true };
+        let result = |defect: &str, i: usize, score: f32| ImageResult {
+            path: PathBuf::from(format!("test/{defect}/{i:03}.png")),
+            defect: defect.into(),
+            score,
+            anomalous: defect != "good",
+            heatmap: Some(format!("heatmaps/c/{defect}_{i:03}.png")),
+        };
+        let results = vec![result("good", 0, 0.2), result("good", 1, 1.2), result("crack", 0, 0.9), result("crack", 1, 2.0)];
+        let category = |name: &str, metrics: &CategoryMetrics| CategoryReport {
+            name: name.into(), metrics: metrics.clone(), retrieval_accuracy: 1.0, images: 4, scale, results: results.clone(),
+        };
+        Report {
+            categories: vec![category("a\"b", &m), category("<x>&y", &m2)],
             mean: m.clone(),
             mean_retrieval_accuracy: 1.0,
             skipped: vec![],
@@ -394,9 +422,22 @@ mod tests {
             train_seconds: 2.0,
             ms_per_image: 3.0,
             method: "pnpt".into(),
-            methods: vec![MethodReport { method: "memory".into(), categories: vec![("a\"b".into(), m.clone())], mean: m.clone() }],
-            extra: [("validation".to_string(), json!({"chosen": 2}))].into_iter().collect(),
-        };
+            methods: vec![
+                MethodReport { method: "pnpt".into(), categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2.clone())], mean: m.clone() },
+                MethodReport { method: "memory".into(), categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2)], mean: m },
+            ],
+            extra: [
+                ("validation".to_string(), json!({"chosen": 2})),
+                ("history".to_string(), json!([{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}, {"epoch": 3, "loss": 0.4}])),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn report_json_has_the_documented_shape() {
+        let report = sample_report();
         let v: Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(v["categories"]["a\"b"]["aupro"], 0.3);
         assert_eq!(v["mean"]["retrieval_accuracy"], 1.0);
@@ -405,8 +446,19 @@ mod tests {
         assert_eq!(v["methods"]["memory"]["categories"]["a\"b"]["image_auroc"], 0.5);
         assert_eq!(v["methods"]["memory"]["mean"]["aupro"], 0.3);
         assert_eq!((v["method"].as_str(), v["validation"]["chosen"].as_u64()), (Some("pnpt"), Some(2)));
-        for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
+        for (key, _) in METRIC_COLUMNS {
             assert!(v["mean"].get(key).is_some(), "{key}");
         }
+        let images = &v["images"]["<x>&y"];
+        assert_eq!((images["colour_scale"]["threshold"].as_f64(), images["colour_scale"]["centred"].as_bool()), (Some(1.0), Some(true)));
+        assert_eq!(images["results"][3]["heatmap"], "heatmaps/c/crack_001.png");
+        assert_eq!((images["results"][3]["score"].as_f64(), images["results"][3]["anomalous"].as_bool()), (Some(2.0), Some(true)));
+    }
+
+    #[test]
+    fn markdown_states_every_colour_scale() {
+        let md = sample_report().to_markdown();
+        assert!(md.contains("| a\"b | 0.500 | NaN | 0.300 |"), "{md}");
+        assert!(md.contains("* <x>&y: lo 0.5000 (median test-map pixel), threshold 1.0000 (middle of the bar), hi 1.5000"), "{md}");
     }
 }

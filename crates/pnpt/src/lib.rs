@@ -6,8 +6,8 @@
 //! This facade re-exports the member crates in data-flow order (data → backbone → prompt pool →
 //! patch memory → model → metrics) and adds training with the choice of the scoring method on
 //! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and reports
-//! ([`evaluate`]), run-time backend selection ([`backend`]) and a backend-equivalence harness
-//! ([`equivalence`]).
+//! ([`evaluate`], with heat maps from [`heatmap`] and `report.html` from [`html`]), run-time
+//! backend selection ([`backend`]) and a backend-equivalence harness ([`equivalence`]).
 
 pub use burn;
 pub use pnpt_backbone as backbone;
@@ -21,6 +21,8 @@ pub mod backend;
 pub mod equivalence;
 mod error;
 pub mod evaluate;
+pub mod heatmap;
+pub mod html;
 pub mod train;
 pub mod validation;
 
