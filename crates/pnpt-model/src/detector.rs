@@ -16,7 +16,9 @@
 //! that category's held-out normal training images (`scoring.calibration_fraction` of
 //! `train/good`, never trained on). At prediction time the threshold of the *retrieved*
 //! category is used; a category without held-out images uses the quantile over all held-out
-//! scores. Without any held-out image no image is flagged (`threshold = None`).
+//! scores. Without any held-out image no image is flagged (`threshold = None`). The same
+//! calibration sets each category's pixel threshold (defect masks) and raises its
+//! retrieval-distance limit (unknown products), see [`crate::predict`].
 //!
 //! **Artefact folder** (each file written via temp + rename): `config.json`, `model.mpk`
 //! (Burn named MessagePack, full precision), `prompt_pool.bin`, `thresholds.json`, and
@@ -39,7 +41,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use image::DynamicImage;
 use pnpt_backbone::{Backbone, BackboneKind};
 use pnpt_data::{BatchIter, Dataset, Preprocess, Sample};
@@ -85,6 +87,16 @@ pub struct Thresholds {
     pub counts: BTreeMap<String, usize>,
     /// Quantile over all held-out scores (fallback for categories without their own).
     pub global: Option<f32>,
+    /// Pixel threshold per category ([`crate::predict::PIXEL_QUANTILE`] of the held-out normal
+    /// pixels); empty in detectors saved before it existed.
+    #[serde(default)]
+    pub pixel: BTreeMap<String, f32>,
+    /// Median held-out normal pixel per category (the bottom of a heat map's colour scale).
+    #[serde(default)]
+    pub pixel_median: BTreeMap<String, f32>,
+    /// Retrieval-distance limit per class (see [`crate::predict`]); empty in older detectors.
+    #[serde(default)]
+    pub retrieval: BTreeMap<String, f32>,
 }
 
 impl Thresholds {
@@ -100,6 +112,7 @@ impl Thresholds {
             counts: by_cat.iter().map(|(c, v)| (c.clone(), v.len())).collect(),
             per_category: by_cat.into_iter().filter_map(|(c, v)| quantile_of(v, quantile).map(|q| (c, q))).collect(),
             global: quantile_of(all, quantile),
+            ..Default::default()
         }
     }
 
@@ -141,6 +154,15 @@ pub struct Prediction {
     pub is_anomalous: bool,
     /// The threshold used, if any was calibrated.
     pub threshold: Option<f32>,
+    /// `score / threshold` (above 1 = anomalous) when the threshold is positive.
+    pub normalized_score: Option<f32>,
+    /// The category's pixel threshold ([`Prediction::defect_mask`]), if calibrated.
+    pub pixel_threshold: Option<f32>,
+    /// Retrieval distance from the image to its category's coding.
+    pub retrieval_distance: f32,
+    /// The distance exceeds what the category's normal images reach: probably a product the
+    /// detector never saw (see [`crate::predict`]).
+    pub unknown_category: bool,
 }
 
 /// Raw results of a batch: what evaluation needs, without per-image allocation.
@@ -152,6 +174,8 @@ pub struct BatchOutput {
     pub scores: Vec<f32>,
     /// `n` retrieved pool indices.
     pub categories: Vec<usize>,
+    /// `n` retrieval distances (to the retrieved or given class).
+    pub distances: Vec<f32>,
     /// Map side.
     pub size: usize,
 }
@@ -166,12 +190,14 @@ pub struct Components {
     pub memory: Option<Vec<f32>>,
     /// `n` retrieved pool indices.
     pub categories: Vec<usize>,
+    /// `n` retrieval distances (to the retrieved or given class).
+    pub distances: Vec<f32>,
     /// Map side.
     pub size: usize,
 }
 
 impl Components {
-    fn extend(&mut self, other: Components) {
+    pub(crate) fn extend(&mut self, other: Components) {
         let join = |a: &mut Option<Vec<f32>>, b: Option<Vec<f32>>| match (a.as_mut(), b) {
             (Some(a), Some(b)) => a.extend(b),
             (None, b) => *a = b,
@@ -180,6 +206,7 @@ impl Components {
         join(&mut self.pnpt, other.pnpt);
         join(&mut self.memory, other.memory);
         self.categories.extend(other.categories);
+        self.distances.extend(other.distances);
         self.size = other.size;
     }
 }
@@ -203,7 +230,8 @@ struct Manifest {
 /// integrity check (their configuration of format 1 predates `scoring.method`, read as `pnpt`).
 const FORMAT: u32 = 3;
 
-/// A trained PNPT anomaly detector.
+/// A trained PNPT anomaly detector. On the CPU backend it is `Send + Sync`: one detector
+/// serves many threads (every method takes `&self`).
 #[derive(Debug)]
 pub struct Detector<B: Backend> {
     config: PnptConfig,
@@ -214,8 +242,8 @@ pub struct Detector<B: Backend> {
     plan: InferencePlan<B>,
     memory: Option<PatchMemory<B>>,
     normalization: Normalization,
-    thresholds: Thresholds,
-    device: B::Device,
+    pub(crate) thresholds: Thresholds,
+    pub(crate) device: B::Device,
 }
 
 /// What [`fit`] returns besides the detector.
@@ -260,9 +288,11 @@ pub fn fit<B: AutodiffBackend>(
     // Built before training so that a problem with it ends the run before the long part.
     let memory = if config.scoring.method.uses_memory() { Some(build_memory(config, &set, &pool, options.progress)?) } else { None };
     let memory_seconds = t0.elapsed().as_secs_f64();
+    let retrieval = crate::predict::training_retrieval_limits(&pool, &set.feats, &set.categories)?;
     let out = train_model::<B>(config, &set, &pool, device, options)?;
     drop(set);
-    let mut detector = Detector::new(config.clone(), backbone, pool, out.model, Thresholds::default())?;
+    let thresholds = Thresholds { retrieval, ..Default::default() };
+    let mut detector = Detector::new(config.clone(), backbone, pool, out.model, thresholds)?;
     if let Some(memory) = memory {
         detector = detector.with_memory(memory)?;
     }
@@ -407,6 +437,12 @@ impl<B: Backend> Detector<B> {
     /// The component maps of a preprocessed batch `[n, 3, size, size]`: PNPT's (when `pnpt`) and
     /// the patch memory's (when `memory`), each smoothed by the same Gaussian.
     pub fn components(&self, images: Tensor<B, 4>, pnpt: bool, memory: bool) -> Result<Components> {
+        self.components_as(images, pnpt, memory, None)
+    }
+
+    /// [`components`](Self::components) with the class `category` (pool index) instead of the
+    /// retrieved one when given.
+    pub fn components_as(&self, images: Tensor<B, 4>, pnpt: bool, memory: bool, category: Option<usize>) -> Result<Components> {
         let size = self.config.input_size as usize;
         let [n, c, h, w] = images.dims();
         if c != 3 || h != size || w != size || n == 0 {
@@ -416,7 +452,7 @@ impl<B: Backend> Detector<B> {
             self.check_method(ScoringMethod::Memory)?;
         }
         let feats = self.backbone.features(images)?.maps;
-        let (categories, _) = self.pool.nearest(&feats)?;
+        let (categories, distances) = crate::predict::retrieve(&self.pool, &feats, category)?;
         let sigma = self.config.scoring.sigma;
         let to_host = |t: Tensor<B, 3>| -> Result<Vec<f32>> {
             let v: Vec<f32> = t.into_data().iter::<f32>().collect();
@@ -442,7 +478,7 @@ impl<B: Backend> Detector<B> {
             }
             _ => None,
         };
-        Ok(Components { pnpt: pnpt_map, memory: memory_map, categories, size })
+        Ok(Components { pnpt: pnpt_map, memory: memory_map, categories, distances, size })
     }
 
     /// Combines component maps into the final maps and image scores of `method`.
@@ -475,17 +511,15 @@ impl<B: Backend> Detector<B> {
         if scores.iter().any(|s| !s.is_finite()) {
             return Err(Error::Invalid("non-finite anomaly score (NaN features?)".into()));
         }
-        Ok(BatchOutput { maps, scores, categories: parts.categories.clone(), size })
+        // Outputs built by hand (tests) may carry no distances: read as 0, never unknown.
+        let mut distances = parts.distances.clone();
+        distances.resize(n, 0.0);
+        Ok(BatchOutput { maps, scores, categories: parts.categories.clone(), distances, size })
     }
 
     /// Scores images already decoded (any size; resized to `input_size`).
     pub fn predict_batch(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
-        let s = &self.config.scoring;
-        let parts = self.image_components(images, images.len(), s.method.uses_pnpt(), s.method.uses_memory())?;
-        Ok(self.to_predictions(self.combine(&parts, s.method, s.memory_weight)?))
+        self.predict_batch_as(images, None)
     }
 
     /// Scores one image.
@@ -500,6 +534,7 @@ impl<B: Backend> Detector<B> {
             .map(|i| {
                 let category = self.pool.names()[out.categories[i]].clone();
                 let threshold = self.thresholds.for_category(&category);
+                let distance = out.distances.get(i).copied().unwrap_or(0.0);
                 Prediction {
                     score: out.scores[i],
                     anomaly_map: out.maps[i * px..(i + 1) * px].to_vec(),
@@ -507,6 +542,10 @@ impl<B: Backend> Detector<B> {
                     width: out.size,
                     is_anomalous: threshold.is_some_and(|t| out.scores[i] > t),
                     threshold,
+                    normalized_score: threshold.filter(|t| *t > 0.0).map(|t| out.scores[i] / t),
+                    pixel_threshold: self.thresholds.pixel.get(&category).copied(),
+                    retrieval_distance: distance,
+                    unknown_category: self.thresholds.retrieval.get(&category).is_some_and(|&l| distance > l),
                     category,
                 }
             })
@@ -536,22 +575,12 @@ impl<B: Backend> Detector<B> {
     /// [`components`](Self::components) of decoded images (any size; resized to `input_size`),
     /// `batch` at a time.
     pub fn image_components(&self, images: &[DynamicImage], batch: usize, pnpt: bool, memory: bool) -> Result<Components> {
-        let pre = self.preprocess();
-        let size = pre.size as usize;
-        let mut all = Components { size, ..Default::default() };
-        for chunk in images.chunks(batch.max(1)) {
-            let mut flat = Vec::with_capacity(chunk.len() * pre.len());
-            for img in chunk {
-                flat.extend(pnpt_data::to_chw(img, &pre));
-            }
-            let x = Tensor::<B, 4>::from_data(TensorData::new(flat, [chunk.len(), 3, size, size]), &self.device);
-            all.extend(self.components(x, pnpt, memory)?);
-        }
-        Ok(all)
+        self.image_components_as(images, batch, pnpt, memory, None)
     }
 
     /// Calibrates on normal images (their `category` field groups them): the per-class map
-    /// statistics of every map the detector has, then the thresholds of the configured method.
+    /// statistics of every map the detector has, then the image and pixel thresholds of the
+    /// configured method; the retrieval limits only grow (they also hold the training images').
     pub fn calibrate(&mut self, normal: &[Sample]) -> Result<()> {
         let parts = self.sample_components(normal, self.config.train.feature_batch, true, self.memory.is_some())?;
         let truth: Vec<String> = normal.iter().map(|s| s.category.clone()).collect();
@@ -564,9 +593,12 @@ impl<B: Backend> Detector<B> {
         let px = parts.size * parts.size;
         self.normalization = Normalization::fit(truth, parts.pnpt.as_deref(), parts.memory.as_deref(), px);
         let method = self.config.scoring.method;
-        let out = if truth.is_empty() { BatchOutput { maps: vec![], scores: vec![], categories: vec![], size: parts.size } } else { self.combine(parts, method, self.config.scoring.memory_weight)? };
+        let out = if truth.is_empty() { BatchOutput { maps: vec![], scores: vec![], categories: vec![], distances: vec![], size: parts.size } } else { self.combine(parts, method, self.config.scoring.memory_weight)? };
+        let mut retrieval = std::mem::take(&mut self.thresholds.retrieval);
+        crate::predict::raise_retrieval_limits(&mut retrieval, self.pool.names(), &parts.categories, &parts.distances);
+        let (pixel, pixel_median) = crate::predict::pixel_statistics(&out.maps, truth, px);
         let pairs: Vec<(String, f32)> = truth.iter().cloned().zip(out.scores).collect();
-        self.thresholds = Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs);
+        self.thresholds = Thresholds { pixel, pixel_median, retrieval, ..Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs) };
         Ok(())
     }
 

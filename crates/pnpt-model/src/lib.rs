@@ -13,6 +13,7 @@
 //! | [`config`] | all | every open choice, `paper()` and `cpu()` presets, ablation switches |
 //! | [`train`] | §6 | AdamW training on cached frozen features, checkpoints, resume |
 //! | [`detector`] | — | the trained artefact: load, predict, thresholds, scoring methods |
+//! | [`predict`] | — | prediction as a given category, per-category thresholds, defect masks, unknown products |
 //! | [`fusion`] | — | per-class standardisation and fusion of the PNPT and patch-memory maps |
 //! | [`macs`] | — | multiply-accumulates of a forward pass, per module |
 //!
@@ -29,6 +30,7 @@ pub mod hpe;
 pub mod loss;
 pub mod macs;
 pub mod pnpt;
+pub mod predict;
 pub mod sace;
 pub mod train;
 

@@ -23,6 +23,7 @@ mod error;
 pub mod evaluate;
 pub mod heatmap;
 pub mod html;
+pub mod job;
 pub mod train;
 pub mod validation;
 

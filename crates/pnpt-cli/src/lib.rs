@@ -1,0 +1,280 @@
+//! # pnpt-cli — the `pnpt` command
+//!
+//! ```text
+//! cargo install --path crates/pnpt-cli
+//! pnpt predict pnpt-out/detector images/ --out predictions/   # predictions.jsonl + overlays + masks
+//! pnpt serve pnpt-out/detector --addr 127.0.0.1:8080          # HTTP service and web page
+//! pnpt info pnpt-out/detector                                 # categories, thresholds, config
+//! pnpt train --epochs 3 --out pnpt-out                        # train, evaluate (pnpt::job)
+//! pnpt eval pnpt-out/detector --data /data/mvtec_ad           # evaluate a saved detector
+//! ```
+//!
+//! The last crate of the data flow: it uses the facade `pnpt` and nothing uses it. The
+//! subcommands are library functions too ([`predict::run_predict`], [`serve::Server`],
+//! [`info::info_json`]), which is how the tests drive them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use pnpt::backend::{Cpu, DeviceSpec};
+use pnpt::job::{self, ConfigChoice, JobOptions};
+use pnpt::model::{Detector, ScoringMethod};
+
+mod error;
+pub mod info;
+pub mod multipart;
+pub mod predict;
+pub mod render;
+pub mod serve;
+
+pub use error::{CliError, Result};
+
+/// Unified multi-class industrial anomaly detection: one detector for every product type.
+#[derive(Debug, Parser)]
+#[command(name = "pnpt", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score unlabelled images (files and folders, searched recursively for PNG/JPEG/BMP):
+    /// writes predictions.jsonl, heat-map overlays and defect masks.
+    Predict(PredictArgs),
+    /// Run the HTTP inference service (POST /v1/predict, GET /v1/info, /healthz, /metrics, and a
+    /// web page at /).
+    Serve(ServeArgs),
+    /// Show a detector's categories, thresholds, configuration, backbone and sizes.
+    Info(InfoArgs),
+    /// Evaluate a saved detector on a labelled dataset: report.json/md/html and heat maps.
+    Eval(EvalArgs),
+    /// Train one detector on every category of a dataset, save it and evaluate it.
+    Train(TrainArgs),
+}
+
+/// `pnpt predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The detector folder (as written by `pnpt train`).
+    pub detector: PathBuf,
+    /// Image files and folders.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "pnpt-predictions")]
+    pub out: PathBuf,
+    /// Write no overlays and masks, only predictions.jsonl.
+    #[arg(long)]
+    pub no_maps: bool,
+    /// Judge every image as this category (skips retrieval).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub batch: u16,
+    /// Device: cpu, wgpu[:N], cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+}
+
+/// `pnpt serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The detector folder.
+    pub detector: PathBuf,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Inferences running at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Requests that may wait for a worker; beyond that the answer is 503 with Retry-After.
+    #[arg(long, default_value_t = 32)]
+    pub queue: u16,
+    /// Largest request body, in MiB.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_body_mib: u32,
+    /// Largest image width and height, in pixels (checked in the header before decoding).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub max_side: u32,
+}
+
+/// `pnpt info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The detector folder.
+    pub detector: PathBuf,
+    /// Print JSON (what GET /v1/info answers) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pnpt eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The detector folder.
+    pub detector: PathBuf,
+    /// MVTec-layout dataset with test images and masks.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only these categories (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Option<Vec<String>>,
+    /// Output folder for the reports and heat maps.
+    #[arg(long, default_value = "pnpt-eval")]
+    pub out: PathBuf,
+    /// Switch the detector's scoring method (thresholds recalibrated on the held-out split of --data).
+    #[arg(long)]
+    pub method: Option<ScoringMethod>,
+    /// Write no heat maps.
+    #[arg(long)]
+    pub no_heatmaps: bool,
+    /// Device: cpu, wgpu[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+}
+
+/// `pnpt train`: the options of `examples/train_mvtec.rs`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// MVTec-layout dataset (default: the synthetic dataset, generated once into the cache).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Only these categories (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Option<Vec<String>>,
+    /// Device: cpu, wgpu[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Configuration preset: cpu or paper.
+    #[arg(long, default_value = "cpu")]
+    pub preset: String,
+    /// JSON configuration file (fields it leaves out take the cpu preset's values).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output folder (default pnpt-out, or the --resume folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run whose output folder is DIR from its last checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Backbone checkpoint (.pth or .safetensors; ResNet backbones).
+    #[arg(long)]
+    pub backbone_weights: Option<PathBuf>,
+    /// Write no heat maps.
+    #[arg(long)]
+    pub no_heatmaps: bool,
+    /// Fix the scoring method instead of choosing it on validation.
+    #[arg(long)]
+    pub method: Option<ScoringMethod>,
+    /// Train as many epochs as fit in this time (at most --epochs): 900s, 15m, 1h.
+    #[arg(long, value_parser = |s: &str| job::parse_duration(s).map_err(|e| e.to_string()))]
+    pub time_budget: Option<f64>,
+}
+
+/// Runs a parsed command line; the exit code is 1 when `predict` could not score some image.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Predict(a) => {
+            let options = predict::PredictOptions {
+                detector: a.detector,
+                inputs: a.paths,
+                out: a.out.clone(),
+                maps: !a.no_maps,
+                category: a.category,
+                batch: a.batch as usize,
+                device: a.device,
+                progress: true,
+            };
+            let s = predict::run_predict(options)?;
+            eprintln!(
+                "{} images: {} anomalous, {} of an unknown product, {} failed; {:.2} images/s ({:.1} s); {}",
+                s.images,
+                s.anomalous,
+                s.unknown_category,
+                s.failed,
+                s.images_per_second(),
+                s.seconds,
+                a.out.join("predictions.jsonl").display()
+            );
+            Ok(if s.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Serve(a) => {
+            // The service shares one detector between threads: the CPU backend, whose
+            // detector is Send + Sync (GPU devices are for one thread at a time, README).
+            let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
+            let info = info::info_json(&detector, Some(&a.detector));
+            let options = serve::ServeOptions {
+                workers: a.workers as usize,
+                queue: a.queue as usize,
+                max_body: (a.max_body_mib as usize) << 20,
+                max_side: a.max_side,
+                ..Default::default()
+            };
+            let names = detector.categories().join(", ");
+            serve::serve_until_signal(Arc::new(detector), info, &a.addr.to_string(), options, |addr| {
+                eprintln!("pnpt serve: listening on http://{addr} (categories: {names}); Ctrl-C or SIGTERM stops");
+            })?;
+            eprintln!("pnpt serve: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info(a) => {
+            let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
+            let v = info::info_json(&detector, Some(&a.detector));
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", info::info_text(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(a) => {
+            let mut options = JobOptions::new(pnpt::model::PnptConfig::cpu());
+            options.data = Some(a.data);
+            options.categories = a.categories;
+            options.device = a.device;
+            options.out = a.out;
+            options.heatmaps = !a.no_heatmaps;
+            options.evaluate = Some(a.detector);
+            options.method = a.method;
+            let out = job::run_job(options)?;
+            println!("{}", out.report.to_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train(a) => {
+            let config = ConfigChoice {
+                preset: a.preset,
+                file: a.config,
+                epochs: a.epochs,
+                seed: a.seed,
+                backbone_weights: a.backbone_weights,
+                method: a.method,
+                time_budget_seconds: a.time_budget,
+            }
+            .build()?;
+            let mut options = JobOptions::new(config);
+            options.data = a.data;
+            options.categories = a.categories;
+            options.device = a.device;
+            options.out = a.out.or_else(|| a.resume.clone()).unwrap_or_else(|| PathBuf::from("pnpt-out"));
+            options.resume = a.resume.is_some();
+            options.heatmaps = !a.no_heatmaps;
+            options.method = a.method;
+            let out = job::run_job(options)?;
+            println!("{}", out.report.to_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The `pnpt` command (see the `pnpt_cli` library for the subcommands).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Bad arguments: clap prints its message and exits 2.
+    let cli = pnpt_cli::Cli::parse();
+    match pnpt_cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! What one prediction becomes on disk and on the wire: the heat-map overlay and the binary
+//! defect mask as PNG bytes, and the JSON object of `predictions.jsonl` and `/v1/predict`.
+//!
+//! **Overlay colours.** The jet colour scale spans `[lo, 2·t − lo]`, with `t` the category's
+//! pixel threshold and `lo` its median held-out normal pixel, so the threshold is the middle
+//! of the scale whatever the image, as in the evaluation reports; the colour is blended over
+//! the image with an opacity growing from 0 at `lo`, and the white contour encloses the defect
+//! mask. A detector without pixel statistics falls back to the image's own min..max.
+
+use std::io::Cursor;
+
+use pnpt::data::image::{imageops, DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
+use pnpt::model::Prediction;
+use serde_json::{json, Value};
+
+/// Smallest overlay side: a smaller model input is upscaled by an integer factor (nearest for
+/// the map, so one map cell stays one block).
+pub const MIN_SIDE: usize = 256;
+const MAX_ALPHA: f32 = 0.85;
+
+/// Jet colour of `x` in [0, 1] (blue → cyan → yellow → red).
+fn jet(x: f32) -> [u8; 3] {
+    let channel = |c: f32| ((1.5 - (4.0 * x.clamp(0.0, 1.0) - c).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+/// The colour scale `(lo, hi)` of a prediction (see the module documentation).
+pub fn colour_scale(p: &Prediction, median: Option<f32>) -> (f32, f32) {
+    match (p.pixel_threshold, median) {
+        (Some(t), Some(m)) if t > m => (m, 2.0 * t - m),
+        _ => {
+            let (lo, hi) = p.anomaly_map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) }
+        }
+    }
+}
+
+/// The overlay of `p` on `image`, at the map's size scaled to at least [`MIN_SIDE`].
+pub fn overlay(image: &DynamicImage, p: &Prediction, median: Option<f32>) -> RgbImage {
+    let size = p.width.max(1);
+    let k = MIN_SIDE.div_ceil(size);
+    let side = size * k;
+    let base = imageops::resize(&image.to_rgb8(), side as u32, side as u32, imageops::FilterType::Triangle);
+    let (lo, hi) = colour_scale(p, median);
+    let value = |x: usize, y: usize| p.anomaly_map.get((y / k) * size + x / k).copied().unwrap_or(lo);
+    let hot = |x: usize, y: usize| p.pixel_threshold.is_some_and(|t| value(x, y) > t);
+    let edge = |x: usize, y: usize| {
+        hot(x, y) && (x == 0 || y == 0 || x + 1 == side || y + 1 == side || !hot(x - 1, y) || !hot(x + 1, y) || !hot(x, y - 1) || !hot(x, y + 1))
+    };
+    RgbImage::from_fn(side as u32, side as u32, |x, y| {
+        let (x, y) = (x as usize, y as usize);
+        if edge(x, y) {
+            return Rgb([255, 255, 255]);
+        }
+        let b = base.get_pixel(x as u32, y as u32).0;
+        let t = ((value(x, y) - lo) / (hi - lo)).clamp(0.0, 1.0);
+        let c = jet(t);
+        let a = MAX_ALPHA * t;
+        Rgb([0, 1, 2].map(|i| (b[i] as f32 * (1.0 - a) + c[i] as f32 * a).round() as u8))
+    })
+}
+
+/// The defect mask of `p` (255 = defect) at `width × height` (nearest-neighbour from the map);
+/// `None` without a pixel threshold.
+pub fn mask(p: &Prediction, width: u32, height: u32) -> Option<GrayImage> {
+    let m = p.defect_mask()?;
+    let small = GrayImage::from_fn(p.width as u32, p.height as u32, |x, y| Luma([m[y as usize * p.width + x as usize] * 255]));
+    Some(imageops::resize(&small, width.max(1), height.max(1), imageops::FilterType::Nearest))
+}
+
+/// PNG bytes of an image.
+pub fn png<I: Into<DynamicImage>>(image: I) -> Result<Vec<u8>, String> {
+    let mut out = Cursor::new(Vec::new());
+    image.into().write_to(&mut out, ImageFormat::Png).map_err(|e| format!("PNG encoding failed: {e}"))?;
+    Ok(out.into_inner())
+}
+
+/// Fraction of the map's pixels in the defect mask (`None` without a pixel threshold).
+pub fn defect_fraction(p: &Prediction) -> Option<f64> {
+    let t = p.pixel_threshold?;
+    let n = p.anomaly_map.iter().filter(|&&v| v > t).count();
+    Some(n as f64 / p.anomaly_map.len().max(1) as f64)
+}
+
+/// The JSON object of one prediction (the fields of `predictions.jsonl` and `/v1/predict`
+/// besides the path, the maps and the timing).
+pub fn prediction_json(p: &Prediction, category_given: bool) -> Value {
+    json!({
+        "category": p.category,
+        "category_given": category_given,
+        "retrieval_distance": p.retrieval_distance,
+        "unknown_category": p.unknown_category,
+        "score": p.score,
+        "threshold": p.threshold,
+        "normalized_score": p.normalized_score,
+        "verdict": p.verdict(),
+        "anomalous": p.is_anomalous,
+        "pixel_threshold": p.pixel_threshold,
+        "defect_fraction": defect_fraction(p),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(map: Vec<f32>, pixel: Option<f32>) -> Prediction {
+        Prediction {
+            score: 1.0,
+            anomaly_map: map,
+            height: 2,
+            width: 2,
+            category: "a".into(),
+            is_anomalous: true,
+            threshold: Some(0.5),
+            normalized_score: Some(2.0),
+            pixel_threshold: pixel,
+            retrieval_distance: 0.1,
+            unknown_category: false,
+        }
+    }
+
+    #[test]
+    fn overlay_mask_and_json() {
+        let p = prediction(vec![0.0, 0.0, 0.0, 3.0], Some(1.0));
+        assert_eq!(colour_scale(&p, Some(0.0)), (0.0, 2.0));
+        assert_eq!(colour_scale(&p, None), (0.0, 3.0), "no median: min..max");
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(10, 7, Rgb([0, 0, 0])));
+        let o = overlay(&img, &p, Some(0.0));
+        assert_eq!(o.dimensions(), (256, 256));
+        // The defect cell (bottom right) is outlined in white; a normal cell keeps the image.
+        assert_eq!(o.get_pixel(128, 128).0, [255, 255, 255]);
+        assert_eq!(o.get_pixel(10, 10).0, [0, 0, 0]);
+        let m = mask(&p, 4, 4).unwrap();
+        assert_eq!(m.get_pixel(3, 3).0, [255]);
+        assert_eq!(m.get_pixel(0, 0).0, [0]);
+        assert!(mask(&prediction(vec![0.0; 4], None), 4, 4).is_none());
+        let j = prediction_json(&p, false);
+        assert_eq!(j["verdict"], "anomalous");
+        assert_eq!(j["defect_fraction"], 0.25);
+        assert!(png(o).unwrap().starts_with(b"\x89PNG"));
+    }
+}

@@ -1,0 +1,567 @@
+//! The service and `pnpt predict` with real parts: a tiny detector fitted once on synthetic
+//! data (shared by every test of this binary), the service on a loopback port driven over HTTP,
+//! the `pnpt` binary as a subprocess, and the web page in headless Chromium.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use pnpt::backend::Cpu;
+use pnpt::data::image::{self, DynamicImage, ImageFormat, Rgb, RgbImage};
+use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
+use pnpt::data::Dataset;
+use pnpt::model::{fit, Detector, PnptConfig, TrainOptions};
+use pnpt_cli::serve::{ServeOptions, Server};
+use serde_json::Value;
+
+type B = pnpt::burn::backend::Autodiff<Cpu>;
+
+struct Fixture {
+    /// The saved detector folder.
+    dir: PathBuf,
+    detector: Arc<Detector<Cpu>>,
+    /// PNG bytes of a normal test image of a trained category.
+    good_png: Vec<u8>,
+    /// Test images of the trained categories: normal and defective.
+    test_images: Vec<PathBuf>,
+    /// An image of a product the detector never saw.
+    foreign: PathBuf,
+    /// Working folder: `data/` (the synthetic dataset), `config.json` (the tiny configuration).
+    root: PathBuf,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+/// Bottle and screw, 64 px, 20 training images each, one epoch: a few seconds on 2 cores.
+fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(|| {
+        let t0 = Instant::now();
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // Folders of earlier runs (whose process is gone) are removed; a concurrent run keeps its own.
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("pnpt-cli-service-")
+                && cfg!(target_os = "linux")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = tmp.join(format!("pnpt-cli-service-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data = root.join("data");
+        let synth = SyntheticConfig { size: 64, train_good: 20, test_good: 3, test_defective: 4, categories: vec![SynthKind::Bottle, SynthKind::Screw], ..Default::default() };
+        generate(&data, &synth).unwrap();
+        let other = root.join("other");
+        generate(&other, &SyntheticConfig { size: 64, train_good: 1, test_good: 1, test_defective: 0, categories: vec![SynthKind::Weave], ..Default::default() }).unwrap();
+        let dataset = Dataset::open(&data, None).unwrap();
+        let mut cfg = PnptConfig::cpu();
+        cfg.preset = "test".into();
+        cfg.input_size = 64;
+        cfg.model.hidden = 32;
+        cfg.model.semantic_tokens = 4;
+        cfg.model.heads = 2;
+        cfg.model.layers = 1;
+        cfg.train.epochs = 1;
+        cfg.scoring.sigma = 1.0;
+        let (detector, _) = fit::<B>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
+        cfg.save(&root.join("config.json")).unwrap();
+        let dir = root.join("detector");
+        detector.save(&dir).unwrap();
+        let test_images: Vec<PathBuf> = dataset.categories.iter().flat_map(|c| c.test.iter().map(|s| s.path.clone())).collect();
+        let good = dataset.categories[0].test.iter().find(|s| !s.is_anomalous()).unwrap();
+        let good_png = std::fs::read(&good.path).unwrap();
+        let foreign = Dataset::open(&other, None).unwrap().categories[0].train[0].path.clone();
+        eprintln!("fixture: detector fitted and saved in {:.1} s", t0.elapsed().as_secs_f64());
+        Fixture { dir, detector: Arc::new(detector), good_png, test_images, foreign, root }
+    })
+}
+
+fn start(options: ServeOptions) -> Server {
+    Server::start(fixture().detector.clone(), "127.0.0.1:0", options).unwrap()
+}
+
+fn url(s: &Server, path: &str) -> String {
+    format!("http://{}{path}", s.addr)
+}
+
+/// GET `path`: status and body.
+fn get(s: &Server, path: &str) -> (u16, String) {
+    let r = minreq::get(url(s, path)).with_timeout(60).send().unwrap();
+    (r.status_code, r.as_str().unwrap().to_string())
+}
+
+/// Waits (up to 60 s) until the service at `addr` has admitted `n` predict requests: the
+/// handler runs, so the request is in progress and not merely in the listen backlog.
+fn wait_in_progress(addr: std::net::SocketAddr, n: usize) {
+    let want = format!("pnpt_requests_in_progress {n}\n");
+    let t0 = Instant::now();
+    loop {
+        let metrics = minreq::get(format!("http://{addr}/metrics")).with_timeout(60).send().unwrap();
+        if metrics.as_str().unwrap().contains(&want) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "never {n} requests in progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// POSTs `body` to `/v1/predict?query` with `content_type`; the response.
+fn post_as(s: &Server, query: &str, content_type: &str, body: Vec<u8>) -> minreq::Response {
+    minreq::post(url(s, &format!("/v1/predict?{query}"))).with_header("Content-Type", content_type).with_body(body).with_timeout(60).send().unwrap()
+}
+
+/// POSTs a PNG body to `/v1/predict?query`; status and JSON.
+fn post(s: &Server, query: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = post_as(s, query, "image/png", body);
+    (r.status_code, json(r.as_str().unwrap()))
+}
+
+fn assert_good_request_succeeds(s: &Server) {
+    let (status, v) = post(s, "", fixture().good_png.clone());
+    assert_eq!(status, 200, "{v}");
+    assert!(v["score"].is_number(), "{v}");
+}
+
+fn png_bytes(img: DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn detector_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Detector<Cpu>>();
+    // Scores from 4 threads at once equal the single-threaded score.
+    let f = fixture();
+    let image = image::load_from_memory(&f.good_png).unwrap();
+    let alone = f.detector.predict(&image).unwrap().score;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| f.detector.predict(&image).unwrap().score)).collect();
+        for h in handles {
+            assert!((h.join().unwrap() - alone).abs() < 1e-5);
+        }
+    });
+}
+
+#[test]
+fn library_api_thresholds_masks_and_unknown_products() {
+    let f = fixture();
+    let mut detector = Detector::<Cpu>::load(&f.dir, &Default::default()).unwrap();
+    let t = detector.thresholds();
+    assert_eq!(t.pixel.len(), 2, "pixel thresholds per category: {t:?}");
+    assert_eq!(t.retrieval.len(), 2, "retrieval limits per category: {t:?}");
+    let image = image::load_from_memory(&f.good_png).unwrap();
+    let p = detector.predict(&image).unwrap();
+    assert!(!p.unknown_category, "a normal image of a trained product: {p:?}");
+    let mask = p.defect_mask().unwrap();
+    assert_eq!(mask.len(), 64 * 64);
+    assert_eq!(p.normalized_score.unwrap(), p.score / p.threshold.unwrap());
+    // Forced category: the other class is used and named.
+    let other = detector.categories().iter().find(|c| **c != p.category).unwrap().clone();
+    let q = detector.predict_as(&image, &other).unwrap();
+    assert_eq!(q.category, other);
+    assert!(q.retrieval_distance >= p.retrieval_distance);
+    assert!(detector.predict_as(&image, "nope").unwrap_err().to_string().contains("unknown category `nope`"));
+    // A product never trained on is flagged; the trained categories' test images are not.
+    let foreign = pnpt::data::decode(&f.foreign).unwrap();
+    let fp = detector.predict(&foreign).unwrap();
+    eprintln!("foreign: distance {} (limit {:?})", fp.retrieval_distance, detector.thresholds().retrieval.get(&fp.category));
+    assert!(fp.unknown_category, "weave image retrieved as {} at {}", fp.category, fp.retrieval_distance);
+    for path in &f.test_images {
+        let p = detector.predict(&pnpt::data::decode(path).unwrap()).unwrap();
+        assert!(!p.unknown_category, "{}: distance {} > limit {:?}", path.display(), p.retrieval_distance, detector.thresholds().retrieval.get(&p.category));
+    }
+    // Thresholds a caller sets are the ones that decide.
+    let mut t = detector.category_thresholds(&p.category).unwrap();
+    t.image = Some(p.score - 1.0);
+    t.retrieval = Some(0.0);
+    detector.set_category_thresholds(&p.category, t).unwrap();
+    let r = detector.predict(&image).unwrap();
+    assert!(r.is_anomalous && r.unknown_category);
+    t.image = Some(f32::NAN);
+    assert!(detector.set_category_thresholds(&p.category, t).is_err());
+    assert!(detector.set_category_thresholds("nope", t).is_err());
+}
+
+#[test]
+fn health_info_page_and_not_found() {
+    let s = start(ServeOptions::default());
+    let (status, h) = get(&s, "/healthz");
+    assert_eq!((status, json(&h)["status"].as_str()), (200, Some("ok")));
+    let info = json(&get(&s, "/v1/info").1);
+    let names: Vec<&str> = info["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bottle", "screw"]);
+    assert!(info["categories"][0]["pixel_threshold"].is_number(), "{info}");
+    let page = get(&s, "/").1;
+    assert!(page.contains("<input id=\"file\" type=\"file\""), "{page}");
+    let (status, body) = get(&s, "/nope");
+    assert_eq!((status, json(&body)["code"].as_str()), (404, Some("not_found")));
+    s.stop().unwrap();
+}
+
+#[test]
+fn predict_raw_multipart_category_and_map() {
+    let f = fixture();
+    let s = start(ServeOptions::default());
+    let (status, raw) = post(&s, "", f.good_png.clone());
+    assert_eq!(status, 200, "{raw}");
+    for key in ["category", "score", "threshold", "verdict", "ms", "unknown_category", "normalized_score", "retrieval_distance"] {
+        assert!(!raw[key].is_null(), "{key} missing: {raw}");
+    }
+    assert!(raw.get("overlay_png").is_none());
+    assert_eq!(raw["category_given"], false);
+    let (status, with_map) = post(&s, "map=png", f.good_png.clone());
+    assert_eq!(status, 200);
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD.decode(with_map["overlay_png"].as_str().unwrap()).unwrap();
+    let overlay = image::load_from_memory(&png).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (256, 256));
+    // Multipart gives the same score as the raw upload.
+    let boundary = "pnpt-test-boundary";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").into_bytes();
+    body.extend_from_slice(&f.good_png);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = post_as(&s, "", &format!("multipart/form-data; boundary={boundary}"), body);
+    assert_eq!(r.status_code, 200);
+    let multi = json(r.as_str().unwrap());
+    assert_eq!(multi["score"], raw["score"]);
+    // A given category is used.
+    let (status, forced) = post(&s, "category=screw", f.good_png.clone());
+    assert_eq!(status, 200);
+    assert_eq!((forced["category"].as_str(), forced["category_given"].as_bool()), (Some("screw"), Some(true)));
+    s.stop().unwrap();
+}
+
+/// One bad request per limit, each followed by a good request that still succeeds.
+#[test]
+fn every_limit_is_a_clear_4xx_and_the_service_goes_on() {
+    let f = fixture();
+    let s = start(ServeOptions { max_body: 256 << 10, max_side: 2048, ..Default::default() });
+    let tiny = |w, h| png_bytes(DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb([9, 9, 9]))));
+    let mut truncated = f.good_png.clone();
+    truncated.truncate(truncated.len() / 2);
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("body over the limit", "", vec![0x89; 300 << 10], 413, "body_too_large"),
+        ("image wider than the limit", "", tiny(4096, 1), 413, "image_too_large"),
+        ("not an image", "", b"hello, this is text and not a picture".to_vec(), 415, "not_an_image"),
+        ("truncated PNG", "", truncated, 422, "undecodable_image"),
+        ("empty body", "", Vec::new(), 400, "empty_body"),
+        ("unknown category", "category=teapot", f.good_png.clone(), 400, "unknown_category"),
+        ("bad map value", "map=jpeg", f.good_png.clone(), 400, "bad_query"),
+    ];
+    for (what, query, body, want, code) in cases {
+        let (status, v) = post(&s, query, body);
+        assert_eq!(status, want, "{what}: {v}");
+        assert_eq!(v["code"], code, "{what}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {v}");
+        assert_good_request_succeeds(&s);
+    }
+    // The default limit is 8192 x 8192: a 9000 x 1 image is refused from its header.
+    let d = start(ServeOptions::default());
+    let (status, v) = post(&d, "", tiny(9000, 1));
+    assert_eq!((status, v["code"].as_str()), (413, Some("image_too_large")), "{v}");
+    assert_good_request_succeeds(&d);
+    // ... and the body limit 32 MiB.
+    let (status, v) = post(&d, "", vec![0x89; 33 << 20]);
+    assert_eq!((status, v["code"].as_str()), (413, Some("body_too_large")), "{v}");
+    assert_good_request_succeeds(&d);
+    // A malformed multipart body.
+    let r = post_as(&s, "", "multipart/form-data; boundary=xyz", b"--xyz\r\nno headers end".to_vec());
+    assert_eq!((r.status_code, json(r.as_str().unwrap())["code"].as_str()), (400, Some("bad_multipart")));
+    assert_good_request_succeeds(&s);
+}
+
+/// Sends the headers and half of the body of a predict request and keeps the connection: the
+/// request is admitted (admission comes before the body) but cannot finish until `finish`.
+struct SlowUpload {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+impl SlowUpload {
+    fn begin(s: &Server, body: &[u8]) -> Self {
+        let mut stream = TcpStream::connect(s.addr).unwrap();
+        let head = format!("POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", s.addr, body.len());
+        stream.write_all(head.as_bytes()).unwrap();
+        let half = body.len() / 2;
+        stream.write_all(&body[..half]).unwrap();
+        stream.flush().unwrap();
+        Self { stream, rest: body[half..].to_vec() }
+    }
+
+    /// Sends the rest; the status line's code and the body.
+    fn finish(mut self) -> (u16, String) {
+        self.stream.write_all(&self.rest).unwrap();
+        let mut text = String::new();
+        self.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        self.stream.read_to_string(&mut text).unwrap();
+        let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, text)
+    }
+}
+
+#[test]
+fn full_queue_answers_503_with_retry_after() {
+    let f = fixture();
+    let s = start(ServeOptions { workers: 1, queue: 0, ..Default::default() });
+    let slow = SlowUpload::begin(&s, &f.good_png);
+    wait_in_progress(s.addr, 1);
+    let r = post_as(&s, "", "image/png", f.good_png.clone());
+    assert_eq!(r.status_code, 503);
+    assert_eq!(r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).map(|(_, v)| v.as_str()), Some("1"));
+    assert_eq!(json(r.as_str().unwrap())["code"], "busy");
+    // Also with a body of 8 MiB: the service reads and drops it, so the client gets the 503
+    // instead of a connection reset in the middle of its upload.
+    for _ in 0..3 {
+        let r = minreq::post(url(&s, "/v1/predict")).with_body(vec![7u8; 8 << 20]).with_timeout(60).send().unwrap();
+        assert_eq!(r.status_code, 503);
+    }
+    let (code, text) = slow.finish();
+    assert_eq!(code, 200, "{text}");
+    assert_good_request_succeeds(&s);
+    let metrics = get(&s, "/metrics").1;
+    assert!(metrics.contains("pnpt_http_requests_total{route=\"/v1/predict\",status=\"503\"} 4"), "{metrics}");
+    assert!(metrics.contains("pnpt_http_requests_total{route=\"/v1/predict\",status=\"200\"} 2"), "{metrics}");
+    assert!(metrics.contains("pnpt_images_scored_total 2"), "{metrics}");
+    assert!(metrics.contains("pnpt_predict_duration_seconds_count 6"), "{metrics}");
+    assert!(metrics.contains("pnpt_predict_duration_seconds_bucket{le=\"+Inf\"} 6"), "{metrics}");
+}
+
+/// 200 requests from 8 concurrent clients: no 5xx but deliberate 503s; prints latency and
+/// throughput (no assertion on speed).
+#[test]
+fn load_test_200_requests_8_clients() {
+    let f = fixture();
+    let s = start(ServeOptions::default());
+    let (clients, per_client) = (8, 25);
+    let t0 = Instant::now();
+    let results: Vec<(u16, f64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..per_client)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let r = post_as(&s, "", "image/png", f.good_png.clone());
+                            (r.status_code, t.elapsed().as_secs_f64() * 1000.0)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    assert_eq!(results.len(), 200);
+    let bad: Vec<u16> = results.iter().map(|r| r.0).filter(|&c| c != 200 && c != 503).collect();
+    assert!(bad.is_empty(), "unexpected statuses: {bad:?}");
+    let mut ok: Vec<f64> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    ok.sort_by(f64::total_cmp);
+    assert!(!ok.is_empty());
+    let pct = |q: f64| ok[((ok.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "load test: 200 requests, 8 clients, 64x64 PNG, tiny detector: {} ok, {} busy (503); p50 {:.1} ms, p99 {:.1} ms; {:.1} images/s",
+        ok.len(),
+        200 - ok.len(),
+        pct(0.5),
+        pct(0.99),
+        ok.len() as f64 / wall
+    );
+    s.stop().unwrap();
+}
+
+fn chromium() -> Option<PathBuf> {
+    let names = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"];
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
+}
+
+/// The web page in headless Chromium: `/?selftest=<data URL>` fetches the image and sends it as
+/// a drop would; the dumped DOM must show the verdict and the overlay image.
+#[test]
+fn web_page_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var("PNPT_TEST_BROWSER").map_or(true, |v| v != "1"), "PNPT_TEST_BROWSER=1 but no chromium binary on PATH");
+        println!("skipped: no chromium binary on PATH (install Debian's `chromium`; PNPT_TEST_BROWSER=1 makes this a failure)");
+        return;
+    };
+    let f = fixture();
+    let s = start(ServeOptions::default());
+    use base64::Engine as _;
+    let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&f.good_png));
+    let encoded: String = data_url.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(&browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--virtual-time-budget=20000", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url(&s, &format!("/?selftest={encoded}")))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "chromium failed: {:?}", out.status);
+    assert!(dom.contains("data-state=\"done\""), "the page did not finish: {dom}");
+    let verdict = dom.split("id=\"verdict\"").nth(1).and_then(|s| s.split('>').nth(1)).and_then(|s| s.split('<').next()).unwrap_or("");
+    assert!(["normal", "anomalous"].contains(&verdict), "verdict `{verdict}` in {dom}");
+    let overlay = dom.split("<img id=\"overlay\"").nth(1).and_then(|s| s.split('>').next()).unwrap_or("");
+    assert!(overlay.contains("src=\"data:image/png;base64,iVBOR") && !overlay.contains("hidden"), "overlay: {overlay}");
+    let posted = get(&s, "/metrics").1;
+    assert!(posted.contains("pnpt_http_requests_total{route=\"/v1/predict\",status=\"200\"} 1"), "{posted}");
+}
+
+fn pnpt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pnpt"))
+}
+
+/// A folder mixing good images, a truncated PNG and a text file named `.png`: results for the
+/// good ones, error lines for the bad two, exit code 1.
+#[test]
+fn predict_command_on_a_mixed_folder() {
+    let f = fixture();
+    let dir = f.root.join("mixed");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a_good.png"), &f.good_png).unwrap();
+    let jpeg = image::load_from_memory(&f.good_png).unwrap();
+    jpeg.to_rgb8().save_with_format(dir.join("sub/b_good.jpg"), ImageFormat::Jpeg).unwrap();
+    std::fs::write(dir.join("c_truncated.png"), &f.good_png[..f.good_png.len() / 2]).unwrap();
+    std::fs::write(dir.join("d_text.png"), b"not a picture").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"ignored").unwrap();
+    let out = f.root.join("mixed-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = pnpt().arg("predict").arg(&f.dir).arg(&dir).arg(&f.foreign).arg("--out").arg(&out).arg("--batch").arg("2").output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("5 images") && stderr.contains("2 failed") && stderr.contains("images/s"), "{stderr}");
+    let text = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<String> = lines.iter().map(|l| Path::new(l["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let foreign_name = f.foreign.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(names, ["a_good.png", "c_truncated.png", "d_text.png", "b_good.jpg", foreign_name.as_str()]);
+    for (i, l) in lines.iter().enumerate() {
+        let bad = names[i].starts_with('c') || names[i].starts_with('d');
+        assert_eq!(l["error"].is_string(), bad, "{l}");
+        if !bad {
+            for key in ["category", "retrieval_distance", "score", "threshold", "normalized_score", "verdict", "ms", "unknown_category"] {
+                assert!(!l[key].is_null(), "{key}: {l}");
+            }
+            let overlay = out.join(l["overlay"].as_str().unwrap());
+            let mask = image::open(out.join(l["mask"].as_str().unwrap())).unwrap();
+            assert!(overlay.is_file());
+            assert_eq!((mask.width(), mask.height()), (64, 64), "masks are at the image's size");
+        }
+    }
+    assert_eq!(lines[0]["overlay"], "maps/a_good.overlay.png");
+    assert_eq!(lines[3]["mask"], "maps/sub/b_good.mask.png");
+    assert_eq!(lines[4]["unknown_category"], true, "{}", lines[4]);
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "predictions.jsonl" && n != "maps").collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // --category and --no-maps on one file: exit 0, only the JSONL.
+    let out2 = f.root.join("single-out");
+    let _ = std::fs::remove_dir_all(&out2);
+    let run = pnpt().arg("predict").arg(&f.dir).arg(dir.join("a_good.png")).args(["--category", "screw", "--no-maps", "--out"]).arg(&out2).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let line: Value = serde_json::from_str(std::fs::read_to_string(out2.join("predictions.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!((line["category"].as_str(), line["category_given"].as_bool(), line["overlay"].is_null()), (Some("screw"), Some(true), true));
+    assert!(!out2.join("maps").exists());
+    // An unknown category is an error before anything is scored.
+    let run = pnpt().arg("predict").arg(&f.dir).arg(&dir).args(["--category", "teapot", "--out"]).arg(&out2).output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown category `teapot`"));
+}
+
+#[test]
+fn info_command_text_and_json() {
+    let f = fixture();
+    let run = pnpt().arg("info").arg(&f.dir).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    for word in ["bottle", "screw", "efficientnet", "thresholds.json", "fused"] {
+        assert!(text.to_lowercase().contains(word), "{word} missing: {text}");
+    }
+    let run = pnpt().arg("info").arg(&f.dir).arg("--json").output().unwrap();
+    let v: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["input_size"], 64);
+    assert!(v["parameters"].as_u64().unwrap() > 0);
+    assert!(v["files"]["model.mpk"].as_u64().unwrap() > 0);
+}
+
+/// SIGTERM while a request is in progress: the request is answered, then `pnpt serve` exits 0.
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_0() {
+    use std::io::BufRead;
+    let f = fixture();
+    /// Kills the server if the test fails half-way, so no process outlives the test.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(pnpt().arg("serve").arg(&f.dir).args(["--addr", "127.0.0.1:0"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("http://") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "pnpt serve ended before listening");
+    }
+    let addr: std::net::SocketAddr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in `{line}`")).parse().unwrap();
+    // A request in progress: headers and half the body sent.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let body = &f.good_png;
+    write!(stream, "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    stream.write_all(&body[..body.len() / 2]).unwrap();
+    wait_in_progress(addr, 1);
+    // The shell's builtin `kill`: slim images have no /bin/kill.
+    let kill = Command::new("sh").arg("-c").arg(format!("kill -TERM {}", child.0.id())).status().unwrap();
+    assert!(kill.success());
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&body[body.len() / 2..]).unwrap();
+    let mut answer = String::new();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+
+/// `pnpt train` and `pnpt eval` run the library's job (`pnpt::job`) end to end on the tiny set.
+#[test]
+fn train_and_eval_commands() {
+    let f = fixture();
+    let out = f.root.join("train-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = pnpt().arg("train").arg("--data").arg(f.root.join("data")).arg("--config").arg(f.root.join("config.json")).args(["--epochs", "1", "--no-heatmaps", "--out"]).arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("validation on"), "the scoring method is chosen on validation: {stderr}");
+    assert!(out.join("detector/manifest.json").is_file() && out.join("checkpoint").is_dir());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["mean"]["image_auroc"].is_number() && report["validation"].is_object(), "{report}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("bottle"), "the report table is printed");
+
+    let eval = f.root.join("eval-out");
+    let _ = std::fs::remove_dir_all(&eval);
+    let run = pnpt().arg("eval").arg(&f.dir).arg("--data").arg(f.root.join("data")).args(["--method", "memory", "--categories", "bottle", "--out"]).arg(&eval).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["method"], "memory");
+    assert_eq!(report["categories"].as_object().map(|c| c.len()), Some(1));
+    assert!(eval.join("heatmaps/bottle").is_dir());
+}

@@ -1,0 +1,271 @@
+//! The main job as a library call: train one detector on every category of a dataset (or load
+//! a saved one), save it, evaluate it and write the reports and heat maps — what
+//! `examples/train_mvtec.rs` and `pnpt train` / `pnpt eval` run.
+//!
+//! ```no_run
+//! use pnpt::job::{run_job, ConfigChoice, JobOptions};
+//!
+//! let config = ConfigChoice { preset: "cpu".into(), epochs: Some(1), ..Default::default() }.build()?;
+//! let out = run_job(JobOptions { data: None, ..JobOptions::new(config) })?; // synthetic data
+//! println!("{}", out.report.to_markdown());
+//! # Ok::<(), pnpt::Error>(())
+//! ```
+//!
+//! Without [`JobOptions::data`] the synthetic dataset is generated once into the cache folder,
+//! so the job works offline. Training validates every scoring candidate on pseudo-anomalies
+//! (unless [`JobOptions::method`] fixes the method), writes per-epoch checkpoints under
+//! `out/checkpoint` (continued by [`JobOptions::resume`]) and the detector to `out/detector`.
+//! [`JobOptions::evaluate`] skips training and evaluates a saved detector instead; with
+//! `method` it switches that detector's method and recalibrates its thresholds on the held-out
+//! split of the data.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use pnpt_data::{synthetic::SyntheticConfig, Dataset};
+use pnpt_model::train::split_holdout;
+use pnpt_model::{Detector, PnptConfig, ScoringMethod, TrainOptions};
+use serde_json::{json, Map};
+
+use crate::backend::{run_on, BackendTask, DeviceSpec};
+use crate::evaluate::{evaluate, EvaluateOptions, Report};
+use crate::train::train;
+use crate::validation::ValidationOptions;
+use crate::Result;
+
+/// Where the configuration comes from and what overrides it (the job's command-line options).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigChoice {
+    /// Preset name (`cpu`, `paper`); ignored when `file` is given. Empty = `cpu`.
+    pub preset: String,
+    /// A JSON configuration file (fields it leaves out take the `cpu` preset's values).
+    pub file: Option<PathBuf>,
+    /// Epochs.
+    pub epochs: Option<usize>,
+    /// Seed of initialisation, data order, hold-out split and pseudo-anomalies.
+    pub seed: Option<u64>,
+    /// Backbone checkpoint (ResNet backbones).
+    pub backbone_weights: Option<PathBuf>,
+    /// Fixed scoring method.
+    pub method: Option<ScoringMethod>,
+    /// Time budget of the training loop in seconds.
+    pub time_budget_seconds: Option<f64>,
+}
+
+impl ConfigChoice {
+    /// The configuration: the file or preset with the overrides applied, validated.
+    pub fn build(&self) -> Result<PnptConfig> {
+        let mut config = match &self.file {
+            Some(path) => PnptConfig::load(path)?,
+            None => PnptConfig::preset(if self.preset.is_empty() { "cpu" } else { &self.preset })?,
+        };
+        if let Some(e) = self.epochs {
+            config.train.epochs = e;
+        }
+        if let Some(s) = self.seed {
+            config.train.seed = s;
+        }
+        if self.backbone_weights.is_some() {
+            config.backbone_weights = self.backbone_weights.clone();
+        }
+        if let Some(m) = self.method {
+            config.scoring.method = m;
+        }
+        if self.time_budget_seconds.is_some() {
+            config.train.time_budget_seconds = self.time_budget_seconds;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Everything the job does, as plain fields an argument parser fills in.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// MVTec-layout dataset; `None` = the synthetic dataset in the cache folder.
+    pub data: Option<PathBuf>,
+    /// Only these categories (`None` = all).
+    pub categories: Option<Vec<String>>,
+    /// Device to run on.
+    pub device: DeviceSpec,
+    /// The configuration to train with ([`ConfigChoice::build`]).
+    pub config: PnptConfig,
+    /// Output folder: `detector/`, `checkpoint/`, reports, `heatmaps/`.
+    pub out: PathBuf,
+    /// Continue from the last checkpoint in `out/checkpoint`.
+    pub resume: bool,
+    /// Write heat maps.
+    pub heatmaps: bool,
+    /// Evaluate this saved detector instead of training.
+    pub evaluate: Option<PathBuf>,
+    /// Fixed scoring method (skips the choice on validation; switches a saved detector's).
+    pub method: Option<ScoringMethod>,
+    /// Print progress and results to stderr (progress bars included).
+    pub verbose: bool,
+}
+
+impl JobOptions {
+    /// Defaults: synthetic data, every category, CPU, output `pnpt-out`, heat maps, verbose.
+    pub fn new(config: PnptConfig) -> Self {
+        Self { data: None, categories: None, device: DeviceSpec::Cpu, config, out: PathBuf::from("pnpt-out"), resume: false, heatmaps: true, evaluate: None, method: None, verbose: true }
+    }
+}
+
+/// What [`run_job`] produced.
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    /// The evaluation (also written to `out/report.*`).
+    pub report: Report,
+    /// Where the trained detector was saved (`None` when a saved one was evaluated).
+    pub detector_dir: Option<PathBuf>,
+}
+
+/// Runs the job on the device of `options` (see the module documentation).
+pub fn run_job(options: JobOptions) -> Result<JobOutput> {
+    let device = options.device;
+    run_on(&device, Job(options))?
+}
+
+/// Evaluates the saved detector in `detector` on `data`'s test split, writing the reports to
+/// `out` ([`run_job`] with [`JobOptions::evaluate`] set).
+pub fn evaluate_saved(detector: &Path, data: &Path, out: &Path, device: DeviceSpec) -> Result<JobOutput> {
+    let mut options = JobOptions::new(PnptConfig::cpu());
+    options.data = Some(data.to_path_buf());
+    options.evaluate = Some(detector.to_path_buf());
+    options.out = out.to_path_buf();
+    options.device = device;
+    run_job(options)
+}
+
+/// `90s`, `15m`, `1.5h` or plain seconds, as `--time-budget` takes it.
+pub fn parse_duration(text: &str) -> Result<f64> {
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v * unit),
+        _ => Err(pnpt_model::Error::Config(format!("time budget `{text}`: expected a positive duration such as 900s, 15m or 1h")).into()),
+    }
+}
+
+struct Job(JobOptions);
+
+impl BackendTask for Job {
+    type Output = Result<JobOutput>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobOutput> {
+        let args = self.0;
+        let log = |msg: String| {
+            if args.verbose {
+                eprintln!("{msg}");
+            }
+        };
+        let root = match &args.data {
+            Some(dir) => dir.clone(),
+            None => {
+                let cache = pnpt_data::default_cache_dir();
+                log(format!("no data folder: using the synthetic dataset (cache {})", cache.display()));
+                pnpt_data::ensure_synthetic(&cache, &SyntheticConfig::default())?
+            }
+        };
+        let dataset = Dataset::open(&root, args.categories.as_deref())?;
+        if dataset.categories.is_empty() {
+            return Err(pnpt_data::DataError::EmptyDataset { path: root }.into());
+        }
+        log(format!(
+            "{} categories, {} training images, {} test images; preset {}, {} epochs, device {}",
+            dataset.categories.len(),
+            dataset.num_train(),
+            dataset.num_test(),
+            args.config.preset,
+            args.config.train.epochs,
+            args.device
+        ));
+        let mut extra = Map::new();
+        let (detector, train_seconds, detector_dir) = match &args.evaluate {
+            Some(dir) => {
+                let mut detector = Detector::<B::InnerBackend>::load(dir, &device)?;
+                log(format!("evaluating the saved detector {}", dir.display()));
+                if let Some(m) = args.method {
+                    let c = detector.config().clone();
+                    detector.set_scoring(m, c.scoring.memory_weight)?;
+                    let (_, holdout) = split_holdout(&dataset, c.scoring.calibration_fraction, c.train.seed);
+                    detector.calibrate(&holdout)?;
+                    log(format!("scoring method {m}; thresholds recalibrated on {} held-out images of the data", holdout.len()));
+                }
+                (detector, 0.0, None)
+            }
+            None => {
+                let options = TrainOptions { checkpoint_dir: Some(args.out.join("checkpoint")), resume: args.resume, progress: args.verbose, stop_after_epoch: None };
+                let validation = ValidationOptions { seed: args.config.train.seed, select: args.method.is_none(), ..Default::default() };
+                let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, &validation)?;
+                let fit = &report.fit;
+                for e in &fit.history {
+                    log(format!("epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s", e.epoch, e.loss, e.seconds, e.images_per_second));
+                }
+                log(format!(
+                    "features {:.1} s, patch memory {:.1} s, training {:.1} s, validation {:.1} s ({} train, {} held-out images)",
+                    fit.feature_seconds, fit.memory_seconds, fit.train_seconds, report.validation_seconds, fit.train_images, fit.holdout_images
+                ));
+                if let Some(v) = &report.validation {
+                    log(format!("validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC):", v.normal_images, v.anomalous_images));
+                    for (i, c) in v.candidates.iter().enumerate() {
+                        let mark = if i == v.chosen { "  <- chosen" } else { "" };
+                        log(format!("  {:<7} w={:.2} {:<6}: {:.4} / {:.4}{mark}", c.method.to_string(), c.memory_weight, c.score.to_string(), c.image_auroc, c.pixel_auroc));
+                    }
+                    extra.insert("validation".into(), json!(v));
+                }
+                if let Some(m) = detector.memory() {
+                    let banks: Map<String, serde_json::Value> =
+                        m.names().iter().zip(m.sizes()).zip(m.candidates()).map(|((n, k), c)| (n.clone(), json!({"bank": k, "patches": c}))).collect();
+                    extra.insert("memory".into(), json!({"dim": m.dim(), "seconds": fit.memory_seconds, "classes": banks}));
+                }
+                extra.insert("history".into(), json!(fit.history));
+                extra.insert(
+                    "seconds".into(),
+                    json!({"features": fit.feature_seconds, "memory": fit.memory_seconds, "training": fit.train_seconds, "validation": report.validation_seconds}),
+                );
+                let detector_dir = args.out.join("detector");
+                detector.save(&detector_dir)?;
+                log(format!("detector saved to {}", detector_dir.display()));
+                (detector, fit.feature_seconds + fit.memory_seconds + fit.train_seconds, Some(detector_dir))
+            }
+        };
+        let config = detector.config().clone();
+        let eval = EvaluateOptions {
+            batch_size: config.train.batch_size,
+            out_dir: Some(args.out.clone()),
+            heatmaps: args.heatmaps,
+            preset: config.preset.clone(),
+            seed: config.train.seed,
+            device: args.device.to_string(),
+            train_seconds,
+            extra,
+        };
+        let report = evaluate(&detector, &dataset, &eval)?;
+        log(format!("report written to {}", args.out.join("report.md").display()));
+        Ok(JobOutput { report, detector_dir })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_config_overrides() {
+        assert_eq!(parse_duration("15m").unwrap(), 900.0);
+        assert_eq!(parse_duration("1.5h").unwrap(), 5400.0);
+        assert_eq!(parse_duration(" 90 ").unwrap(), 90.0);
+        for bad in ["", "m", "-1s", "0", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let c = ConfigChoice { epochs: Some(2), seed: Some(7), method: Some(ScoringMethod::Pnpt), ..Default::default() }.build().unwrap();
+        assert_eq!((c.train.epochs, c.train.seed, c.scoring.method), (2, 7, ScoringMethod::Pnpt));
+        assert!(ConfigChoice { preset: "nope".into(), ..Default::default() }.build().is_err());
+    }
+}
