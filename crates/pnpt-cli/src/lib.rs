@@ -263,7 +263,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 method: a.method,
                 time_budget_seconds: a.time_budget,
             }
-            .build()?;
+            .build_for(a.data.as_deref())?;
+            if let (Some(r), Some(o)) = (&a.resume, &a.out) {
+                if r != o {
+                    return Err(pnpt::Error::Resume { path: r.clone(), reason: format!("a run resumes in its own folder, not in --out {}", o.display()) }.into());
+                }
+            }
             let mut options = JobOptions::new(config);
             options.data = a.data;
             options.categories = a.categories;

@@ -448,6 +448,9 @@ impl PnptConfig {
         if !(t.eps > 0.0) {
             return bad("train.eps must be positive".into());
         }
+        if t.epochs == 0 {
+            return bad("train.epochs must be at least 1 (0 would save an untrained detector)".into());
+        }
         if t.batch_size == 0 || t.feature_batch == 0 {
             return bad("train.batch_size and train.feature_batch must be at least 1".into());
         }

@@ -72,6 +72,22 @@ pub enum Error {
     /// No category can be evaluated.
     #[error("no category of the dataset has both normal and anomalous test images")]
     NothingToEvaluate,
+    /// The output folder cannot be used (a file, read-only, not creatable): found before the run.
+    #[error("output folder {path}: {reason}")]
+    Output {
+        /// The `--out` folder.
+        path: std::path::PathBuf,
+        /// Why it cannot be written.
+        reason: String,
+    },
+    /// `--resume` cannot continue this run.
+    #[error("cannot resume from {path}: {reason}")]
+    Resume {
+        /// The checkpoint (or folder) asked for.
+        path: std::path::PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// Writing an output failed.
     #[error("{path}: {source}")]
     Io {
