@@ -37,7 +37,7 @@ use crate::{Error, Result};
 
 /// The heat maps' colour rule in one paragraph, for the reports (details: [`crate::heatmap`]).
 pub const COLOUR_RULE: &str = "Each heat map shows image | overlay | ground truth. The colour scale is fixed per category: \
-from lo, the median pixel of the category's test maps (transparent blue), to hi = 2·threshold − lo (red), so the \
+from lo, the median pixel of the category's held-out normal images (transparent blue), to hi = 2·threshold − lo (red), so the \
 category's decision threshold is always the middle of the colour bar (white tick) and one colour means one score on \
 every image of the category; the overlay's opacity grows with the score. The white contour encloses the pixels above \
 the threshold, magenta outlines the ground truth. Without a usable threshold the scale is the category's min..max.";
@@ -337,7 +337,8 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         }
         let truth = vec![cat.name.as_str(); n];
         let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
-        let scale = ColourScale::for_category(&out.maps, detector.thresholds().for_category(&cat.name));
+        let thresholds = detector.thresholds();
+        let scale = ColourScale::for_category(&out.maps, thresholds.for_category(&cat.name), thresholds.pixel_median.get(&cat.name).copied());
         let heatmap_dir = options.out_dir.as_deref().filter(|_| options.heatmaps);
         if let Some(dir) = heatmap_dir {
             heatmap::write_category(dir, &cat.name, &cat.test, &out.maps, &masks, size, &scale)?;
@@ -399,7 +400,7 @@ pub(crate) mod tests {
             pixel_ap: 0.1, pixel_f1_max: 0.2, pixel_threshold: 2.5, aupro: 0.3,
         };
         let m2 = CategoryMetrics { image_auroc: 0.875, aupro: 0.625, ..m.clone() };
-        let scale = ColourScale { lo: 0.5, hi: 1.5, threshold: Some(1.0), centred: true };
+        let scale = ColourScale { lo: 0.5, hi: 1.5, threshold: Some(1.0), centred: true, held_out: false };
         let result = |defect: &str, i: usize, score: f32| ImageResult {
             path: PathBuf::from(format!("test/{defect}/{i:03}.png")),
             defect: defect.into(),

@@ -4,7 +4,8 @@
 //!
 //! **Colour scale, fixed per category by its decision threshold** ([`ColourScale`]): with the
 //! category's image threshold `thr` (`Detector::thresholds().for_category`) and `lo` the median
-//! of every pixel of the category's test maps (the score of a typical normal pixel), the jet
+//! pixel of the category's held-out normal images, stored at calibration (the score of a typical
+//! normal pixel; the test maps' median for detectors saved before it was stored), the jet
 //! colour map spans `[lo, 2·thr − lo]`. The threshold therefore always sits in the middle of
 //! the bar (cyan-green; hotter colours are above it), and one colour means one score on every
 //! image of the category. Without a threshold, or when the threshold is not above `lo`, the bar
@@ -55,22 +56,29 @@ pub struct ColourScale {
     pub threshold: Option<f32>,
     /// Whether the bar is centred on the threshold; `false` for the `min..max` fallback.
     pub centred: bool,
+    /// Whether `lo` is the median held-out normal pixel stored at calibration (`false`: the
+    /// median test-map pixel, for detectors saved before that statistic existed).
+    pub held_out: bool,
 }
 
 impl ColourScale {
-    /// The scale of a category from all its maps (`n × size × size`, any order) and its
-    /// threshold; non-finite values are ignored.
-    pub fn for_category(maps: &[f32], threshold: Option<f32>) -> Self {
+    /// The scale of a category from its threshold and `normal_median`, the median held-out
+    /// normal pixel stored at calibration; `maps` (`n × size × size`, any order; non-finite
+    /// values ignored) give the fallbacks: their median when `normal_median` is unknown, their
+    /// min..max when there is no usable threshold.
+    pub fn for_category(maps: &[f32], threshold: Option<f32>, normal_median: Option<f32>) -> Self {
         let (min, max) = maps
             .iter()
             .filter(|v| v.is_finite())
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let Some(median) = quantile_of(maps.to_vec(), LO_QUANTILE) else {
-            return Self { lo: 0.0, hi: 1.0, threshold, centred: false };
+        let held_out = normal_median.is_some_and(f32::is_finite);
+        let median = if held_out { normal_median } else { quantile_of(maps.to_vec(), LO_QUANTILE) };
+        let Some(median) = median else {
+            return Self { lo: 0.0, hi: 1.0, threshold, centred: false, held_out: false };
         };
         match threshold.filter(|t| t.is_finite() && *t > median) {
-            Some(t) => Self { lo: median, hi: 2.0 * t - median, threshold, centred: true },
-            None => Self { lo: min, hi: max, threshold, centred: false },
+            Some(t) => Self { lo: median, hi: 2.0 * t - median, threshold, centred: true, held_out },
+            None => Self { lo: min, hi: max, threshold, centred: false, held_out: false },
         }
     }
 
@@ -84,8 +92,10 @@ impl ColourScale {
     pub fn describe(&self) -> String {
         match (self.threshold, self.centred) {
             (Some(t), true) => format!(
-                "lo {:.4} (median test-map pixel), threshold {t:.4} (middle of the bar), hi {:.4} (2·threshold − lo)",
-                self.lo, self.hi
+                "lo {:.4} (median {} pixel), threshold {t:.4} (middle of the bar), hi {:.4} (2·threshold − lo)",
+                self.lo,
+                if self.held_out { "held-out normal" } else { "test-map" },
+                self.hi
             ),
             (Some(t), false) => format!(
                 "threshold {t:.4} is not above the median test-map pixel: min..max of the test maps, {:.4}..{:.4}",
@@ -213,17 +223,21 @@ mod tests {
     #[test]
     fn scale_centres_the_threshold_or_falls_back_to_min_max() {
         let maps = [0.0, 1.0, 1.0, 1.0, 2.0, 5.0];
-        let s = ColourScale::for_category(&maps, Some(3.0));
+        let s = ColourScale::for_category(&maps, Some(3.0), None);
         assert_eq!((s.lo, s.hi, s.centred), (1.0, 5.0, true));
+        // The held-out median, when the detector has one, is the bottom instead of the test maps'.
+        let h = ColourScale::for_category(&maps, Some(3.0), Some(2.0));
+        assert_eq!((h.lo, h.hi, h.centred, h.held_out), (2.0, 4.0, true, true));
+        assert!(h.describe().contains("held-out normal"), "{}", h.describe());
         assert_eq!(s.normalise(3.0), 0.5, "the threshold is the middle of the bar");
         assert_eq!((s.normalise(-9.0), s.normalise(9.0)), (0.0, 1.0));
         assert!(s.describe().contains("threshold 3.0000 (middle of the bar)"), "{}", s.describe());
         for t in [None, Some(0.5)] {
-            let s = ColourScale::for_category(&maps, t);
+            let s = ColourScale::for_category(&maps, t, None);
             assert_eq!((s.lo, s.hi, s.centred), (0.0, 5.0, false), "{t:?}");
             assert!(s.describe().contains("min..max"));
         }
-        let empty = ColourScale::for_category(&[f32::NAN], Some(1.0));
+        let empty = ColourScale::for_category(&[f32::NAN], Some(1.0), None);
         assert_eq!((empty.normalise(0.5), empty.centred), (0.5, false));
     }
 
@@ -234,7 +248,7 @@ mod tests {
         let map: Vec<f32> = (0..16).map(|i| if i % 4 >= 2 { 2.0 } else { 0.0 }).collect();
         let mut mask = vec![0u8; 16];
         mask[5] = 1; // cell (1, 1)
-        let scale = ColourScale { lo: 0.0, hi: 2.0, threshold: Some(1.0), centred: true };
+        let scale = ColourScale { lo: 0.0, hi: 2.0, threshold: Some(1.0), centred: true, held_out: true };
         let img = RgbImage::from_pixel(8, 8, Rgb([0, 0, 0]));
         let with_gt = render(&img, &map, Some(&mask), size, &scale);
         let (s, g) = (256u32, GAP);
