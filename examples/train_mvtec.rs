@@ -5,7 +5,7 @@
 //! cargo run --release --example train_mvtec -- [--data DIR] [--categories a,b] [--device cpu|wgpu|cuda[:N]]
 //!     [--preset cpu|paper] [--config FILE] [--epochs N] [--seed N] [--out DIR] [--resume DIR]
 //!     [--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR] [--method pnpt|memory|fused]
-//!     [--time-budget 15m]
+//!     [--time-budget 15m] [--rescore]
 //! ```
 //! Without `--data` it trains on the synthetic dataset (generated once into the cache folder),
 //! so it works offline on a fresh clone. `--config FILE` is JSON (see `PnptConfig`); fields it
@@ -17,12 +17,17 @@
 //! made from the held-out normal images, see `pnpt::validation`); with `--evaluate` it switches a
 //! saved detector's method and recalibrates its thresholds on the held-out split of `--data`.
 //! `--time-budget 15m` (or `900s`, `1h`) trains as many epochs as fit in that time (at most
-//! `--epochs`) and plans the learning-rate schedule for them.
+//! `--epochs`) and plans the learning-rate schedule for them. `--evaluate DIR --rescore` first
+//! re-fits a saved detector's scoring on `--data` (positional statistics, validation,
+//! thresholds; the weights stay), saves it to `OUT/detector`, then evaluates it.
 //!
 //! On the synthetic set (no `--data`, no `--config`, the `cpu` preset) the job runs at 192 px
 //! for 1 epoch (`pnpt::job::SYNTHETIC_INPUT_SIZE`, `SYNTHETIC_EPOCHS`): about 3 minutes.
-//! `--resume DIR` fails when `DIR/checkpoint` holds no checkpoint; with `--out` it must name
-//! the same folder. Everything here is `pnpt::job`, which the `pnpt train` command runs too.
+//! `--resume DIR` fails when `DIR/checkpoint` holds no checkpoint, when the checkpoint was
+//! trained on other data or another configuration (naming what differs), and when `--epochs`
+//! is below the epochs it has done (a larger `--epochs` extends the run); with `--out` it must
+//! name the same folder (`pnpt::job::resume_folder`). Everything here is `pnpt::job`, which the
+//! `pnpt train` command runs too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +37,7 @@ use pnpt::job::{parse_duration, run_job, ConfigChoice, JobOptions};
 
 const USAGE: &str = "usage: train_mvtec [--data DIR] [--categories a,b] [--device cpu|wgpu|cuda[:N]] \
 [--preset cpu|paper] [--config FILE] [--epochs N] [--seed N] [--out DIR] [--resume DIR] \
-[--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR] [--method pnpt|memory|fused] [--time-budget 15m]";
+[--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR] [--method pnpt|memory|fused] [--time-budget 15m] [--rescore]";
 
 fn parse() -> Result<JobOptions, String> {
     let mut it = std::env::args().skip(1);
@@ -40,27 +45,23 @@ fn parse() -> Result<JobOptions, String> {
     let (mut data, mut categories, mut out, mut resume, mut evaluate) = (None, None, None::<PathBuf>, None::<PathBuf>, None);
     let mut device = "cpu".to_string();
     let mut heatmaps = true;
+    let mut rescore = false;
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        let whole = |name: &str, v: String| v.parse::<u64>().map_err(|_| format!("{name} needs a whole number from 0 to {}, got `{v}`", u64::MAX));
+        let whole = |name: &str, v: String, max: u64| pnpt::job::parse_whole(name, &v, max).map_err(|e| e.to_string());
         match flag.as_str() {
             "--data" => data = Some(PathBuf::from(value("--data")?)),
-            "--categories" => {
-                let list: Vec<String> = value("--categories")?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                if list.is_empty() {
-                    return Err(format!("--categories needs at least one category name\n{USAGE}"));
-                }
-                categories = Some(list);
-            }
+            "--categories" => categories = Some(pnpt::job::parse_categories(&value("--categories")?).map_err(|e| e.to_string())?),
             "--device" => device = value("--device")?,
             "--preset" => choice.preset = value("--preset")?,
             "--config" => choice.file = Some(PathBuf::from(value("--config")?)),
-            "--epochs" => choice.epochs = Some(whole("--epochs", value("--epochs")?)? as usize),
-            "--seed" => choice.seed = Some(whole("--seed", value("--seed")?)?),
+            "--epochs" => choice.epochs = Some(whole("--epochs", value("--epochs")?, usize::MAX as u64)? as usize),
+            "--seed" => choice.seed = Some(whole("--seed", value("--seed")?, u64::MAX)?),
             "--out" => out = Some(PathBuf::from(value("--out")?)),
             "--resume" => resume = Some(PathBuf::from(value("--resume")?)),
             "--backbone-weights" => choice.backbone_weights = Some(PathBuf::from(value("--backbone-weights")?)),
             "--no-heatmaps" => heatmaps = false,
+            "--rescore" => rescore = true,
             "--evaluate" => evaluate = Some(PathBuf::from(value("--evaluate")?)),
             "--time-budget" => choice.time_budget_seconds = Some(parse_duration(&value("--time-budget")?).map_err(|e| e.to_string())?),
             "--method" => choice.method = Some(value("--method")?.parse().map_err(|e: pnpt::model::Error| e.to_string())?),
@@ -69,16 +70,15 @@ fn parse() -> Result<JobOptions, String> {
         }
     }
     let device: DeviceSpec = device.parse().map_err(|e: pnpt::Error| e.to_string())?;
-    if let (Some(r), Some(o)) = (&resume, &out) {
-        if r != o {
-            return Err(format!("--resume {} --out {}: a run resumes in its own folder; give one of them", r.display(), o.display()));
-        }
-    }
+    let (out, resume) = pnpt::job::resume_folder(resume.as_deref(), out.as_deref()).map_err(|e| e.to_string())?;
     let config = choice.build_for(data.as_deref()).map_err(|e| e.to_string())?;
     let mut options = JobOptions::new(config);
-    options.out = out.or_else(|| resume.clone()).unwrap_or_else(|| PathBuf::from("pnpt-out"));
+    options.out = out;
     options.method = choice.method;
-    Ok(JobOptions { data, categories, device, resume: resume.is_some(), heatmaps, evaluate, ..options })
+    if rescore && evaluate.is_none() {
+        return Err(format!("--rescore re-fits a saved detector: it needs --evaluate DETECTOR_DIR\n{USAGE}"));
+    }
+    Ok(JobOptions { data, categories, device, resume, heatmaps, evaluate, rescore, ..options })
 }
 
 fn main() -> ExitCode {

@@ -49,12 +49,19 @@ fn train_save_load_predict_beats_chance() {
     // detector now scores with the best one.
     let v = full.validation.expect("validation ran");
     let defaults = ValidationOptions::default();
-    assert_eq!(v.candidates.len(), (2 + defaults.weights.len()) * defaults.score_rules.len());
+    // Every method that uses PNPT's map also with its per-position standardisation.
+    assert_eq!(v.candidates.len(), (1 + 2 * (1 + defaults.weights.len())) * defaults.score_rules.len());
+    assert_eq!(v.candidates.iter().filter(|c| c.positional).count(), (1 + defaults.weights.len()) * defaults.score_rules.len());
+    assert!(v.candidates.iter().all(|c| !(c.positional && c.method == ScoringMethod::Memory)));
     assert_eq!((v.normal_images, v.anomalous_images), (8, 8 * ValidationOptions::default().per_image));
     let best = v.best();
     assert!(v.candidates.iter().all(|c| c.objective() <= best.objective()));
     let scoring = &detector.config().scoring;
-    assert_eq!((scoring.method, scoring.memory_weight, scoring.score), (best.method, best.memory_weight, best.score));
+    assert_eq!(scoring.rule(), best.rule());
+    // Positional statistics of both classes, one mean and deviation per map position.
+    let positional = detector.positional();
+    assert_eq!(positional.classes.keys().collect::<Vec<_>>(), ["bottle", "weave"]);
+    assert!(positional.classes.values().all(|(m, s)| m.len() == 128 * 128 && s.len() == 128 * 128 && s.iter().all(|&x| x >= 0.0)));
     eprintln!("validation: {:?}", v.candidates.iter().map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc)).collect::<Vec<_>>());
     // One bank per class, 10 % of 36 images × 16 × 16 patches each.
     let memory = detector.memory().expect("patch memory");
@@ -64,6 +71,14 @@ fn train_save_load_predict_beats_chance() {
     let losses: Vec<f64> = report.history.iter().map(|e| e.loss).collect();
     eprintln!("losses {losses:?}, {:.1} s training", report.train_seconds);
     assert_eq!(losses.len(), cfg.train.epochs);
+    // Validated after every epoch, on the same held-out set as the final choice.
+    let per_epoch: Vec<(f64, f64)> = report.history.iter().map(|e| e.validation.expect("per-epoch validation")).collect();
+    assert!(per_epoch.iter().all(|&(i, p)| (0.0..=1.0).contains(&i) && (0.0..=1.0).contains(&p)));
+    // The last epoch's model is the detector's: its entry is the final validation's `pnpt`
+    // candidate with the configured image-score rule (same images, same map).
+    let last = per_epoch[per_epoch.len() - 1];
+    let same = v.candidates.iter().find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == cfg.scoring.score).unwrap();
+    assert!((last.0 - same.image_auroc).abs() < 1e-9 && (last.1 - same.pixel_auroc).abs() < 1e-9, "{last:?} vs {same:?}");
     assert!(losses.last().unwrap() < &(0.7 * losses[0]), "loss did not fall enough: {losses:?}");
     // 10 % of 40 normal images per category held out for the thresholds.
     assert_eq!(report.holdout_images, 8);
@@ -79,7 +94,7 @@ fn train_save_load_predict_beats_chance() {
     assert!(!out_dir.join("stale.txt").exists());
     let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("detector")]);
-    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST, files::MEMORY, files::NORMALIZATION] {
+    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST, files::MEMORY, files::NORMALIZATION, files::POSITIONAL] {
         assert!(out_dir.as_path().join(f).is_file(), "{f} missing");
     }
     let loaded = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
@@ -92,7 +107,27 @@ fn train_save_load_predict_beats_chance() {
     assert_eq!(b.anomaly_map.len(), 128 * 128);
     assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
     assert_eq!(loaded.memory().unwrap().sizes(), memory.sizes());
-    assert_eq!(loaded.normalization(), detector.normalization());
+    assert_eq!((&loaded.normalization().pnpt, &loaded.normalization().memory), (&detector.normalization().pnpt, &detector.normalization().memory));
+    assert_eq!(loaded.positional(), detector.positional());
+    // `pnpt` with positional standardisation is the module's formula applied to PNPT's own map.
+    let parts = loaded.image_components(std::slice::from_ref(&image), 1, true, false).unwrap();
+    let class = &loaded.categories()[parts.categories[0]];
+    let rule = pnpt::model::ScoringRule { method: ScoringMethod::Pnpt, memory_weight: 0.0, score: pnpt::model::ScoreMode::Max, positional: true };
+    let out = loaded.combine_with(&parts, &rule).unwrap();
+    let floor = loaded.normalization().pnpt[class].std;
+    let by_hand = loaded.positional().standardise(class, parts.pnpt.as_ref().unwrap(), floor).unwrap();
+    assert_eq!(out.maps, by_hand);
+    assert_eq!(out.scores[0], by_hand.iter().copied().fold(f32::MIN, f32::max));
+    // Re-fitting the scoring of the saved detector (what `rescore` does for detectors saved
+    // before positional statistics existed) reproduces training's statistics and choice.
+    let mut refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
+    let v2 = pnpt::train::rescore(&mut refit, &dataset, &ValidationOptions::default()).unwrap().expect("validation ran");
+    assert_eq!(v2.best().rule(), best.rule());
+    for (name, (mean, std)) in &detector.positional().classes {
+        let (m2, s2) = &refit.positional().classes[name];
+        let diff = mean.iter().zip(m2).chain(std.iter().zip(s2)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: positional statistics differ by {diff}");
+    }
 
     // Metrics on the test split: clearly better than chance.
     let eval = evaluate(&loaded, &dataset, &EvaluateOptions { heatmaps: true, out_dir: Some(out_dir.as_path().join("eval")), ..Default::default() }).unwrap();
@@ -124,7 +159,7 @@ fn train_save_load_predict_beats_chance() {
 
     // Integrity: one flipped byte in any file is a checksum error naming that file, before
     // anything is parsed (a corrupted detector can no longer produce a number).
-    for f in [files::MODEL, files::THRESHOLDS, files::CONFIG, files::POOL, files::MEMORY, files::NORMALIZATION] {
+    for f in [files::MODEL, files::THRESHOLDS, files::CONFIG, files::POOL, files::MEMORY, files::NORMALIZATION, files::POSITIONAL] {
         let path = out_dir.join(f);
         let good = std::fs::read(&path).unwrap();
         let mut bad = good.clone();
@@ -156,7 +191,7 @@ fn train_save_load_predict_beats_chance() {
     manifest["format"] = 1.into();
     std::fs::write(old.join(files::MANIFEST), manifest.to_string()).unwrap();
     let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old.join(files::CONFIG)).unwrap()).unwrap();
-    config["scoring"].as_object_mut().unwrap().retain(|k, _| k != "method" && k != "memory_weight");
+    config["scoring"].as_object_mut().unwrap().retain(|k, _| k != "method" && k != "memory_weight" && k != "positional");
     config.as_object_mut().unwrap().remove("memory");
     std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
     let legacy = Detector::<Cpu>::load(old.as_path(), &device).unwrap();

@@ -124,14 +124,19 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Only these categories (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub categories: Option<Vec<String>>,
+    #[arg(long, value_parser = parse_categories)]
+    pub categories: Option<::std::vec::Vec<String>>, // the full path: one value, parsed whole
     /// Output folder for the reports and heat maps.
     #[arg(long, default_value = "pnpt-eval")]
     pub out: PathBuf,
     /// Switch the detector's scoring method (thresholds recalibrated on the held-out split of --data).
     #[arg(long)]
     pub method: Option<ScoringMethod>,
+    /// Re-fit the scoring on --data first (positional statistics, validation, thresholds; the
+    /// weights stay) and save the re-fitted detector to OUT/detector: for detectors saved by
+    /// an older version.
+    #[arg(long)]
+    pub rescore: bool,
     /// Write no heat maps.
     #[arg(long)]
     pub no_heatmaps: bool,
@@ -147,8 +152,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Only these categories (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub categories: Option<Vec<String>>,
+    #[arg(long, value_parser = parse_categories)]
+    pub categories: Option<::std::vec::Vec<String>>, // the full path: one value, parsed whole
     /// Device: cpu, wgpu[:N], cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
@@ -158,16 +163,17 @@ pub struct TrainArgs {
     /// JSON configuration file (fields it leaves out take the cpu preset's values).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Epochs.
-    #[arg(long)]
+    /// Epochs (on --resume: at least the epochs done; more extends the run).
+    #[arg(long, value_parser = |s: &str| job::parse_whole("--epochs", s, usize::MAX as u64).map(|n| n as usize).map_err(|e| e.to_string()))]
     pub epochs: Option<usize>,
     /// Seed.
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| job::parse_whole("--seed", s, u64::MAX).map_err(|e| e.to_string()))]
     pub seed: Option<u64>,
     /// Output folder (default pnpt-out, or the --resume folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run whose output folder is DIR from its last checkpoint.
+    /// Continue the run whose output folder is DIR from its last checkpoint (same data and
+    /// configuration; --out, if given, must be DIR).
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// Backbone checkpoint (.pth or .safetensors; ResNet backbones).
@@ -182,6 +188,12 @@ pub struct TrainArgs {
     /// Train as many epochs as fit in this time (at most --epochs): 900s, 15m, 1h.
     #[arg(long, value_parser = |s: &str| job::parse_duration(s).map_err(|e| e.to_string()))]
     pub time_budget: Option<f64>,
+}
+
+/// `--categories`: clap's value parser over [`job::parse_categories`] (an empty list is an
+/// error here, not an unknown category "" later).
+fn parse_categories(text: &str) -> std::result::Result<Vec<String>, String> {
+    job::parse_categories(text).map_err(|e| e.to_string())
 }
 
 /// Runs a parsed command line; the exit code is 1 when `predict` could not score some image.
@@ -249,6 +261,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             options.heatmaps = !a.no_heatmaps;
             options.evaluate = Some(a.detector);
             options.method = a.method;
+            options.rescore = a.rescore;
             let out = job::run_job(options)?;
             println!("{}", out.report.to_markdown());
             Ok(ExitCode::SUCCESS)
@@ -264,17 +277,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 time_budget_seconds: a.time_budget,
             }
             .build_for(a.data.as_deref())?;
-            if let (Some(r), Some(o)) = (&a.resume, &a.out) {
-                if r != o {
-                    return Err(pnpt::Error::Resume { path: r.clone(), reason: format!("a run resumes in its own folder, not in --out {}", o.display()) }.into());
-                }
-            }
+            let (out, resume) = job::resume_folder(a.resume.as_deref(), a.out.as_deref())?;
             let mut options = JobOptions::new(config);
             options.data = a.data;
             options.categories = a.categories;
             options.device = a.device;
-            options.out = a.out.or_else(|| a.resume.clone()).unwrap_or_else(|| PathBuf::from("pnpt-out"));
-            options.resume = a.resume.is_some();
+            options.out = out;
+            options.resume = resume;
             options.heatmaps = !a.no_heatmaps;
             options.method = a.method;
             let out = job::run_job(options)?;

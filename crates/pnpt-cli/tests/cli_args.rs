@@ -44,6 +44,27 @@ fn bad_arguments_exit_2_with_clap_message() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("error:") || err.contains("Usage:"), "{args:?}: {err}");
     }
+    // Numbers and lists go through pnpt::job's parsers: the message names the real problem
+    // (2^70 used to read "needs a whole number", an empty list "no categories found").
+    let named: [(&[&str], &str); 4] = [
+        (&["train", "--seed", "1180591620717411303424"], "out of range"),
+        (&["train", "--categories", ""], "the list is empty"),
+        (&["eval", "detector", "--data", "d", "--categories", " , "], "the list is empty"),
+        (&["train", "--epochs", "three"], "needs a whole number"),
+    ];
+    for (args, says) in named {
+        let out = pnpt(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // --resume with another --out is refused before anything is created.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = pnpt(&["train", "--resume", a.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resumes in its own folder"));
+    assert!(!a.exists() && !b.exists());
     // The device is checked by clap too.
     let out = pnpt(&["predict", "d", "x.png", "--device", "tpu"]);
     assert_eq!(out.status.code(), Some(2));

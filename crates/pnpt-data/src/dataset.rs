@@ -1,5 +1,6 @@
 //! Discovery of MVTec-style dataset folders (MVTec AD, MVTec 3D-AD RGB, MVTec LOCO, VisA in
 //! MVTec layout) into plain lists of [`Sample`]s.
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -42,12 +43,19 @@ impl Sample {
         self.defect != GOOD
     }
 
-    /// The file name without extension (`"000"` for `.../000.png`).
+    /// The file name without extension (`"000"` for `.../000.png`), for display: bytes that
+    /// are not UTF-8 become U+FFFD. Names of files derived from it use [`Sample::file_stem`].
     pub fn stem(&self) -> String {
         self.path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+
+    /// The exact file name without extension, any bytes the OS allows (mask lookup and output
+    /// names; two names that differ only in non-UTF-8 bytes stay apart).
+    pub fn file_stem(&self) -> &OsStr {
+        self.path.file_stem().unwrap_or_default()
     }
 
     /// Image-level label: 1 for anomalous, 0 for normal.
@@ -114,13 +122,23 @@ impl Dataset {
                 path: root.to_path_buf(),
             });
         }
-        let available: Vec<String> = list_dir(root)?
-            .into_iter()
-            .filter(|(_, p, is_dir)| *is_dir && is_category_dir(p))
-            .map(|(n, _, _)| n)
-            .collect();
+        let mut available: Vec<String> = Vec::new();
+        let mut not_utf8 = None;
+        for (n, p, is_dir) in list_dir(root)? {
+            if is_dir && is_category_dir(&p) {
+                match n.into_string() {
+                    Ok(n) => available.push(n),
+                    Err(_) => not_utf8 = not_utf8.or(Some(p)),
+                }
+            }
+        }
         let mut names: Vec<String> = match only {
-            None => available.clone(),
+            // A category's name labels a class in the model and the reports, so it must be
+            // text (a run restricted to other categories does not mind).
+            None => match not_utf8 {
+                Some(path) => return Err(DataError::NonUtf8Name { path }),
+                None => available.clone(),
+            },
             Some(req) => {
                 for name in req {
                     // A requested folder that exists is read (and fails with the precise missing
@@ -283,13 +301,14 @@ fn is_category_dir(p: &Path) -> bool {
     p.join("train").is_dir() || p.join("test").is_dir()
 }
 
-/// Sorted `(name, path, is_dir)` of a folder's entries, hidden ones (`.name`) skipped.
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
+/// `(name, path, is_dir)` of a folder's entries sorted by the name's bytes (names as the OS
+/// gives them, UTF-8 or not), hidden ones (`.name`) skipped.
+fn list_dir(dir: &Path) -> Result<Vec<(OsString, PathBuf, bool)>, DataError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
             continue;
         }
         let path = entry.path();
@@ -374,6 +393,10 @@ fn read_split(
         if !is_dir || (good_only && defect != GOOD) {
             continue;
         }
+        // The defect type names a row of the reports and prefixes heat-map names: text only.
+        let Ok(defect) = defect.into_string() else {
+            return Err(DataError::NonUtf8Name { path: defect_dir });
+        };
         // MVTec 3D-AD keeps the colour image in rgb/ next to xyz/ and gt/.
         let rgb_dir = defect_dir.join("rgb");
         let is_3d = rgb_dir.is_dir();
@@ -402,14 +425,20 @@ fn find_masks(
     gt_dir: &Path,
     defect: &str,
 ) -> Result<Vec<PathBuf>, DataError> {
-    let stem = image
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // The exact bytes of the name: a lossy copy would look for a mangled mask name.
+    let stem = image.file_stem().unwrap_or_default();
+    let with_suffix = |suffix: &str| {
+        let mut n = stem.to_os_string();
+        n.push(suffix);
+        n
+    };
     let mut first_candidate = None;
-    let mut try_file = |base: &Path, name_stem: &str| -> Option<PathBuf> {
+    let mut try_file = |base: &Path, name_stem: &OsStr| -> Option<PathBuf> {
         for ext in IMAGE_EXTENSIONS {
-            let p = base.join(format!("{name_stem}.{ext}"));
+            let mut name = name_stem.to_os_string();
+            name.push(".");
+            name.push(ext);
+            let p = base.join(name);
             if first_candidate.is_none() {
                 first_candidate = Some(p.clone());
             }
@@ -420,7 +449,7 @@ fn find_masks(
         None
     };
     let gt_3d = if is_3d {
-        try_file(&defect_dir.join("gt"), &stem)
+        try_file(&defect_dir.join("gt"), stem)
     } else {
         None
     };
@@ -428,13 +457,13 @@ fn find_masks(
         return Ok(vec![p]);
     }
     let gt = gt_dir.join(defect);
-    if let Some(p) = try_file(&gt, &format!("{stem}_mask")) {
+    if let Some(p) = try_file(&gt, &with_suffix("_mask")) {
         return Ok(vec![p]);
     }
-    if let Some(p) = try_file(&gt, &stem) {
+    if let Some(p) = try_file(&gt, stem) {
         return Ok(vec![p]);
     }
-    let loco = gt.join(&stem);
+    let loco = gt.join(stem);
     if loco.is_dir() {
         let masks = images_in(&loco)?;
         if !masks.is_empty() {

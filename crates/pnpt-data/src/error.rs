@@ -154,6 +154,13 @@ pub enum DataError {
         /// The second.
         second: PathBuf,
     },
+    /// A category or defect-type folder whose name is not UTF-8: such names label classes and
+    /// report rows, so they must be text (image file names may be any bytes).
+    #[error("{path}: the folder name is not valid UTF-8 (category and defect folders must be; rename it)")]
+    NonUtf8Name {
+        /// The folder.
+        path: PathBuf,
+    },
     /// Several problems found by [`crate::Dataset::check`], all reported at once.
     #[error("{root}: {} problems in the dataset:\n  {}{}", problems.len(), problems.iter().take(20).map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "), if problems.len() > 20 { format!("\n  ... and {} more", problems.len() - 20) } else { String::new() })]
     Problems {

@@ -27,10 +27,12 @@
 pub mod atomic;
 pub mod dataset;
 mod error;
+pub mod fingerprint;
 pub mod image_io;
 pub mod loader;
 pub mod npy;
 pub mod pseudo_anomaly;
+mod rnd;
 pub mod synthetic;
 
 use std::path::PathBuf;

@@ -108,6 +108,47 @@ pub struct ScoringConfig {
     /// Weight of the memory map in the fused map: `(1 - w) z_pnpt + w z_memory`, each map
     /// standardised by its retrieved class's held-out normal pixels (see `detector`).
     pub memory_weight: f64,
+    /// Standardise PNPT's map position by position with its retrieved class's statistics over
+    /// the normal training images (`fusion::PositionalStats`), so that regions that are always
+    /// hard to reconstruct stop deciding the image score. Missing in files saved before it
+    /// existed, hence `false` there.
+    #[serde(default)]
+    pub positional: bool,
+}
+
+/// The scoring choices that validation picks among (`pnpt::validation`): no weight depends on
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoringRule {
+    /// Which map decides.
+    pub method: ScoringMethod,
+    /// Memory weight of `fused`.
+    pub memory_weight: f64,
+    /// Image-score rule.
+    pub score: ScoreMode,
+    /// Per-position standardisation of PNPT's map.
+    pub positional: bool,
+}
+
+impl fmt::Display for ScoringRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.method)?;
+        if self.method == ScoringMethod::Fused {
+            write!(f, " w={:.2}", self.memory_weight)?;
+        }
+        write!(f, " {}", self.score)?;
+        if self.positional && self.method.uses_pnpt() {
+            f.write_str(" positional")?;
+        }
+        Ok(())
+    }
+}
+
+impl ScoringConfig {
+    /// The configured rule.
+    pub fn rule(&self) -> ScoringRule {
+        ScoringRule { method: self.method, memory_weight: self.memory_weight, score: self.score, positional: self.positional }
+    }
 }
 
 /// Which anomaly map a detector scores with.
@@ -310,6 +351,9 @@ impl PnptConfig {
                 // never the test split): `fused` with w = 0.25 won on seeds 0, 1 and 2.
                 method: ScoringMethod::Fused,
                 memory_weight: 0.25,
+                // Chosen on the same validation set: per-position standardisation raised its
+                // image AUROC from 0.994 to 0.998 (see README, *How a detector scores*).
+                positional: true,
             },
             memory: MemoryConfig::default(),
             train: TrainConfig {
@@ -350,6 +394,7 @@ impl PnptConfig {
         cfg.scoring.score = ScoreMode::Max;
         // The paper scores with PNPT's own map; the patch memory is this library's addition.
         cfg.scoring.method = ScoringMethod::Pnpt;
+        cfg.scoring.positional = false;
         cfg
     }
 

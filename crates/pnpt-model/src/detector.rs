@@ -26,7 +26,9 @@
 //! SHA-256 of every other file; loading verifies every checksum before it parses anything, then
 //! compares the architecture with `config.json` and errors on any difference), and — when the scoring method
 //! uses it — `patch_memory.bin` (one coreset bank per class, `pnpt-memory`) with
-//! `normalization.json` (per-class map statistics for fusion, [`crate::fusion`]).
+//! `normalization.json` (per-class map statistics for fusion, [`crate::fusion`]); and when it
+//! has them, `positional.npy` (PNPT's per-position map statistics, classes listed in
+//! `normalization.json`, [`crate::fusion::PositionalStats`]).
 //!
 //! **Scoring methods** (`scoring.method`): `pnpt` scores with PNPT's reconstruction map, `memory`
 //! with the distance of each patch to the retrieved class's bank of normal patches (PatchCore),
@@ -51,11 +53,11 @@ use pnpt_prompt::PromptPool;
 use serde::{Deserialize, Serialize};
 
 use crate::anomaly_map::{anomaly_map, gaussian_blur, host_image_score};
-use crate::config::{ScoreMode, ScoringMethod};
-use crate::fusion::{combine_maps, Normalization};
+use crate::config::{ScoreMode, ScoringMethod, ScoringRule};
+use crate::fusion::{combine_maps, MapStats, Normalization, PositionalStats};
 use crate::hpe::FeatureSpec;
 use crate::pnpt::{InferencePlan, Pnpt};
-use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model, EpochStats, FeatureSet, TrainOptions};
+use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model_with, EpochStats, FeatureSet, TrainOptions};
 use crate::{Error, ModelConfig, PnptConfig, Result};
 
 /// File names inside a detector folder.
@@ -74,6 +76,9 @@ pub mod files {
     pub const MEMORY: &str = "patch_memory.bin";
     /// Per-class map statistics for fusion.
     pub const NORMALIZATION: &str = "normalization.json";
+    /// Per-class, per-position statistics of PNPT's map (`classes × 2 × size × size` float32:
+    /// mean, std), classes in the order of `normalization.json`'s `positional_classes`.
+    pub const POSITIONAL: &str = "positional.npy";
 }
 
 /// Per-category decision thresholds calibrated on held-out normal images.
@@ -225,10 +230,11 @@ struct Manifest {
     checksums: BTreeMap<String, String>,
 }
 
-/// 3: a SHA-256 per file in the manifest, verified before anything is parsed; 2: scoring
+/// 4: per-position statistics of PNPT's map (`positional.npy`, `scoring.positional`); 3: a
+/// SHA-256 per file in the manifest, verified before anything is parsed; 2: scoring
 /// methods and the patch memory; 1: PNPT-only detectors. 1 and 2 still load, without the
 /// integrity check (their configuration of format 1 predates `scoring.method`, read as `pnpt`).
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// A trained PNPT anomaly detector. On the CPU backend it is `Send + Sync`: one detector
 /// serves many threads (every method takes `&self`).
@@ -242,6 +248,7 @@ pub struct Detector<B: Backend> {
     plan: InferencePlan<B>,
     memory: Option<PatchMemory<B>>,
     normalization: Normalization,
+    positional: PositionalStats,
     pub(crate) thresholds: Thresholds,
     pub(crate) device: B::Device,
 }
@@ -257,6 +264,8 @@ pub struct FitReport {
     pub train_seconds: f64,
     /// Seconds building the patch memory (0 without one).
     pub memory_seconds: f64,
+    /// Seconds computing the positional statistics of PNPT's map (0 without them).
+    pub positional_seconds: f64,
     /// Training images used.
     pub train_images: usize,
     /// Held-out normal images used for thresholds.
@@ -272,6 +281,23 @@ pub fn fit<B: AutodiffBackend>(
     dataset: &Dataset,
     device: &B::Device,
     options: &TrainOptions,
+) -> Result<(Detector<B::InnerBackend>, FitReport)> {
+    fit_with::<B>(config, dataset, device, options, &mut |_, _| Ok(None))
+}
+
+/// What [`fit_with`] calls after every epoch: an uncalibrated detector around the epoch's model
+/// and whether it is the last epoch; returns validation image and pixel AUROC, or `None`.
+pub type DetectorHook<'a, B> = &'a mut dyn FnMut(&Detector<B>, bool) -> Result<Option<(f64, f64)>>;
+
+/// [`fit`], handing `on_epoch` an uncalibrated detector around every epoch's model (no memory,
+/// no thresholds: PNPT's map only) and whether it is the last epoch, to validate; what it
+/// returns is recorded per epoch.
+pub fn fit_with<B: AutodiffBackend>(
+    config: &PnptConfig,
+    dataset: &Dataset,
+    device: &B::Device,
+    options: &TrainOptions,
+    on_epoch: DetectorHook<'_, B::InnerBackend>,
 ) -> Result<(Detector<B::InnerBackend>, FitReport)> {
     config.validate()?;
     // Autodiff wraps the inner backend on the same device type.
@@ -289,19 +315,32 @@ pub fn fit<B: AutodiffBackend>(
     let memory = if config.scoring.method.uses_memory() { Some(build_memory(config, &set, &pool, options.progress)?) } else { None };
     let memory_seconds = t0.elapsed().as_secs_f64();
     let retrieval = crate::predict::training_retrieval_limits(&pool, &set.feats, &set.categories)?;
-    let out = train_model::<B>(config, &set, &pool, device, options)?;
-    drop(set);
+    let mut hook = |model: &Pnpt<B::InnerBackend>, last: bool| -> Result<Option<(f64, f64)>> {
+        let mut cfg = config.clone();
+        cfg.scoring.method = ScoringMethod::Pnpt;
+        cfg.scoring.positional = false;
+        let detector = Detector::new(cfg, backbone.clone(), pool.clone(), model.clone(), Thresholds::default())?;
+        on_epoch(&detector, last)
+    };
+    let out = train_model_with::<B>(config, &set, &pool, device, options, &mut hook)?;
     let thresholds = Thresholds { retrieval, ..Default::default() };
     let mut detector = Detector::new(config.clone(), backbone, pool, out.model, thresholds)?;
     if let Some(memory) = memory {
         detector = detector.with_memory(memory)?;
     }
+    let t0 = Instant::now();
+    if config.scoring.positional && config.scoring.method.uses_pnpt() {
+        detector.fit_positional_features(&set, config.train.feature_batch)?;
+    }
+    let positional_seconds = t0.elapsed().as_secs_f64();
+    drop(set);
     detector.calibrate(&holdout)?;
     let report = FitReport {
         history: out.history,
         feature_seconds,
         train_seconds: out.seconds,
         memory_seconds,
+        positional_seconds,
         train_images: train.len(),
         holdout_images: holdout.len(),
         completed: out.completed,
@@ -344,7 +383,7 @@ impl<B: Backend> Detector<B> {
         }
         let device = pool.codes().device();
         let plan = model.plan(pool.priors())?;
-        Ok(Self { config, backbone, pool, model, plan, memory: None, normalization: Normalization::default(), thresholds, device })
+        Ok(Self { config, backbone, pool, model, plan, memory: None, normalization: Normalization::default(), positional: PositionalStats::default(), thresholds, device })
     }
 
     /// Adds a patch memory; its classes must be the pool's, in the same order, and its patch
@@ -378,6 +417,17 @@ impl<B: Backend> Detector<B> {
 
     /// [`set_scoring`](Self::set_scoring) with the image-score rule too.
     pub fn set_scoring_rule(&mut self, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<()> {
+        self.set_rule(ScoringRule { method, memory_weight, score, positional: self.config.scoring.positional })
+    }
+
+    /// Switches every scoring choice at once (thresholds: see [`set_scoring`](Self::set_scoring)).
+    /// Per-position standardisation needs the statistics [`fit_positional`](Self::fit_positional)
+    /// computes.
+    pub fn set_rule(&mut self, rule: ScoringRule) -> Result<()> {
+        let ScoringRule { method, memory_weight, score, positional } = rule;
+        if positional && method.uses_pnpt() && self.positional.is_empty() {
+            return Err(Error::Config("per-position standardisation needs the detector's positional statistics, and it has none (fit them on its training images first)".into()));
+        }
         if score == ScoreMode::TopKMean(0) {
             return Err(Error::Config("scoring.score top_k_mean needs k >= 1".into()));
         }
@@ -388,7 +438,33 @@ impl<B: Backend> Detector<B> {
         self.config.scoring.method = method;
         self.config.scoring.memory_weight = memory_weight;
         self.config.scoring.score = score;
+        self.config.scoring.positional = positional;
         Ok(())
+    }
+
+    /// The per-position statistics of PNPT's map (empty when never fitted).
+    pub fn positional(&self) -> &PositionalStats {
+        &self.positional
+    }
+
+    /// Fits the per-position statistics of PNPT's map from the maps of normal training images
+    /// (`parts.pnpt`), each grouped by the class its map was computed with.
+    pub fn fit_positional(&mut self, parts: &Components) -> Result<()> {
+        let maps = parts.pnpt.as_deref().ok_or_else(|| Error::Invalid("positional statistics need PNPT maps".into()))?;
+        let names: Vec<String> = parts.categories.iter().map(|&c| self.pool.names()[c].clone()).collect();
+        self.positional = PositionalStats::fit(&names, maps, parts.size * parts.size);
+        Ok(())
+    }
+
+    /// [`fit_positional`](Self::fit_positional) from cached backbone features (no decoding, no
+    /// backbone pass), `batch` images at a time.
+    pub fn fit_positional_features(&mut self, set: &FeatureSet<B>, batch: usize) -> Result<()> {
+        let mut all = Components { size: self.config.input_size as usize, ..Default::default() };
+        let idx: Vec<usize> = (0..set.len()).collect();
+        for chunk in idx.chunks(batch.max(1)) {
+            all.extend(self.components_of_features(set.select(chunk), true, false, None)?);
+        }
+        self.fit_positional(&all)
     }
 
     fn check_method(&self, method: ScoringMethod) -> Result<()> {
@@ -452,6 +528,12 @@ impl<B: Backend> Detector<B> {
             self.check_method(ScoringMethod::Memory)?;
         }
         let feats = self.backbone.features(images)?.maps;
+        self.components_of_features(feats, pnpt, memory, category)
+    }
+
+    /// [`components_as`](Self::components_as) from backbone features.
+    fn components_of_features(&self, feats: [Tensor<B, 4>; 3], pnpt: bool, memory: bool, category: Option<usize>) -> Result<Components> {
+        let size = self.config.input_size as usize;
         let (categories, distances) = crate::predict::retrieve(&self.pool, &feats, category)?;
         let sigma = self.config.scoring.sigma;
         let to_host = |t: Tensor<B, 3>| -> Result<Vec<f32>> {
@@ -488,6 +570,14 @@ impl<B: Backend> Detector<B> {
 
     /// [`combine`](Self::combine) with another image-score rule than the configured one.
     pub fn combine_scored(&self, parts: &Components, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<BatchOutput> {
+        self.combine_with(parts, &ScoringRule { method, memory_weight, score, positional: self.config.scoring.positional })
+    }
+
+    /// Combines component maps by any scoring rule. With `positional`, PNPT's map of a class
+    /// that has positional statistics is standardised position by position (floored by the
+    /// class's held-out deviation) instead of by the class's one mean and deviation.
+    pub fn combine_with(&self, parts: &Components, rule: &ScoringRule) -> Result<BatchOutput> {
+        let ScoringRule { method, memory_weight, score, positional } = *rule;
         let size = parts.size;
         let px = size * size;
         let n = parts.categories.len();
@@ -503,8 +593,15 @@ impl<B: Backend> Detector<B> {
         let mut maps = Vec::with_capacity(n * px);
         let mut scores = Vec::with_capacity(n);
         for i in 0..n {
-            let stats = self.normalization.for_category(&self.pool.names()[parts.categories[i]]);
-            let map = combine_maps(pnpt.map(|m| &m[i * px..(i + 1) * px]), memory.map(|m| &m[i * px..(i + 1) * px]), stats, memory_weight);
+            let name = &self.pool.names()[parts.categories[i]];
+            let (sp, sm) = self.normalization.for_category(name);
+            let own = pnpt.map(|m| &m[i * px..(i + 1) * px]);
+            let mem = memory.map(|m| &m[i * px..(i + 1) * px]);
+            let z = own.filter(|_| positional).and_then(|p| self.positional.standardise(name, p, sp.std));
+            let map = match &z {
+                Some(z) => combine_maps(Some(z), mem, (MapStats::IDENTITY, sm), memory_weight),
+                None => combine_maps(own, mem, (sp, sm), memory_weight),
+            };
             scores.push(host_image_score(&map, score));
             maps.extend(map);
         }
@@ -657,8 +754,25 @@ impl<B: Backend> Detector<B> {
         let mut written = vec![files::MODEL, files::POOL, files::THRESHOLDS, files::CONFIG];
         if let Some(memory) = &self.memory {
             memory.save(&dir.join(files::MEMORY))?;
-            write_atomic(&dir.join(files::NORMALIZATION), &to_json(&self.normalization)?)?;
-            written.extend([files::MEMORY, files::NORMALIZATION]);
+            written.push(files::MEMORY);
+        }
+        if self.memory.is_some() || !self.positional.is_empty() {
+            let mut normalization = self.normalization.clone();
+            normalization.positional_classes = self.positional.classes.keys().cloned().collect();
+            write_atomic(&dir.join(files::NORMALIZATION), &to_json(&normalization)?)?;
+            written.push(files::NORMALIZATION);
+        }
+        if !self.positional.is_empty() {
+            let px = self.positional.px;
+            let mut data = Vec::with_capacity(self.positional.classes.len() * 2 * px);
+            for (mean, std) in self.positional.classes.values() {
+                data.extend_from_slice(mean);
+                data.extend_from_slice(std);
+            }
+            let side = (px as f64).sqrt() as usize;
+            let path = dir.join(files::POSITIONAL);
+            pnpt_data::npy::write(&path, &[self.positional.classes.len(), 2, side, side], &data).map_err(|e| Error::Artefact { path: path.clone(), reason: e.to_string() })?;
+            written.push(files::POSITIONAL);
         }
         self.config.save(&dir.join(files::CONFIG))?;
         // Checksums of the bytes as they are on disk, so the manifest vouches for what a reader
@@ -746,7 +860,17 @@ impl<B: Backend> Detector<B> {
         if memory_path.exists() {
             let memory = PatchMemory::<B>::load(&memory_path, device)?;
             detector = detector.with_memory(memory).map_err(|e| Error::Mismatch { path: memory_path.clone(), reason: e.to_string() })?;
-            detector.normalization = read_json(&dir.join(files::NORMALIZATION))?;
+        }
+        let normalization_path = dir.join(files::NORMALIZATION);
+        if normalization_path.exists() {
+            detector.normalization = read_json(&normalization_path)?;
+        }
+        let positional_path = dir.join(files::POSITIONAL);
+        if positional_path.exists() || !detector.normalization.positional_classes.is_empty() {
+            detector.positional = read_positional(&positional_path, &detector.normalization.positional_classes, detector.config.input_size as usize)?;
+        }
+        if detector.config.scoring.positional && detector.config.scoring.method.uses_pnpt() && detector.positional.is_empty() {
+            return Err(Error::Mismatch { path: dir.join(files::CONFIG), reason: format!("scoring.positional is set but the folder has no {}", files::POSITIONAL) });
         }
         detector.check_method(detector.config.scoring.method).map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
         Ok(detector)
@@ -756,8 +880,13 @@ impl<B: Backend> Detector<B> {
 /// Every file a detector of format 3 must vouch for; the memory's two only when present.
 fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>) -> Result<()> {
     let mut required = vec![files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS];
-    if dir.join(files::MEMORY).exists() || dir.join(files::NORMALIZATION).exists() {
+    if dir.join(files::MEMORY).exists() {
         required.extend([files::MEMORY, files::NORMALIZATION]);
+    }
+    for optional in [files::NORMALIZATION, files::POSITIONAL] {
+        if dir.join(optional).exists() {
+            required.push(optional);
+        }
     }
     for name in required {
         if !checksums.contains_key(name) {
@@ -772,6 +901,21 @@ fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>) -> Result<
         read_verified(&dir.join(name), sha)?;
     }
     Ok(())
+}
+
+/// `positional.npy`: one `(mean, std)` pair of `size × size` maps per class of `classes`.
+fn read_positional(path: &Path, classes: &[String], size: usize) -> Result<PositionalStats> {
+    let bad = |reason: String| Error::Artefact { path: path.to_path_buf(), reason };
+    let (shape, data) = pnpt_data::npy::read::<f32>(path).map_err(|e| bad(e.to_string()))?;
+    let px = size * size;
+    if shape != [classes.len(), 2, size, size] {
+        return Err(bad(format!("shape {shape:?}, expected [{}, 2, {size}, {size}] (classes of normalization.json, input_size)", classes.len())));
+    }
+    if data.iter().any(|v| !v.is_finite()) || data.chunks(px).skip(1).step_by(2).flatten().any(|&v| v < 0.0) {
+        return Err(bad("non-finite values or a negative deviation".into()));
+    }
+    let classes = classes.iter().zip(data.chunks(2 * px)).map(|(c, d)| (c.clone(), (d[..px].to_vec(), d[px..].to_vec()))).collect();
+    Ok(PositionalStats { px, classes })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {

@@ -48,6 +48,26 @@ pub enum Error {
         /// Which fields differ.
         reason: String,
     },
+    /// A checkpoint was trained on other data than the run that resumes it (see
+    /// `pnpt_data::fingerprint`).
+    #[error("{path}: the checkpoint was trained on other data: {}{}", differences.iter().take(10).cloned().collect::<Vec<_>>().join("; "), if differences.len() > 10 { format!("; and {} more", differences.len() - 10) } else { String::new() })]
+    DatasetChanged {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What differs, one entry per category or file ("category carpet added",
+        /// "bottle/train/good/003.png changed size (…)").
+        differences: Vec<String>,
+    },
+    /// A resumed run asked for fewer epochs than its checkpoint has already done.
+    #[error("{path}: {done} epochs are already done, more than the {requested} asked for (give --epochs {done} or more to resume, or start a new run)")]
+    EpochsTooFew {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Epochs asked for (`train.epochs`).
+        requested: usize,
+        /// Epochs the checkpoint holds.
+        done: usize,
+    },
     /// A saved artefact is unreadable.
     #[error("{path}: {reason}")]
     Artefact {

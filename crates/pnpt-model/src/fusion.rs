@@ -8,6 +8,19 @@
 //! affine map per class, so within one class a single method's ranking is unchanged; what the
 //! weight trades is how much each map's deviation from normal counts.
 //!
+//! **Per-position standardisation of PNPT's map** ([`PositionalStats`], `scoring.positional`).
+//! Some regions of a product are always harder to reconstruct than others (edges, printed
+//! marks, the rim of a bottle), and with one mean and deviation per class those regions decide
+//! the image score of normal images. With positional statistics, each position `x` of PNPT's
+//! map is standardised by the mean and deviation of that position over the class's normal
+//! training maps: `z(x) = (map(x) − μ_c(x)) / max(σ_c(x), σ_c)`. The floor `σ_c` (the class's
+//! held-out pixel deviation above) keeps near-constant background positions from blowing small
+//! differences up. The training maps are biased low (the model has seen those images); the
+//! bias is a shift shared by all test images of the class, and the choice whether to use it is
+//! made on held-out images (`pnpt::validation`), which are not in the statistics. The memory
+//! map is not standardised per position: training images are in its banks, so their distances
+//! are near zero and say nothing about held-out ones.
+//!
 //! ```
 //! use pnpt_model::fusion::{combine_maps, MapStats};
 //! let pnpt = [1.0, 3.0];
@@ -66,6 +79,9 @@ pub struct Normalization {
     pub global_pnpt: Option<MapStats>,
     /// Over all held-out images, for categories without their own.
     pub global_memory: Option<MapStats>,
+    /// Classes with per-position statistics, in the order of `positional.npy` (set when saved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positional_classes: Vec<String>,
 }
 
 impl Normalization {
@@ -88,7 +104,7 @@ impl Normalization {
         };
         let (pnpt, global_pnpt) = per_class(pnpt);
         let (memory, global_memory) = per_class(memory);
-        Self { pnpt, memory, global_pnpt, global_memory }
+        Self { pnpt, memory, global_pnpt, global_memory, positional_classes: Vec::new() }
     }
 
     /// The statistics `(pnpt, memory)` used for images retrieved as `category`.
@@ -113,9 +129,88 @@ pub fn combine_maps(pnpt: Option<&[f32]>, memory: Option<&[f32]>, stats: (MapSta
     }
 }
 
+/// Per-class, per-position mean and standard deviation of PNPT's map on normal training images
+/// (see the module docs), stored in a detector as `positional.npy`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PositionalStats {
+    /// Values per map (`size × size`).
+    pub px: usize,
+    /// Per class: `(mean, std)`, `px` values each.
+    pub classes: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+impl PositionalStats {
+    /// Classes with fewer normal maps than this get no statistics (and keep the per-class
+    /// standardisation): two images give a deviation of sorts, one none.
+    pub const MIN_IMAGES: usize = 2;
+
+    /// Fits the statistics from maps (`px` values each) whose classes are `categories`: the
+    /// class each map was computed with, i.e. the retrieved one, since that is the class whose
+    /// statistics will standardise it at inference.
+    pub fn fit(categories: &[String], maps: &[f32], px: usize) -> Self {
+        let mut sums: BTreeMap<&String, (usize, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for (i, c) in categories.iter().enumerate() {
+            let map = &maps[i * px..(i + 1) * px];
+            if map.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            let (n, s, q) = sums.entry(c).or_insert_with(|| (0, vec![0.0; px], vec![0.0; px]));
+            *n += 1;
+            for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(map) {
+                *s += v as f64;
+                *q += (v as f64) * (v as f64);
+            }
+        }
+        let classes = sums
+            .into_iter()
+            .filter(|(_, (n, _, _))| *n >= Self::MIN_IMAGES)
+            .map(|(c, (n, s, q))| {
+                let n = n as f64;
+                let mean: Vec<f32> = s.iter().map(|s| (s / n) as f32).collect();
+                let std: Vec<f32> = s.iter().zip(&q).map(|(s, q)| ((q / n - (s / n) * (s / n)).max(0.0)).sqrt() as f32).collect();
+                (c.clone(), (mean, std))
+            })
+            .collect();
+        Self { px, classes }
+    }
+
+    /// `(map − μ_c) / max(σ_c, floor)` position by position; `None` when the class has no
+    /// statistics or the map has another size.
+    pub fn standardise(&self, category: &str, map: &[f32], floor: f32) -> Option<Vec<f32>> {
+        let (mean, std) = self.classes.get(category)?;
+        if map.len() != mean.len() {
+            return None;
+        }
+        let floor = floor.max(1e-12);
+        Some(map.iter().zip(mean).zip(std).map(|((&m, &mu), &sd)| (m - mu) / sd.max(floor)).collect())
+    }
+
+    /// Whether there are no statistics.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positional_stats_by_hand() {
+        // Class a: two maps of 2 positions, [1, 4] and [3, 4]: means [2, 4], stds [1, 0].
+        // Class b has one map only: no statistics.
+        let cats = vec!["a".to_string(), "b".to_string(), "a".to_string()];
+        let maps = [1.0, 4.0, 9.0, 9.0, 3.0, 4.0];
+        let p = PositionalStats::fit(&cats, &maps, 2);
+        assert_eq!(p.classes["a"], (vec![2.0, 4.0], vec![1.0, 0.0]));
+        assert!(!p.classes.contains_key("b"));
+        // Floor 0.5: position 0 divides by its own std 1, position 1 by the floor.
+        assert_eq!(p.standardise("a", &[4.0, 5.0], 0.5).unwrap(), vec![2.0, 2.0]);
+        // Floor 2 exceeds both stds.
+        assert_eq!(p.standardise("a", &[4.0, 5.0], 2.0).unwrap(), vec![1.0, 0.5]);
+        assert!(p.standardise("b", &[4.0, 5.0], 1.0).is_none());
+        assert!(p.standardise("a", &[4.0], 1.0).is_none());
+    }
 
     #[test]
     fn stats_match_a_hand_worked_case_and_fall_back() {

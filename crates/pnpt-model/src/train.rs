@@ -12,8 +12,12 @@
 //!   class-balanced epochs, global-norm gradient clipping, a wall-clock budget) are all off by
 //!   default, and then draw nothing from the stream and leave every bit of a run as before.
 //! * A checkpoint (`checkpoint.bin`: model record, AdamW record, epoch, RNG position, loss
-//!   history, configuration, the run's planned epoch count) is written atomically after every
-//!   epoch.
+//!   history, configuration, the run's planned epoch count, the dataset fingerprint of
+//!   [`TrainOptions::dataset`]) is written atomically after every epoch. Resuming refuses a
+//!   checkpoint of another model configuration or seed ([`Error::Mismatch`]), of other data
+//!   ([`Error::DatasetChanged`], naming what differs) or with more epochs done than
+//!   `train.epochs` ([`Error::EpochsTooFew`]); a larger `train.epochs` extends the run (a
+//!   budgeted run keeps the epoch count it planned).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -186,12 +190,16 @@ pub fn preprocess_for<B: Backend>(config: &PnptConfig, backbone: &Backbone<B>) -
 pub struct TrainOptions {
     /// Folder for `checkpoint.bin` (written after every epoch); `None` = no checkpoints.
     pub checkpoint_dir: Option<PathBuf>,
-    /// Continue from the checkpoint in `checkpoint_dir` if there is one.
+    /// Continue from the checkpoint in `checkpoint_dir` if there is one (with `progress`, says
+    /// "resuming from epoch k of N").
     pub resume: bool,
     /// Show progress bars on stderr.
     pub progress: bool,
     /// Stop after this many epochs in total (simulates an interruption; tests).
     pub stop_after_epoch: Option<usize>,
+    /// What the run trains on, saved in every checkpoint; on resume a checkpoint with another
+    /// fingerprint is [`Error::DatasetChanged`]. `None` = not recorded, not checked.
+    pub dataset: Option<pnpt_data::fingerprint::Fingerprint>,
 }
 
 /// Statistics of one epoch.
@@ -213,7 +221,15 @@ pub struct EpochStats {
     /// checkpoints written before it existed).
     #[serde(default)]
     pub planned_epochs: usize,
+    /// Validation image and pixel AUROC of PNPT's map after this epoch, when the run was given
+    /// a per-epoch validation (`pnpt::train`); `None` otherwise.
+    #[serde(default)]
+    pub validation: Option<(f64, f64)>,
 }
+
+/// Called after every epoch with the epoch's model (inference backend) and whether it is the
+/// run's last epoch; returns its validation image and pixel AUROC, or `None`.
+pub type EpochHook<'a, B> = &'a mut dyn FnMut(&Pnpt<B>, bool) -> Result<Option<(f64, f64)>>;
 
 /// What [`train_model`] returns.
 #[derive(Debug, Clone)]
@@ -244,6 +260,16 @@ struct CheckpointHeader {
     /// checkpoints written before it existed, or before a budgeted run chose it.
     #[serde(default)]
     planned_epochs: Option<usize>,
+    /// The training data ([`TrainOptions::dataset`]); `None` in checkpoints written before it
+    /// existed (they still resume, with a warning) or by runs that did not record it.
+    #[serde(default)]
+    dataset: Option<pnpt_data::fingerprint::Fingerprint>,
+}
+
+/// Where a run's checkpoints go and what they record besides the training state.
+struct CheckpointFile {
+    path: PathBuf,
+    dataset: Option<pnpt_data::fingerprint::Fingerprint>,
 }
 
 fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
@@ -434,6 +460,19 @@ pub fn train_model<B: AutodiffBackend>(
     device: &B::Device,
     options: &TrainOptions,
 ) -> Result<TrainOutput<B::InnerBackend>> {
+    train_model_with::<B>(config, set, pool, device, options, &mut |_, _| Ok(None))
+}
+
+/// [`train_model`], validating the model after every epoch with `on_epoch` (recorded in
+/// [`EpochStats::validation`] and the checkpoint's history).
+pub fn train_model_with<B: AutodiffBackend>(
+    config: &PnptConfig,
+    set: &FeatureSet<B::InnerBackend>,
+    pool: &PromptPool<B::InnerBackend>,
+    device: &B::Device,
+    options: &TrainOptions,
+    on_epoch: EpochHook<'_, B::InnerBackend>,
+) -> Result<TrainOutput<B::InnerBackend>> {
     config.validate()?;
     if set.is_empty() {
         return Err(Error::Invalid("no training images".into()));
@@ -451,11 +490,16 @@ pub fn train_model<B: AutodiffBackend>(
     // has been timed (the schedule plans for `epochs` meanwhile).
     let mut planned: Option<usize> = if t.time_budget_seconds.is_some() { None } else { Some(t.epochs) };
 
-    let ckpt_path = options.checkpoint_dir.as_ref().map(|d| d.join(CHECKPOINT_FILE));
-    if let (true, Some(path)) = (options.resume, &ckpt_path) {
+    let ckpt_path = options.checkpoint_dir.as_ref().map(|d| CheckpointFile { path: d.join(CHECKPOINT_FILE), dataset: options.dataset.clone() });
+    if let (true, Some(CheckpointFile { path, .. })) = (options.resume, &ckpt_path) {
         if path.exists() {
             let (header, blobs): (CheckpointHeader, Vec<Vec<u8>>) = read_container(path, CHECKPOINT_MAGIC)?;
             resumable(&header.config, config).map_err(|d| Error::Mismatch { path: path.clone(), reason: format!("differs in {d}") })?;
+            same_dataset(path, header.dataset.as_ref(), options.dataset.as_ref(), options.progress)?;
+            // Fewer epochs than done would keep the longer run's weights under a smaller count.
+            if header.epoch > t.epochs {
+                return Err(Error::EpochsTooFew { path: path.clone(), requested: t.epochs, done: header.epoch });
+            }
             let bad = |reason: String| Error::Artefact { path: path.clone(), reason };
             if blobs.len() != 2 {
                 return Err(bad(format!("expected 2 records, found {}", blobs.len())));
@@ -474,6 +518,9 @@ pub fn train_model<B: AutodiffBackend>(
                 // Keep the plan chosen from the first epoch's time (without a budget the plan
                 // is the configuration's `epochs`, which may be raised to extend a run).
                 planned = header.planned_epochs;
+            }
+            if options.progress {
+                eprintln!("{}", resume_note(start_epoch, planned.unwrap_or(t.epochs).min(t.epochs), path));
             }
         }
     }
@@ -542,6 +589,8 @@ pub fn train_model<B: AutodiffBackend>(
             planned = Some(fit.max(1).min(t.epochs));
         }
         let run_epochs = planned.unwrap_or(t.epochs).min(t.epochs);
+        // Timed apart from the epoch, so a time budget plans with training time only.
+        let validation = on_epoch(&model.valid(), epoch + 1 == run_epochs)?;
         history.push(EpochStats {
             epoch: epoch + 1,
             loss: total / steps as f64,
@@ -549,12 +598,14 @@ pub fn train_model<B: AutodiffBackend>(
             images_per_second: epoch_images as f64 / seconds.max(1e-9),
             lr,
             planned_epochs: run_epochs,
+            validation,
         });
         if options.progress {
             // A plain line per epoch (the bar is cleared, and invisible when stderr is not a
             // terminal, e.g. in logs and CI).
             let e = &history[history.len() - 1];
-            eprintln!("epoch {}/{}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s", e.epoch, run_epochs, e.loss, e.lr, e.seconds, e.images_per_second);
+            let v = e.validation.map(|(i, p)| format!(", validation {i:.4} / {p:.4}")).unwrap_or_default();
+            eprintln!("epoch {}/{}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s{v}", e.epoch, run_epochs, e.loss, e.lr, e.seconds, e.images_per_second);
         }
         if let Some(path) = &ckpt_path {
             save_checkpoint(path, config, &model, &optim, epoch + 1, &rng, &history, planned)?;
@@ -594,9 +645,41 @@ pub(crate) fn load_record_checked<B: Backend>(
     Ok(loaded)
 }
 
+/// Refuses a checkpoint of other data (both fingerprints known); a checkpoint written before
+/// fingerprints existed resumes with a warning, as does a run that records none.
+fn same_dataset(
+    path: &Path,
+    saved: Option<&pnpt_data::fingerprint::Fingerprint>,
+    now: Option<&pnpt_data::fingerprint::Fingerprint>,
+    progress: bool,
+) -> Result<()> {
+    match (saved, now) {
+        (Some(saved), Some(now)) => {
+            let differences = saved.differences(now);
+            if differences.is_empty() { Ok(()) } else { Err(Error::DatasetChanged { path: path.to_path_buf(), differences }) }
+        }
+        (None, Some(_)) => {
+            if progress {
+                eprintln!("warning: {} records no dataset fingerprint (an older checkpoint): resuming without checking that the data is the same", path.display());
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The line a resumed run prints: `done` epochs of `total` are in the checkpoint.
+fn resume_note(done: usize, total: usize, path: &Path) -> String {
+    if done >= total {
+        format!("resuming from {}: all {total} epochs are done, nothing left to train", path.display())
+    } else {
+        format!("resuming from epoch {} of {total} ({done} done, {})", done + 1, path.display())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Pnpt<B>, B>>(
-    path: &Path,
+    target: &CheckpointFile,
     config: &PnptConfig,
     model: &Pnpt<B>,
     optim: &O,
@@ -605,6 +688,7 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Pnpt<B>, B>>(
     history: &[EpochStats],
     planned_epochs: Option<usize>,
 ) -> Result<()> {
+    let path = target.path.as_path();
     let bad = |e: burn::record::RecorderError| Error::Artefact { path: path.to_path_buf(), reason: e.to_string() };
     let model_bytes = Recorder::<B>::record(&recorder(), model.clone().into_record(), ()).map_err(bad)?;
     let optim_bytes = Recorder::<B>::record(&recorder(), optim.to_record(), ()).map_err(bad)?;
@@ -616,6 +700,7 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Pnpt<B>, B>>(
         config: config.clone(),
         num_params: model.num_params(),
         planned_epochs,
+        dataset: target.dataset.clone(),
     };
     write_container(path, CHECKPOINT_MAGIC, &header, &[&model_bytes, &optim_bytes])?;
     Ok(())
@@ -658,6 +743,13 @@ mod tests {
         let c0 = cosine(1e-3, 0, 0.0);
         assert!(close(learning_rate(&c0, 4, 10), 0.5e-3));
         assert!(close(learning_rate(&c0, 9, 10), 0.0));
+    }
+
+    #[test]
+    fn resume_note_says_where_the_run_continues() {
+        let p = Path::new("out/checkpoint/checkpoint.bin");
+        assert!(resume_note(2, 5, p).starts_with("resuming from epoch 3 of 5 (2 done"), "{}", resume_note(2, 5, p));
+        assert!(resume_note(5, 5, p).contains("all 5 epochs are done"), "{}", resume_note(5, 5, p));
     }
 
     #[test]

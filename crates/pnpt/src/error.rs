@@ -88,6 +88,30 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// A command-line number that is not a whole number (`--seed abc`, `--epochs -1`).
+    #[error("{flag} needs a whole number, got `{value}`")]
+    NotANumber {
+        /// The option.
+        flag: String,
+        /// What was given.
+        value: String,
+    },
+    /// A command-line number too large for its option (`--seed` of 2^70).
+    #[error("{flag} {value} is out of range: at most {max}")]
+    OutOfRange {
+        /// The option.
+        flag: String,
+        /// What was given.
+        value: String,
+        /// The largest accepted value.
+        max: u64,
+    },
+    /// A command-line list with no element (`--categories ""`).
+    #[error("{flag}: the list is empty (give at least one name, comma-separated)")]
+    EmptyList {
+        /// The option.
+        flag: String,
+    },
     /// Writing an output failed.
     #[error("{path}: {source}")]
     Io {

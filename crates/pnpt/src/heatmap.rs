@@ -177,12 +177,22 @@ pub fn render(image: &RgbImage, map: &[f32], mask: Option<&[u8]>, size: usize, s
 }
 
 /// Where the heat map of `sample` of `category` lies, relative to the report folder
-/// (`heatmaps/<category>/<defect>_<stem>.png`, `/`-separated as in a URL).
+/// (`heatmaps/<category>/<defect>_<stem>.png`, `/`-separated as in a URL), as the reports show
+/// it: a stem that is not UTF-8 appears with U+FFFD, the file itself is at [`relative_file`].
 pub fn relative_path(category: &str, sample: &Sample) -> String {
     format!("heatmaps/{category}/{}_{}.png", sample.defect, sample.stem())
 }
 
-/// Writes the heat map of every sample of `category` under `out_dir` at [`relative_path`]
+/// The heat map's file relative to the report folder, with the image's exact stem (any bytes
+/// the OS allows, so two images never share a heat map through a lossy name).
+pub fn relative_file(category: &str, sample: &Sample) -> std::path::PathBuf {
+    let mut name = std::ffi::OsString::from(format!("{}_", sample.defect));
+    name.push(sample.file_stem());
+    name.push(".png");
+    Path::new("heatmaps").join(category).join(name)
+}
+
+/// Writes the heat map of every sample of `category` under `out_dir` at [`relative_file`]
 /// (temp + rename each). `maps` and `masks` are `samples.len() × size × size`, as the detector
 /// and `pnpt_data::load_masks` return them.
 pub fn write_category(
@@ -196,7 +206,7 @@ pub fn write_category(
 ) -> Result<()> {
     let px = size * size;
     for (i, s) in samples.iter().enumerate() {
-        let path = out_dir.join(relative_path(category, s));
+        let path = out_dir.join(relative_file(category, s));
         let (Some(map), Some(mask)) = (maps.get(i * px..(i + 1) * px), masks.get(i * px..(i + 1) * px)) else {
             return Err(Error::Image { path, reason: format!("no {size}×{size} map or mask for image {i}") });
         };

@@ -115,7 +115,11 @@ pub struct JobOptions {
     pub config: PnptConfig,
     /// Output folder: `detector/`, `checkpoint/`, reports, `heatmaps/`.
     pub out: PathBuf,
-    /// Continue from the last checkpoint in `out/checkpoint`.
+    /// Continue from the last checkpoint in `out/checkpoint`. It must exist
+    /// ([`Error::Resume`](crate::Error::Resume), before anything is created or cleared), hold
+    /// the same model configuration and seed, and have been trained on the same data
+    /// (`DatasetChanged`, naming what differs); `config.train.epochs` below the epochs done is
+    /// `EpochsTooFew`, above extends the run. See [`resume_folder`] for `--resume` with `--out`.
     pub resume: bool,
     /// Write heat maps.
     pub heatmaps: bool,
@@ -123,6 +127,10 @@ pub struct JobOptions {
     pub evaluate: Option<PathBuf>,
     /// Fixed scoring method (skips the choice on validation; switches a saved detector's).
     pub method: Option<ScoringMethod>,
+    /// With `evaluate`: re-fit the saved detector's scoring on `data` before evaluating
+    /// ([`crate::train::rescore`]: positional statistics, validation, thresholds; the weights are
+    /// untouched) and save the result to `out/detector`.
+    pub rescore: bool,
     /// Print progress and results to stderr (progress bars included).
     pub verbose: bool,
 }
@@ -130,7 +138,7 @@ pub struct JobOptions {
 impl JobOptions {
     /// Defaults: synthetic data, every category, CPU, output `pnpt-out`, heat maps, verbose.
     pub fn new(config: PnptConfig) -> Self {
-        Self { data: None, categories: None, device: DeviceSpec::Cpu, config, out: PathBuf::from("pnpt-out"), resume: false, heatmaps: true, evaluate: None, method: None, verbose: true }
+        Self { data: None, categories: None, device: DeviceSpec::Cpu, config, out: PathBuf::from("pnpt-out"), resume: false, heatmaps: true, evaluate: None, method: None, rescore: false, verbose: true }
     }
 }
 
@@ -172,6 +180,65 @@ pub fn parse_duration(text: &str) -> Result<f64> {
     match number.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v * unit),
         _ => Err(pnpt_model::Error::Config(format!("time budget `{text}`: expected a positive duration such as 900s, 15m or 1h")).into()),
+    }
+}
+
+/// A whole number for the command-line option `flag`, at most `max`: too large is
+/// [`Error::OutOfRange`](crate::Error::OutOfRange), anything else that is not a whole number
+/// [`Error::NotANumber`](crate::Error::NotANumber).
+pub fn parse_whole(flag: &str, text: &str, max: u64) -> Result<u64> {
+    use std::num::IntErrorKind;
+    let v = text.trim();
+    match v.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        Ok(_) => Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max }),
+        // Only digits but too many of them: out of range, not "not a number".
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max }),
+        Err(_) => Err(crate::Error::NotANumber { flag: flag.into(), value: v.into() }),
+    }
+}
+
+/// The comma-separated names of `--categories` (blanks trimmed, empty items dropped); no name
+/// at all is [`Error::EmptyList`](crate::Error::EmptyList).
+pub fn parse_categories(text: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if list.is_empty() {
+        return Err(crate::Error::EmptyList { flag: "--categories".into() });
+    }
+    Ok(list)
+}
+
+/// The output folder and whether to resume, from `--resume DIR` and `--out`: a run resumes in
+/// its own folder, so `--out` may be left out or must name the same folder as `DIR`
+/// (compared after resolving `.`, `..` and links); another `--out` is
+/// [`Error::Resume`](crate::Error::Resume) (nothing is created or cleared). Without either the
+/// folder is `pnpt-out`.
+pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathBuf, bool)> {
+    match (resume, out) {
+        (Some(r), Some(o)) => {
+            let same = match (r.canonicalize(), o.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => r == o,
+            };
+            if !same {
+                return Err(crate::Error::Resume {
+                    path: r.to_path_buf(),
+                    reason: format!("a run resumes in its own folder, not in --out {} (leave --out out, or copy the folder first)", o.display()),
+                });
+            }
+            Ok((r.to_path_buf(), true))
+        }
+        (Some(r), None) => Ok((r.to_path_buf(), true)),
+        (None, o) => Ok((o.map_or_else(|| PathBuf::from("pnpt-out"), Path::to_path_buf), false)),
+    }
+}
+
+/// Prints every validation candidate, marking the chosen one.
+fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
+    log(format!("validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC):", v.normal_images, v.anomalous_images));
+    for (i, c) in v.candidates.iter().enumerate() {
+        let mark = if i == v.chosen { "  <- chosen" } else { "" };
+        log(format!("  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4}{mark}", c.method.to_string(), c.memory_weight, c.score.to_string(), if c.positional { " positional" } else { "" }, c.image_auroc, c.pixel_auroc));
     }
 }
 
@@ -245,7 +312,7 @@ impl BackendTask for Job {
         if dataset.categories.is_empty() {
             return Err(pnpt_data::DataError::EmptyDataset { path: root }.into());
         }
-        prepare_out(&args.out)?;
+        // Before `prepare_out`: a misspelled --resume folder must not be created (or cleared).
         if args.resume && args.evaluate.is_none() {
             let checkpoint = args.out.join("checkpoint").join(pnpt_model::train::CHECKPOINT_FILE);
             if !checkpoint.is_file() {
@@ -253,6 +320,7 @@ impl BackendTask for Job {
             }
             log(format!("resuming from {}", checkpoint.display()));
         }
+        prepare_out(&args.out)?;
         // Every file the run will read, before the first epoch; all problems at once.
         let t0 = std::time::Instant::now();
         let audit = dataset.audit();
@@ -291,26 +359,44 @@ impl BackendTask for Job {
                     detector.calibrate(&holdout)?;
                     log(format!("scoring method {m}; thresholds recalibrated on {} held-out images of the data", holdout.len()));
                 }
-                (detector, 0.0, None)
+                if args.rescore {
+                    let t0 = std::time::Instant::now();
+                    let validation = ValidationOptions { seed: detector.config().train.seed, select: args.method.is_none(), ..Default::default() };
+                    if let Some(v) = crate::train::rescore(&mut detector, &dataset, &validation)? {
+                        log_validation(&log, &v);
+                        extra.insert("validation".into(), json!(v));
+                    }
+                    let detector_dir = args.out.join("detector");
+                    detector.save(&detector_dir)?;
+                    log(format!("scoring re-fitted in {:.1} s ({}); detector saved to {}", t0.elapsed().as_secs_f64(), detector.config().scoring.rule(), detector_dir.display()));
+                    (detector, 0.0, Some(detector_dir))
+                } else {
+                    (detector, 0.0, None)
+                }
             }
             None => {
-                let options = TrainOptions { checkpoint_dir: Some(args.out.join("checkpoint")), resume: args.resume, progress: args.verbose, stop_after_epoch: None };
+                // Recorded in every checkpoint; a resumed run on other data is refused.
+                let fingerprint = pnpt_data::fingerprint::Fingerprint::of(&dataset)?;
+                let options = TrainOptions {
+                    checkpoint_dir: Some(args.out.join("checkpoint")),
+                    resume: args.resume,
+                    progress: args.verbose,
+                    dataset: Some(fingerprint),
+                    ..Default::default()
+                };
                 let validation = ValidationOptions { seed: args.config.train.seed, select: args.method.is_none(), ..Default::default() };
                 let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, &validation)?;
                 let fit = &report.fit;
                 for e in &fit.history {
-                    log(format!("epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s", e.epoch, e.loss, e.seconds, e.images_per_second));
+                    let v = e.validation.map(|(i, p)| format!("  validation (pnpt) {i:.4} / {p:.4}")).unwrap_or_default();
+                    log(format!("epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s{v}", e.epoch, e.loss, e.seconds, e.images_per_second));
                 }
                 log(format!(
-                    "features {:.1} s, patch memory {:.1} s, training {:.1} s, validation {:.1} s ({} train, {} held-out images)",
-                    fit.feature_seconds, fit.memory_seconds, fit.train_seconds, report.validation_seconds, fit.train_images, fit.holdout_images
+                    "features {:.1} s, patch memory {:.1} s, training {:.1} s, positional statistics {:.1} s, validation {:.1} s ({} train, {} held-out images)",
+                    fit.feature_seconds, fit.memory_seconds, fit.train_seconds, fit.positional_seconds, report.validation_seconds, fit.train_images, fit.holdout_images
                 ));
                 if let Some(v) = &report.validation {
-                    log(format!("validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC):", v.normal_images, v.anomalous_images));
-                    for (i, c) in v.candidates.iter().enumerate() {
-                        let mark = if i == v.chosen { "  <- chosen" } else { "" };
-                        log(format!("  {:<7} w={:.2} {:<6}: {:.4} / {:.4}{mark}", c.method.to_string(), c.memory_weight, c.score.to_string(), c.image_auroc, c.pixel_auroc));
-                    }
+                    log_validation(&log, v);
                     extra.insert("validation".into(), json!(v));
                 }
                 if let Some(m) = detector.memory() {
@@ -321,12 +407,12 @@ impl BackendTask for Job {
                 extra.insert("history".into(), json!(fit.history));
                 extra.insert(
                     "seconds".into(),
-                    json!({"features": fit.feature_seconds, "memory": fit.memory_seconds, "training": fit.train_seconds, "validation": report.validation_seconds}),
+                    json!({"features": fit.feature_seconds, "memory": fit.memory_seconds, "training": fit.train_seconds, "positional": fit.positional_seconds, "validation": report.validation_seconds}),
                 );
                 let detector_dir = args.out.join("detector");
                 detector.save(&detector_dir)?;
                 log(format!("detector saved to {}", detector_dir.display()));
-                (detector, fit.feature_seconds + fit.memory_seconds + fit.train_seconds, Some(detector_dir))
+                (detector, fit.feature_seconds + fit.memory_seconds + fit.train_seconds + fit.positional_seconds, Some(detector_dir))
             }
         };
         let config = detector.config().clone();

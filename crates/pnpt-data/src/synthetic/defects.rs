@@ -9,10 +9,10 @@
 use std::f32::consts::{PI, TAU};
 
 use super::objects::{Bend, Mods, PrintFault};
-use super::{
-    Defect, MIN_AREA_FRACTION, MIN_DELTA, MIN_MEAN_DELTA, Rnd, Scene, Stroke, SynthKind, lerp,
-    luma, max_diff, mix3, q, render_scene, scale3, union_bbox,
-};
+use super::paint::{Stroke, lerp, luma, max_diff, mix3, scale3, union_bbox};
+use super::render::{Scene, q, render_scene};
+use super::{Defect, MIN_AREA_FRACTION, MIN_DELTA, MIN_MEAN_DELTA, SynthKind};
+use crate::rnd::Rnd;
 
 /// Shapes drawn per defect before the most visible one is kept anyway; the first or second
 /// almost always passes.

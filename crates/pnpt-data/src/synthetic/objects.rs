@@ -8,7 +8,9 @@
 //! everywhere but on the fault.
 use std::f32::consts::{FRAC_PI_2, PI, TAU};
 
-use super::{Lattice, Pose, Rnd, Scene, Stroke, add3, mix3, scale3, smooth, tint, union_bbox};
+use super::paint::{Lattice, Stroke, add3, mix3, scale3, smooth, tint, union_bbox};
+use super::render::{Pose, Scene};
+use crate::rnd::Rnd;
 
 /// A structural fault to draw into an object (none by default).
 #[derive(Debug, Clone, Copy, Default)]

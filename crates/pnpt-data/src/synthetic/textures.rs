@@ -4,7 +4,9 @@
 //! orientation, period and colour vary per image so no two normal images line up.
 use std::f32::consts::{PI, TAU};
 
-use super::{Lattice, Pose, Rnd, Scene, mix3, scale3, tint};
+use super::paint::{Lattice, mix3, scale3, tint};
+use super::render::{Pose, Scene};
+use crate::rnd::Rnd;
 
 /// Woven fabric: warp and weft threads crossing over-under like a checkerboard, on a grid
 /// rotated by up to 4°, with uneven yarn (each thread crossing a little lighter or darker).
