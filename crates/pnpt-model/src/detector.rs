@@ -415,9 +415,12 @@ impl<B: Backend> Detector<B> {
         self.set_scoring_rule(method, memory_weight, self.config.scoring.score)
     }
 
-    /// [`set_scoring`](Self::set_scoring) with the image-score rule too.
+    /// [`set_scoring`](Self::set_scoring) with the image-score rule too. Per-position
+    /// standardisation stays as configured where the detector has its statistics, and is off
+    /// where it has none (it could not apply).
     pub fn set_scoring_rule(&mut self, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<()> {
-        self.set_rule(ScoringRule { method, memory_weight, score, positional: self.config.scoring.positional })
+        let positional = self.config.scoring.positional && !self.positional.is_empty();
+        self.set_rule(ScoringRule { method, memory_weight, score, positional })
     }
 
     /// Switches every scoring choice at once (thresholds: see [`set_scoring`](Self::set_scoring)).
