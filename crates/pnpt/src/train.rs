@@ -20,7 +20,7 @@ use pnpt_model::detector::FitReport;
 use pnpt_model::train::split_holdout;
 use pnpt_model::{fit_with, Detector, PnptConfig, ScoringMethod, TrainOptions};
 
-use crate::validation::{validate_on, Validation, ValidationOptions, ValidationSet};
+use crate::validation::{validate, Validation, ValidationOptions, ValidationSet};
 use crate::Result;
 
 /// What [`train`] returns besides the detector.
@@ -79,7 +79,7 @@ pub fn train<B: AutodiffBackend>(
 /// switches to the best and recalibrates the thresholds for it.
 fn choose<B: Backend>(detector: &mut Detector<B>, holdout: &[Sample], set: Option<&ValidationSet>, options: &ValidationOptions) -> Result<Option<Validation>> {
     let result = match set {
-        Some(set) => Some(validate_on(detector, set, options)?),
+        Some(set) => Some(validate(detector, set, options)?),
         None => None,
     };
     if let (Some(v), true) = (&result, options.select) {

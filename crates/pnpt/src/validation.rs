@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
-/// Options of [`validate`].
+/// Options of [`validate`] and [`ValidationSet::build`].
 #[derive(Debug, Clone)]
 pub struct ValidationOptions {
     /// Synthetic anomalies made from each held-out image.
@@ -192,16 +192,9 @@ impl ValidationSet {
     }
 }
 
-/// Scores every candidate on the held-out images `holdout` of the detector's categories, with
-/// cut-paste donors taken from `train`. Needs at least one held-out image; categories without
-/// one are left out.
-pub fn validate<B: Backend>(detector: &Detector<B>, holdout: &[Sample], train: &[Sample], options: &ValidationOptions) -> Result<Validation> {
-    let set = ValidationSet::build(holdout, train, detector.config().input_size, options)?;
-    validate_on(detector, &set, options)
-}
-
-/// [`validate`] on a set already built.
-pub fn validate_on<B: Backend>(detector: &Detector<B>, set: &ValidationSet, options: &ValidationOptions) -> Result<Validation> {
+/// Scores every candidate on a validation set built by [`ValidationSet::build`] from the
+/// detector's held-out images. Needs at least one held-out image.
+pub fn validate<B: Backend>(detector: &Detector<B>, set: &ValidationSet, options: &ValidationOptions) -> Result<Validation> {
     let has_memory = detector.memory().is_some();
     let mut methods: Vec<(ScoringMethod, f64)> = vec![(ScoringMethod::Pnpt, 0.0)];
     if has_memory {
