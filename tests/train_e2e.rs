@@ -56,13 +56,16 @@ fn train_save_load_predict_beats_chance() {
     assert_eq!((v.normal_images, v.anomalous_images), (8, 8 * ValidationOptions::default().per_image));
     let best = v.best();
     assert!(v.candidates.iter().all(|c| c.objective() <= best.objective()));
+    // AUPRO is scored (every category has pseudo-defect regions) and is part of the objective.
+    assert!(v.candidates.iter().all(|c| c.aupro > 0.0 && c.aupro <= 1.0 && c.categories.values().all(|s| s.aupro > 0.0)));
+    assert!(v.candidates.iter().all(|c| (c.objective() - (c.image_auroc + c.pixel_auroc + c.aupro) / 3.0).abs() < 1e-12));
     let scoring = &detector.config().scoring;
     assert_eq!(scoring.rule(), best.rule());
     // Positional statistics of both classes, one mean and deviation per map position.
     let positional = detector.positional();
     assert_eq!(positional.classes.keys().collect::<Vec<_>>(), ["bottle", "weave"]);
     assert!(positional.classes.values().all(|(m, s)| m.len() == 128 * 128 && s.len() == 128 * 128 && s.iter().all(|&x| x >= 0.0)));
-    eprintln!("validation: {:?}", v.candidates.iter().map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc)).collect::<Vec<_>>());
+    eprintln!("validation: {:?}", v.candidates.iter().map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc, c.aupro)).collect::<Vec<_>>());
     // One bank per class, 10 % of 36 images × 16 × 16 patches each.
     let memory = detector.memory().expect("patch memory");
     assert_eq!(memory.sizes(), vec![922, 922]);

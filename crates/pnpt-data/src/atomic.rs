@@ -1,7 +1,8 @@
 //! Writing a file so that it is either the old one or the complete new one, never half
 //! written: the contents go to a temporary file in the same folder, which is fsynced and then
-//! renamed over the target. Every artefact of the pnpt crates (arrays, pools, checkpoints,
-//! detectors, reports) is written through here.
+//! renamed over the target, and the folder is fsynced so that a power cut cannot undo the
+//! rename. Every artefact of the pnpt crates (arrays, pools, checkpoints, detectors, reports) is
+//! written through here; whole folders (a saved detector) are swapped by [`replace_dir`].
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -40,12 +41,67 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<(
         let file = w.into_inner().map_err(|e| at_tmp(e.into_error()))?;
         file.sync_all().map_err(at_tmp)?;
         drop(file);
-        fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+        fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))?;
+        sync_dir(&parent).map_err(|e| (parent.clone(), e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes the renames in folder `dir` durable by fsyncing the folder itself (on Unix; elsewhere
+/// folders cannot be opened for it and this does nothing).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Replaces the folder `dir` by the complete folder `staging` (in the same parent folder): an
+/// existing `dir` is first renamed to `aside`, `staging` is renamed to `dir`, then `aside` is
+/// removed and the parent fsynced. If renaming `staging` fails, the old folder is put back, so
+/// `dir` is at every moment either the old folder or the new one (between the two renames, the
+/// old one sits at `aside`).
+///
+/// The error names the folder that failed.
+///
+/// ```
+/// let parent = tempfile::tempdir().unwrap();
+/// let (dir, staging, aside) = (parent.path().join("d"), parent.path().join(".d.new"), parent.path().join(".d.old"));
+/// std::fs::create_dir(&dir).unwrap();
+/// std::fs::write(dir.join("old.txt"), b"old").unwrap();
+/// std::fs::create_dir(&staging).unwrap();
+/// std::fs::write(staging.join("new.txt"), b"new").unwrap();
+/// pnpt_data::atomic::replace_dir(&staging, &dir, &aside).unwrap();
+/// assert!(dir.join("new.txt").is_file() && !dir.join("old.txt").exists());
+/// assert!(!staging.exists() && !aside.exists());
+/// ```
+pub fn replace_dir(staging: &Path, dir: &Path, aside: &Path) -> Result<(), (PathBuf, io::Error)> {
+    let had_old = dir.exists();
+    if had_old {
+        fs::rename(dir, aside).map_err(|e| (dir.to_path_buf(), e))?;
+    }
+    if let Err(e) = fs::rename(staging, dir) {
+        if had_old {
+            let _ = fs::rename(aside, dir);
+        }
+        return Err((staging.to_path_buf(), e));
+    }
+    if had_old {
+        let _ = fs::remove_dir_all(aside);
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    sync_dir(parent).map_err(|e| (parent.to_path_buf(), e))
 }
 
 #[cfg(test)]
@@ -65,6 +121,30 @@ mod tests {
         assert_ne!(failed, path, "the temporary file is named");
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file removed");
+    }
+
+    #[test]
+    fn a_failed_folder_swap_keeps_the_old_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        let (dir, aside) = (parent.path().join("d"), parent.path().join(".d.old"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("old.txt"), b"old").unwrap();
+        // The staging folder does not exist: the second rename fails.
+        let (failed, _) = replace_dir(&parent.path().join(".d.new"), &dir, &aside).unwrap_err();
+        assert_eq!(failed, parent.path().join(".d.new"));
+        assert_eq!(fs::read(dir.join("old.txt")).unwrap(), b"old");
+        assert!(!aside.exists());
+    }
+
+    #[test]
+    fn a_folder_swap_into_a_new_place_needs_no_old_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        let (dir, staging) = (parent.path().join("d"), parent.path().join(".d.new"));
+        fs::create_dir(&staging).unwrap();
+        fs::write(staging.join("a"), b"a").unwrap();
+        replace_dir(&staging, &dir, &parent.path().join(".d.old")).unwrap();
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"a");
+        assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 1);
     }
 
     #[cfg(unix)]

@@ -736,16 +736,10 @@ impl<B: Backend> Detector<B> {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        if dir.exists() {
-            std::fs::rename(dir, &previous).map_err(Error::io(dir))?;
-        }
-        if let Err(e) = std::fs::rename(&staging, dir) {
-            // Put the old detector back rather than leave nothing at `dir`.
-            let _ = std::fs::rename(&previous, dir);
-            return Err(Error::io(dir)(e));
-        }
-        let _ = std::fs::remove_dir_all(&previous);
-        Ok(())
+        pnpt_data::atomic::replace_dir(&staging, dir, &previous).map_err(|(path, e)| {
+            let _ = std::fs::remove_dir_all(&staging);
+            Error::io(&path)(e)
+        })
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {
@@ -799,6 +793,7 @@ impl<B: Backend> Detector<B> {
     /// Loads an artefact folder, taking the backbone weights from `weights` when given (e.g.
     /// the `.pth` moved since training).
     pub fn load_with_backbone_weights(dir: &Path, weights: Option<&Path>, device: &B::Device) -> Result<Self> {
+        warn_if_unoptimised();
         let manifest_path = dir.join(files::MANIFEST);
         let manifest: Manifest = read_json(&manifest_path)?;
         if manifest.format >= 3 {
@@ -928,4 +923,22 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Whether this crate was compiled without optimisation (see `build.rs`).
+pub const UNOPTIMISED: bool = cfg!(pnpt_unoptimised);
+
+/// Warns once per process when the model code was compiled without optimisation: profiles are
+/// not inherited by dependents, and a plain `cargo run` of a program that depends on pnpt runs
+/// the model unoptimised, seconds per image instead of a tenth of a second.
+fn warn_if_unoptimised() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if UNOPTIMISED {
+        ONCE.call_once(|| {
+            eprintln!(
+                "warning: pnpt-model was compiled without optimisation (opt-level 0): inference runs some 30-60x slower. \
+                 Add `[profile.dev.package.\"*\"] opt-level = 3` to your Cargo.toml, or build with --release."
+            )
+        });
+    }
 }

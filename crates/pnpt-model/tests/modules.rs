@@ -472,3 +472,10 @@ fn host_image_score_matches_tensor_score() {
     }
     assert!(host_image_score(&[1.0, f32::NAN], ScoreMode::Max).is_nan());
 }
+
+/// The tests run in the workspace's dev profile, optimised at `opt-level = 3`: the build script
+/// must not take it for an unoptimised build (which would make `Detector::load` warn).
+#[test]
+fn the_optimised_test_profile_is_not_flagged_unoptimised() {
+    assert!(!pnpt_model::detector::UNOPTIMISED);
+}

@@ -235,10 +235,10 @@ pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathB
 
 /// Prints every validation candidate, marking the chosen one.
 fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
-    log(format!("validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC):", v.normal_images, v.anomalous_images));
+    log(format!("validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC / AUPRO):", v.normal_images, v.anomalous_images));
     for (i, c) in v.candidates.iter().enumerate() {
         let mark = if i == v.chosen { "  <- chosen" } else { "" };
-        log(format!("  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4}{mark}", c.method.to_string(), c.memory_weight, c.score.to_string(), if c.positional { " positional" } else { "" }, c.image_auroc, c.pixel_auroc));
+        log(format!("  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4} / {:.4}{mark}", c.method.to_string(), c.memory_weight, c.score.to_string(), if c.positional { " positional" } else { "" }, c.image_auroc, c.pixel_auroc, c.aupro));
     }
 }
 

@@ -33,6 +33,7 @@ pub(super) fn make_one(
     let mut rng = Rnd::new(stream_seed(config.seed, source, variant));
     let p = &normals[source];
     let (lo, hi) = area_bounds(p.s * p.s);
+    let scale = defect_scale(&mut rng);
     let base = PseudoKind::ALL[(source * config.per_image + variant) % PseudoKind::ALL.len()];
     // Best out-of-bounds result so far: (how far off, as a ratio >= 1; image; mask; kind).
     let mut best: Option<(f32, Vec<u8>, Vec<u8>, PseudoKind)> = None;
@@ -46,6 +47,7 @@ pub(super) fn make_one(
         let mut cv = Canvas {
             p,
             out: p.img.as_raw().clone(),
+            scale,
         };
         draw(kind, &mut cv, source, normals, donors, &mut rng);
         let mut out = cv.out;
@@ -116,6 +118,22 @@ fn finalize(clean: &[u8], out: &mut [u8]) -> (Vec<u8>, usize) {
         }
     }
     (mask, count)
+}
+
+/// Share of the anomalies drawn small ([`defect_scale`]).
+const SMALL_SHARE: f32 = 0.5;
+
+/// Area factor of one anomaly's defect: 1 (full size, 0.3–4 % of the image) or, for
+/// [`SMALL_SHARE`] of them, log-uniform in 1/16–1/3: specks, pinholes, short scratches and small
+/// patches of a few dozen to a few hundred pixels at 256 px. Real defects span both ranges, and
+/// a validation set of large defects alone rewards maps smoothed too much to find small ones.
+fn defect_scale(rng: &mut Rnd) -> f32 {
+    if rng.chance(SMALL_SHARE) {
+        let (lo, hi) = ((1.0f32 / 16.0).ln(), (1.0f32 / 3.0).ln());
+        rng.range(lo, hi).exp()
+    } else {
+        1.0
+    }
 }
 
 /// The defect area bounds in pixels for an `n`-pixel image.

@@ -5,6 +5,8 @@ use super::layout::Prepared;
 pub(super) struct Canvas<'a> {
     pub(super) p: &'a Prepared,
     pub(super) out: Vec<u8>,
+    /// Area factor of this anomaly's defect (1 = full size; see `attempts::defect_scale`).
+    pub(super) scale: f32,
 }
 
 impl Canvas<'_> {

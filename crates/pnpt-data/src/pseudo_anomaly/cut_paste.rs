@@ -16,7 +16,7 @@ pub(super) fn cut_paste(
 ) {
     let p = cv.p;
     let n = p.s * p.s;
-    let a = area(rng, n, 0.008, 0.025);
+    let a = area(rng, n, 0.008, 0.025) * cv.scale;
     let rect = rng.chance(1.0 / 3.0);
     let dst = place_blob(p, rng, |r, c| {
         if rect {

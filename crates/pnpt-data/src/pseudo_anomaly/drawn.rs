@@ -21,7 +21,8 @@ pub(super) fn scratch(cv: &mut Canvas<'_>, rng: &mut Rnd) {
     // 1–3 px wide at 256 px (never under 1.4 px, so diagonal curves stay connected).
     let width = rng.range(1.4, 3.0) * (sf / 256.0).max(1.0);
     let hw = width / 2.0;
-    let len = (area(rng, n, 0.0045, 0.012) / width).clamp(0.2 * sf, 0.8 * sf);
+    let len = (area(rng, n, 0.0045, 0.012) * cv.scale / width)
+        .clamp(0.2 * cv.scale.sqrt() * sf, 0.8 * sf);
     let curve = |rng: &mut Rnd, m: (f32, f32)| {
         let ang = rng.range(0.0, std::f32::consts::PI);
         let (ux, uy) = (ang.cos(), ang.sin());
@@ -110,7 +111,7 @@ pub(super) fn scratch(cv: &mut Canvas<'_>, rng: &mut Rnd) {
 
 pub(super) fn stain(cv: &mut Canvas<'_>, rng: &mut Rnd) {
     let p = cv.p;
-    let a = area(rng, p.s * p.s, 0.01, 0.028);
+    let a = area(rng, p.s * p.s, 0.01, 0.028) * cv.scale;
     let shape = place_blob(p, rng, |r, c| Shape::blob(c, a, 2.0, r));
     // Rust, oil/dirt, yellowish residue, greenish film: darken and tint.
     let tints = [
@@ -139,7 +140,7 @@ pub(super) fn stain(cv: &mut Canvas<'_>, rng: &mut Rnd) {
 
 pub(super) fn hole(cv: &mut Canvas<'_>, rng: &mut Rnd) {
     let p = cv.p;
-    let a = area(rng, p.s * p.s, 0.005, 0.02);
+    let a = area(rng, p.s * p.s, 0.005, 0.02) * cv.scale;
     let shape = place_blob(p, rng, |r, c| Shape::blob(c, a, 1.8, r));
     let rim = (1.0f32).max(0.12 * shape.ax.min(shape.ay)) / shape.ax.min(shape.ay);
     let depth = rng.range(0.03, 0.08);
@@ -160,7 +161,7 @@ pub(super) fn hole(cv: &mut Canvas<'_>, rng: &mut Rnd) {
 
 pub(super) fn colour_spot(cv: &mut Canvas<'_>, rng: &mut Rnd) {
     let p = cv.p;
-    let a = area(rng, p.s * p.s, 0.004, 0.018);
+    let a = area(rng, p.s * p.s, 0.004, 0.018) * cv.scale;
     let shape = place_blob(p, rng, |r, c| Shape::blob(c, a, 1.6, r));
     let px = shape.pixels(p.s, 1.0);
     let mean = cv.mean(px.iter().map(|q| q.0));

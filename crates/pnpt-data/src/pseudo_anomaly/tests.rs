@@ -325,3 +325,25 @@ fn names_and_serde() {
     assert_eq!(PseudoAnomalyConfig::default().size, 256);
     assert_eq!(PseudoAnomalyConfig::default().per_image, 2);
 }
+
+#[test]
+fn defects_come_small_and_full_size() {
+    // Half the defects are shrunk 3–16× in area: a set of 40 has both kinds, with areas spread
+    // over more than a factor of 10.
+    let normal = texture(256, 9);
+    let out = synthesize(std::slice::from_ref(&normal), &[], &cfg(256, 40, 4)).unwrap();
+    let fracs: Vec<f32> = out
+        .iter()
+        .map(|a| check_mask(&normal, a) as f32 / a.mask.len() as f32)
+        .collect();
+    let small = fracs.iter().filter(|&&f| f < 0.002).count();
+    let large = fracs.iter().filter(|&&f| f > 0.004).count();
+    assert!(
+        small >= 8 && large >= 8,
+        "{small} small and {large} large of 40: {fracs:?}"
+    );
+    let (lo, hi) = fracs
+        .iter()
+        .fold((1f32, 0f32), |(lo, hi), &f| (lo.min(f), hi.max(f)));
+    assert!(hi / lo > 10.0, "areas {lo}..{hi}");
+}

@@ -75,7 +75,10 @@ pub fn ensure_synthetic(dir: &Path, cfg: &SyntheticConfig) -> Result<PathBuf, Da
     }
     let tmp_path = tmp.keep();
     match fs::rename(&tmp_path, &target) {
-        Ok(()) => Ok(target),
+        Ok(()) => {
+            crate::atomic::sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
+            Ok(target)
+        }
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp_path);
             if is_complete(&target, cfg) {
