@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use burn::tensor::{Distribution, Tensor};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pnpt::backbone::{Backbone, BackboneKind};
 
 /// The crate's default CPU backend (Flex, or NdArray with `--no-default-features --features ndarray`).
@@ -16,29 +16,14 @@ fn forward(c: &mut Criterion) {
     // `cargo bench` passes `--bench`; `cargo test --benches` (CI) runs each benchmark once
     // without it, where a smoke test at 64×64 suffices (a wide ResNet at 256² × 8 takes minutes
     // in the test profile).
-    let side = if std::env::args().any(|a| a == "--bench") {
-        256
-    } else {
-        64
-    };
+    let side = if std::env::args().any(|a| a == "--bench") { 256 } else { 64 };
     let mut group = c.benchmark_group(format!("backbone_forward_{side}"));
     // A forward of a wide ResNet at batch 8 takes seconds on a small CPU: keep runs short.
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10));
-    for kind in [
-        BackboneKind::EfficientNetLite0,
-        BackboneKind::ResNet18,
-        BackboneKind::WideResNet50_2,
-    ] {
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    for kind in [BackboneKind::EfficientNetLite0, BackboneKind::ResNet18, BackboneKind::WideResNet50_2] {
         let backbone = Backbone::<B>::random(kind, &device);
         for batch in [1usize, 8] {
-            let images = Tensor::<B, 4>::random(
-                [batch, 3, side, side],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
+            let images = Tensor::<B, 4>::random([batch, 3, side, side], Distribution::Normal(0.0, 1.0), &device);
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_with_input(BenchmarkId::new(kind.name(), batch), &images, |b, x| {
                 b.iter(|| {

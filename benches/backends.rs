@@ -12,14 +12,14 @@ use std::hint::black_box;
 use burn::{
     module::Module,
     nn::{
+        PaddingConfig2d, Relu,
         conv::{Conv2d, Conv2dConfig},
         transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput},
-        PaddingConfig2d, Relu,
     },
-    tensor::{backend::AutodiffBackend, Distribution, Tensor},
+    tensor::{Distribution, Tensor, backend::AutodiffBackend},
 };
-use criterion::{criterion_group, criterion_main, Criterion};
-use pnpt::backend::{run_on, BackendTask, DeviceSpec};
+use criterion::{Criterion, criterion_group, criterion_main};
+use pnpt::backend::{BackendTask, DeviceSpec, run_on};
 
 #[derive(Module, Debug)]
 struct ConvStack<B: burn::tensor::backend::Backend> {
@@ -62,9 +62,8 @@ impl BackendTask for Bench<'_> {
         let mut group = self.c.benchmark_group("backends");
         group.sample_size(10);
 
-        let encoder: TransformerEncoder<B> = TransformerEncoderConfig::new(256, 1024, 8, 4)
-            .with_dropout(0.0)
-            .init(&device);
+        let encoder: TransformerEncoder<B> =
+            TransformerEncoderConfig::new(256, 1024, 8, 4).with_dropout(0.0).init(&device);
         let tokens = Tensor::<B, 3>::random([8, 2 * (256 + 40), 256], Distribution::Normal(0.0, 1.0), &device);
         group.bench_function(format!("transformer_fwd_bwd/{}", self.label), |b| {
             b.iter(|| {

@@ -6,8 +6,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use pnpt_metrics::{aupro, auroc, pixel_metrics, AUPRO_FPR_LIMIT};
+use criterion::{Criterion, criterion_group, criterion_main};
+use pnpt_metrics::{AUPRO_FPR_LIMIT, aupro, auroc, pixel_metrics};
 
 const N: usize = 100;
 const H: usize = 256;
@@ -27,15 +27,8 @@ fn synthetic() -> (Vec<f32>, Vec<u8>) {
     let mut maps = vec![0f32; N * H * W];
     let mut masks = vec![0u8; N * H * W];
     for i in 0..N {
-        let (map, mask) = (
-            &mut maps[i * H * W..(i + 1) * H * W],
-            &mut masks[i * H * W..(i + 1) * H * W],
-        );
-        let (fy, fx, ph) = (
-            uniform(&mut s) * 0.1,
-            uniform(&mut s) * 0.1,
-            uniform(&mut s) * 6.3,
-        );
+        let (map, mask) = (&mut maps[i * H * W..(i + 1) * H * W], &mut masks[i * H * W..(i + 1) * H * W]);
+        let (fy, fx, ph) = (uniform(&mut s) * 0.1, uniform(&mut s) * 0.1, uniform(&mut s) * 6.3);
         for y in 0..H {
             for x in 0..W {
                 let smooth = 0.2 * ((fy * y as f64 + fx * x as f64 + ph).sin() + 1.0);
@@ -67,34 +60,12 @@ fn bench(c: &mut Criterion) {
     let labels: Vec<bool> = masks.iter().map(|&m| m != 0).collect();
     let mut g = c.benchmark_group("pixel_100x256x256");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("pixel_auroc", |b| {
-        b.iter(|| auroc(black_box(&maps), black_box(&labels)).unwrap())
-    });
+    g.bench_function("pixel_auroc", |b| b.iter(|| auroc(black_box(&maps), black_box(&labels)).unwrap()));
     g.bench_function("aupro_0.3", |b| {
-        b.iter(|| {
-            aupro(
-                black_box(&maps),
-                black_box(&masks),
-                N,
-                H,
-                W,
-                AUPRO_FPR_LIMIT,
-            )
-            .unwrap()
-        })
+        b.iter(|| aupro(black_box(&maps), black_box(&masks), N, H, W, AUPRO_FPR_LIMIT).unwrap())
     });
     g.bench_function("pixel_metrics_all", |b| {
-        b.iter(|| {
-            pixel_metrics(
-                black_box(&maps),
-                black_box(&masks),
-                N,
-                H,
-                W,
-                AUPRO_FPR_LIMIT,
-            )
-            .unwrap()
-        })
+        b.iter(|| pixel_metrics(black_box(&maps), black_box(&masks), N, H, W, AUPRO_FPR_LIMIT).unwrap())
     });
     g.finish();
 }

@@ -17,20 +17,24 @@ use std::hint::black_box;
 
 use burn::{
     optim::{GradientsParams, Optimizer},
-    tensor::{backend::AutodiffBackend, Distribution, Tensor},
+    tensor::{Distribution, Tensor, backend::AutodiffBackend},
 };
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use pnpt::{
     backbone::{Backbone, BackboneKind},
-    backend::{run_on, BackendTask, DeviceSpec},
+    backend::{BackendTask, DeviceSpec, run_on},
     data::image::{DynamicImage, Rgb, RgbImage},
     memory::{MemoryBuilder, MemoryConfig},
-    model::{loss::pnpt_loss, train::adamw, Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds},
+    model::{Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds, loss::pnpt_loss, train::adamw},
     prompt::{Distance, PoolBuilder},
 };
 use rand::SeedableRng;
 
-fn features<B: burn::tensor::backend::Backend>(config: &PnptConfig, batch: usize, device: &B::Device) -> [Tensor<B, 4>; 3] {
+fn features<B: burn::tensor::backend::Backend>(
+    config: &PnptConfig,
+    batch: usize,
+    device: &B::Device,
+) -> [Tensor<B, 4>; 3] {
     let spec = config.feature_spec();
     [0, 1, 2].map(|i| {
         let [h, w] = spec.sizes[i];
@@ -72,7 +76,8 @@ impl BackendTask for Bench<'_> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         group.bench_function(format!("train_step/cpu/{}", self.label), |b| {
             b.iter(|| {
-                let recon = model.forward_train(&x, Some(&prior), config.train.jitter_scale, &mut rng).expect("forward");
+                let recon =
+                    model.forward_train(&x, Some(&prior), config.train.jitter_scale, &mut rng).expect("forward");
                 let loss = pnpt_loss(&x, &recon);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optimizer.step(config.train.lr, model.clone(), grads);
@@ -82,7 +87,8 @@ impl BackendTask for Bench<'_> {
 
         // A detector with the bundled backbone, a two-class pool of random priors and a fresh
         // transformer: the same work per image as a trained one.
-        let backbone = Backbone::<B::InnerBackend>::load(BackboneKind::EfficientNetLite0, None, &device).expect("backbone");
+        let backbone =
+            Backbone::<B::InnerBackend>::load(BackboneKind::EfficientNetLite0, None, &device).expect("backbone");
         let mut pool = PoolBuilder::new();
         for category in ["a", "b"] {
             pool.add(category, &features::<B::InnerBackend>(&config, 2, &device)).expect("pool");
@@ -98,9 +104,15 @@ impl BackendTask for Bench<'_> {
             .and_then(|d| d.with_memory(memory.build().expect("memory")))
             .expect("detector");
         let image = DynamicImage::ImageRgb8(RgbImage::from_fn(256, 256, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
-        for (name, method) in [("predict", ScoringMethod::Fused), ("predict_pnpt", ScoringMethod::Pnpt), ("predict_memory", ScoringMethod::Memory)] {
+        for (name, method) in [
+            ("predict", ScoringMethod::Fused),
+            ("predict_pnpt", ScoringMethod::Pnpt),
+            ("predict_memory", ScoringMethod::Memory),
+        ] {
             detector.set_scoring(method, PnptConfig::cpu().scoring.memory_weight).expect("method");
-            group.bench_function(format!("{name}/cpu/{}", self.label), |b| b.iter(|| black_box(detector.predict(&image).expect("predict"))));
+            group.bench_function(format!("{name}/cpu/{}", self.label), |b| {
+                b.iter(|| black_box(detector.predict(&image).expect("predict")))
+            });
         }
         group.finish();
     }

@@ -15,8 +15,7 @@ use pnpt::data;
 /// The crate's default CPU backend (Flex, or NdArray with `--no-default-features --features ndarray`).
 type B = pnpt::backend::Cpu;
 
-const USAGE: &str =
-    "usage: extract_features --backbone NAME --image PATH --out DIR [--weights PATH]
+const USAGE: &str = "usage: extract_features --backbone NAME --image PATH --out DIR [--weights PATH]
   NAME: efficientnet-lite0 (bundled weights), resnet18, resnet34, resnet50, wide_resnet50_2
         (the ResNets need --weights: a torchvision state dict, .pth or .safetensors)";
 
@@ -41,12 +40,7 @@ fn parse_args() -> Result<Args, String> {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--backbone" => {
-                backbone = Some(
-                    value
-                        .to_string_lossy()
-                        .parse::<BackboneKind>()
-                        .map_err(|e| e.to_string())?,
-                )
+                backbone = Some(value.to_string_lossy().parse::<BackboneKind>().map_err(|e| e.to_string())?)
             }
             "--image" => image = Some(PathBuf::from(value)),
             "--out" => out = Some(PathBuf::from(value)),
@@ -66,11 +60,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let start = std::time::Instant::now();
     let backbone = Backbone::<B>::load(args.backbone, args.weights.as_deref(), &device)?;
-    eprintln!(
-        "loaded {} in {:.2} s",
-        backbone.kind(),
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("loaded {} in {:.2} s", backbone.kind(), start.elapsed().as_secs_f64());
     let pre = backbone.preprocess();
     let chw = data::load_image(&args.image, &pre)?;
     let side = pre.size as usize;
@@ -80,13 +70,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let features = features.maps.map(|m| m.into_data());
     eprintln!("forward in {:.2} s", start.elapsed().as_secs_f64());
 
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     for (map, stride) in features.into_iter().zip(backbone.strides()) {
         let shape = map.shape.to_vec();
-        let values: Vec<f32> = map
-            .into_vec()
-            .map_err(|e| format!("reading features: {e:?}"))?;
+        let values: Vec<f32> = map.into_vec().map_err(|e| format!("reading features: {e:?}"))?;
         let path = args.out.join(format!("s{stride}.npy"));
         // npy::write goes through a temporary file renamed into place.
         data::npy::write(&path, &shape, &values)?;

@@ -14,15 +14,15 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::tensor::{backend::AutodiffBackend, backend::Backend, Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use pnpt::{
     backbone::{Backbone, MultiScale},
-    backend::{run_on, BackendTask, DeviceSpec},
+    backend::{BackendTask, DeviceSpec, run_on},
     data::image::{DynamicImage, Rgb, RgbImage},
     model::{
+        Detector, Pnpt, PnptConfig, Thresholds,
         anomaly_map::{gaussian_blur, host_image_score, raw_anomaly_map},
         macs::{attention as attention_macs, ffn as ffn_macs, planned_forward_macs},
-        Detector, Pnpt, PnptConfig, Thresholds,
     },
     prompt::{Distance, PoolBuilder},
 };
@@ -44,7 +44,9 @@ fn parse_args() -> Result<Option<Args>, String> {
             return Ok(None);
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("{flag}: `{v}` is not a positive integer"));
+        let number = |v: &str| {
+            v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("{flag}: `{v}` is not a positive integer"))
+        };
         match flag.as_str() {
             "--preset" => args.preset = value,
             "--batch" => args.batch = number(&value)?,
@@ -125,7 +127,8 @@ impl BackendTask for Profile {
         }
         let pool = pool.build(Distance::Euclidean).map_err(|e| err(&e))?;
         let backbone = Backbone::<B<A>>::random(config.backbone, &device);
-        let detector = Detector::new(config.clone(), backbone, pool, model, Thresholds::default()).map_err(|e| err(&e))?;
+        let detector =
+            Detector::new(config.clone(), backbone, pool, model, Thresholds::default()).map_err(|e| err(&e))?;
         let (backbone, pool, model) = (detector.backbone(), detector.pool(), detector.model());
 
         let pre = backbone.preprocess();
@@ -265,7 +268,11 @@ impl BackendTask for Profile {
             println!("| {} | {:.2} | {:.0} % | {mmac} | {gflops} |", row.name, row.ms, 100.0 * row.ms / stages);
         }
         let total_macs = config.backbone.macs(size) + macs.total();
-        println!("| **sum of stages** | {stages:.2} | 100 % | {:.0} | {:.1} |", total_macs as f64 / 1e6, rate(total_macs, stages));
+        println!(
+            "| **sum of stages** | {stages:.2} | 100 % | {:.0} | {:.1} |",
+            total_macs as f64 / 1e6,
+            rate(total_macs, stages)
+        );
         println!();
         println!(
             "* PNPT forward as one call (`forward_planned`): {whole_model:.2} ms / image ({:.0} MMAC, {:.1} GFLOP/s)",

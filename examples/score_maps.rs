@@ -47,20 +47,14 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
         };
         let value = match inline {
             Some(v) => v,
-            None => it
-                .next()
-                .ok_or_else(|| format!("{flag} needs a file path"))?,
+            None => it.next().ok_or_else(|| format!("{flag} needs a file path"))?,
         };
         if slot.replace(PathBuf::from(value)).is_some() {
             return Err(format!("{flag} given twice"));
         }
     }
     let need = |v: Option<PathBuf>, flag: &str| v.ok_or_else(|| format!("missing {flag}"));
-    Ok(Some(Args {
-        maps: need(maps, "--maps")?,
-        masks: need(masks, "--masks")?,
-        labels: need(labels, "--labels")?,
-    }))
+    Ok(Some(Args { maps: need(maps, "--maps")?, masks: need(masks, "--masks")?, labels: need(labels, "--labels")? }))
 }
 
 fn run(args: &Args) -> Result<serde_json::Value, String> {
@@ -68,22 +62,13 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
     let (mask_shape, masks) = npy::read::<u8>(&args.masks).map_err(|e| e.to_string())?;
     let (label_shape, labels) = npy::read::<u8>(&args.labels).map_err(|e| e.to_string())?;
     let [n, h, w] = map_shape[..] else {
-        return Err(format!(
-            "{}: expected an N x H x W array, got shape {map_shape:?}",
-            args.maps.display()
-        ));
+        return Err(format!("{}: expected an N x H x W array, got shape {map_shape:?}", args.maps.display()));
     };
     if mask_shape != map_shape {
-        return Err(format!(
-            "{}: shape {mask_shape:?} differs from the maps' {map_shape:?}",
-            args.masks.display()
-        ));
+        return Err(format!("{}: shape {mask_shape:?} differs from the maps' {map_shape:?}", args.masks.display()));
     }
     if label_shape != [n] {
-        return Err(format!(
-            "{}: expected shape [{n}], got {label_shape:?}",
-            args.labels.display()
-        ));
+        return Err(format!("{}: expected shape [{n}], got {label_shape:?}", args.labels.display()));
     }
     let labels: Vec<bool> = labels.iter().map(|&l| l != 0).collect();
     let m = (|| {

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pnpt::backend::DeviceSpec;
-use pnpt::job::{parse_duration, run_job, ConfigChoice, JobOptions};
+use pnpt::job::{ConfigChoice, JobOptions, parse_duration, run_job};
 
 const USAGE: &str = "usage: train_mvtec [--data DIR] [--categories a,b] [--device cpu|wgpu|cuda[:N]] \
 [--preset cpu|paper] [--config FILE] [--epochs N] [--seed N] [--out DIR] [--resume DIR] \
@@ -42,7 +42,8 @@ const USAGE: &str = "usage: train_mvtec [--data DIR] [--categories a,b] [--devic
 fn parse() -> Result<JobOptions, String> {
     let mut it = std::env::args().skip(1);
     let mut choice = ConfigChoice { preset: "cpu".into(), ..Default::default() };
-    let (mut data, mut categories, mut out, mut resume, mut evaluate) = (None, None, None::<PathBuf>, None::<PathBuf>, None);
+    let (mut data, mut categories, mut out, mut resume, mut evaluate) =
+        (None, None, None::<PathBuf>, None::<PathBuf>, None);
     let mut device = "cpu".to_string();
     let mut heatmaps = true;
     let mut rescore = false;
@@ -51,7 +52,9 @@ fn parse() -> Result<JobOptions, String> {
         let whole = |name: &str, v: String, max: u64| pnpt::job::parse_whole(name, &v, max).map_err(|e| e.to_string());
         match flag.as_str() {
             "--data" => data = Some(PathBuf::from(value("--data")?)),
-            "--categories" => categories = Some(pnpt::job::parse_categories(&value("--categories")?).map_err(|e| e.to_string())?),
+            "--categories" => {
+                categories = Some(pnpt::job::parse_categories(&value("--categories")?).map_err(|e| e.to_string())?)
+            }
             "--device" => device = value("--device")?,
             "--preset" => choice.preset = value("--preset")?,
             "--config" => choice.file = Some(PathBuf::from(value("--config")?)),
@@ -63,8 +66,12 @@ fn parse() -> Result<JobOptions, String> {
             "--no-heatmaps" => heatmaps = false,
             "--rescore" => rescore = true,
             "--evaluate" => evaluate = Some(PathBuf::from(value("--evaluate")?)),
-            "--time-budget" => choice.time_budget_seconds = Some(parse_duration(&value("--time-budget")?).map_err(|e| e.to_string())?),
-            "--method" => choice.method = Some(value("--method")?.parse().map_err(|e: pnpt::model::Error| e.to_string())?),
+            "--time-budget" => {
+                choice.time_budget_seconds = Some(parse_duration(&value("--time-budget")?).map_err(|e| e.to_string())?)
+            }
+            "--method" => {
+                choice.method = Some(value("--method")?.parse().map_err(|e: pnpt::model::Error| e.to_string())?)
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }

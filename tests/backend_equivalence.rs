@@ -7,18 +7,18 @@
 
 use burn::{
     nn::{
+        PaddingConfig2d,
         conv::{Conv2d, Conv2dConfig},
         transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput},
-        PaddingConfig2d,
     },
-    tensor::{backend::Backend, Distribution, Tensor, TensorData},
+    tensor::{Distribution, Tensor, TensorData, backend::Backend},
 };
 use pnpt::{
     backbone::{Backbone, BackboneKind},
     backend::{Cpu, Wgpu},
-    equivalence::{check, module_from_bytes, module_to_bytes, EquivalenceCase, Tolerance},
+    equivalence::{EquivalenceCase, Tolerance, check, module_from_bytes, module_to_bytes},
     memory::{MemoryBuilder, MemoryConfig},
-    model::{PnptConfig, Pnpt},
+    model::{Pnpt, PnptConfig},
 };
 
 /// One test at a time on the wgpu device. With Burn 0.21 / cubecl 0.10, tests sharing the
@@ -59,7 +59,7 @@ fn wgpu_device() -> Option<(std::sync::MutexGuard<'static, ()>, burn::backend::w
 /// on another. The pinned choices were each checked by these tests; other adapters (a real GPU)
 /// have other device keys and are tuned as usual.
 fn pin_autotune() {
-    use cubecl_runtime::config::{autotune::AutotuneConfig, cache::CacheConfig, CubeClRuntimeConfig, RuntimeConfig};
+    use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig, autotune::AutotuneConfig, cache::CacheConfig};
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lavapipe-autotune");
     // Cargo's scratch folder for integration tests, emptied first so each run starts from the pins.
     let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pinned-autotune");
@@ -105,7 +105,8 @@ impl EquivalenceCase for TransformerCase {
         "transformer d=64 h=8 x2".into()
     }
     fn run<B: Backend>(&self, device: &B::Device) -> pnpt::Result<Vec<TensorData>> {
-        let encoder: TransformerEncoder<B> = module_from_bytes(transformer_config().init(device), &self.weights, device)?;
+        let encoder: TransformerEncoder<B> =
+            module_from_bytes(transformer_config().init(device), &self.weights, device)?;
         let x = input::<B, 3>([2, 56, 64], 7, device);
         Ok(vec![encoder.forward(TransformerEncoderInput::new(x)).into_data()])
     }

@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
+use pnpt::Error;
 use pnpt::backend::Cpu;
 use pnpt::data::fingerprint::Fingerprint;
-use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
+use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::data::{DataError, Dataset, Sample};
-use pnpt::job::{parse_categories, parse_duration, parse_whole, resume_folder, run_job, ConfigChoice, JobOptions};
-use pnpt::model::train::{train_model, FeatureSet, TrainOptions, CHECKPOINT_FILE};
+use pnpt::job::{ConfigChoice, JobOptions, parse_categories, parse_duration, parse_whole, resume_folder, run_job};
 use pnpt::model::PnptConfig;
+use pnpt::model::train::{CHECKPOINT_FILE, FeatureSet, TrainOptions, train_model};
 use pnpt::prompt::PoolBuilder;
-use pnpt::Error;
 
 type A = Autodiff<Cpu>;
 type B = Cpu;
@@ -40,7 +40,14 @@ fn tiny_config(epochs: usize) -> PnptConfig {
 /// A one-category MVTec-layout folder of 32-pixel images: 6 normal training images, 2 normal
 /// and 2 defective test images with masks.
 fn tiny_data(root: &Path) {
-    let synth = SyntheticConfig { size: 32, train_good: 6, test_good: 2, test_defective: 2, categories: vec![SynthKind::Bottle], ..Default::default() };
+    let synth = SyntheticConfig {
+        size: 32,
+        train_good: 6,
+        test_good: 2,
+        test_defective: 2,
+        categories: vec![SynthKind::Bottle],
+        ..Default::default()
+    };
     generate(root, &synth).unwrap();
 }
 
@@ -124,11 +131,23 @@ fn command_line_values() {
         ("--time-budget 0", parse_duration("0").map(|_| ()), config),
         ("--epochs 0", choice(ConfigChoice { epochs: Some(0), ..Default::default() }), config),
         ("--preset nope", choice(ConfigChoice { preset: "nope".into(), ..Default::default() }), config),
-        ("--config with a misspelled field", choice(ConfigChoice { file: Some(typo), ..Default::default() }), config_file),
+        (
+            "--config with a misspelled field",
+            choice(ConfigChoice { file: Some(typo), ..Default::default() }),
+            config_file,
+        ),
         ("--config that is not JSON", choice(ConfigChoice { file: Some(not_json), ..Default::default() }), config_file),
-        ("--config missing", choice(ConfigChoice { file: Some(dir.path().join("none.json")), ..Default::default() }), io),
+        (
+            "--config missing",
+            choice(ConfigChoice { file: Some(dir.path().join("none.json")), ..Default::default() }),
+            io,
+        ),
         ("\"input_size\": 16384", choice(ConfigChoice { file: Some(huge_input), ..Default::default() }), config_file),
-        ("--resume A --out B", resume_folder(Some(&dir.path().join("a")), Some(&dir.path().join("b"))).map(|_| ()), resume),
+        (
+            "--resume A --out B",
+            resume_folder(Some(&dir.path().join("a")), Some(&dir.path().join("b"))).map(|_| ()),
+            resume,
+        ),
     ];
     for (case, result, expect) in cases {
         match result {
@@ -154,42 +173,98 @@ fn job_refuses_bad_data_and_folders_before_training() {
     type Break = fn(&Path);
     type Check = fn(&Error) -> bool;
     let cases: Vec<(&str, Break, Check)> = vec![
-        ("truncated training image", |r| truncate(&r.join("bottle/train/good/003.png")), |e| matches!(e, Error::Data(DataError::Corrupt { .. }))),
-        ("truncated test image", |r| truncate(&first_png(&r.join("bottle/test/good"))), |e| matches!(e, Error::Data(DataError::Corrupt { .. }))),
-        ("zero-byte mask", |r| std::fs::write(first_png(&r.join("bottle/ground_truth").join(defect_of(r))), b"").unwrap(), |e| matches!(e, Error::Data(DataError::EmptyFile { .. }))),
-        ("mask deleted", |r| std::fs::remove_file(first_png(&r.join("bottle/ground_truth").join(defect_of(r)))).unwrap(), |e| matches!(e, Error::Data(DataError::MissingMask { .. }))),
-        ("mask of another size", |r| {
-            let m = first_png(&r.join("bottle/ground_truth").join(defect_of(r)));
-            pnpt::data::image::GrayImage::new(8, 8).save(&m).unwrap();
-        }, |e| matches!(e, Error::Data(DataError::MaskSizeMismatch { .. }))),
-        ("000.png beside 000.bmp", |r| {
-            pnpt::data::image::RgbImage::new(32, 32).save(r.join("bottle/train/good/000.bmp")).unwrap();
-        }, |e| matches!(e, Error::Data(DataError::NameCollision { .. }))),
-        ("FIFO in train/good", |r| {
-            let ok = std::process::Command::new("mkfifo").arg(r.join("bottle/train/good/fifo.png")).status().map(|s| s.success()).unwrap_or(false);
-            assert!(ok, "mkfifo");
-        }, |e| matches!(e, Error::Data(DataError::Io { .. }))),
-        ("dangling symlink in train/good", |r| std::os::unix::fs::symlink(r.join("gone.png"), r.join("bottle/train/good/link.png")).unwrap(), |e| matches!(e, Error::Data(DataError::Io { .. }))),
-        ("two problems at once", |r| {
-            truncate(&r.join("bottle/train/good/001.png"));
-            std::fs::write(r.join("bottle/train/good/002.png"), b"").unwrap();
-        }, |e| matches!(e, Error::Data(DataError::Problems { problems, .. }) if problems.len() == 2)),
-        ("no training images", |r| {
-            for p in files_under(&r.join("bottle/train/good")) {
-                std::fs::remove_file(p).unwrap();
-            }
-        }, |e| matches!(e, Error::Data(DataError::NoTrainImages { .. }))),
-        ("no test folder", |r| std::fs::remove_dir_all(r.join("bottle/test")).unwrap(), |e| matches!(e, Error::Data(DataError::MissingSplit { .. }))),
-        ("category folder name not UTF-8", |r| {
-            let bad = r.join(OsStr::from_bytes(b"bad\xffname"));
-            std::fs::create_dir_all(bad.join("train/good")).unwrap();
-            std::fs::create_dir_all(bad.join("test/good")).unwrap();
-        }, |e| matches!(e, Error::Data(DataError::NonUtf8Name { .. }))),
-        ("defect folder name not UTF-8", |r| {
-            let bad = r.join("bottle/test").join(OsStr::from_bytes(b"scratch\xfe"));
-            std::fs::create_dir_all(&bad).unwrap();
-            std::fs::copy(r.join("bottle/train/good/000.png"), bad.join("000.png")).unwrap();
-        }, |e| matches!(e, Error::Data(DataError::NonUtf8Name { .. }))),
+        (
+            "truncated training image",
+            |r| truncate(&r.join("bottle/train/good/003.png")),
+            |e| matches!(e, Error::Data(DataError::Corrupt { .. })),
+        ),
+        (
+            "truncated test image",
+            |r| truncate(&first_png(&r.join("bottle/test/good"))),
+            |e| matches!(e, Error::Data(DataError::Corrupt { .. })),
+        ),
+        (
+            "zero-byte mask",
+            |r| std::fs::write(first_png(&r.join("bottle/ground_truth").join(defect_of(r))), b"").unwrap(),
+            |e| matches!(e, Error::Data(DataError::EmptyFile { .. })),
+        ),
+        (
+            "mask deleted",
+            |r| std::fs::remove_file(first_png(&r.join("bottle/ground_truth").join(defect_of(r)))).unwrap(),
+            |e| matches!(e, Error::Data(DataError::MissingMask { .. })),
+        ),
+        (
+            "mask of another size",
+            |r| {
+                let m = first_png(&r.join("bottle/ground_truth").join(defect_of(r)));
+                pnpt::data::image::GrayImage::new(8, 8).save(&m).unwrap();
+            },
+            |e| matches!(e, Error::Data(DataError::MaskSizeMismatch { .. })),
+        ),
+        (
+            "000.png beside 000.bmp",
+            |r| {
+                pnpt::data::image::RgbImage::new(32, 32).save(r.join("bottle/train/good/000.bmp")).unwrap();
+            },
+            |e| matches!(e, Error::Data(DataError::NameCollision { .. })),
+        ),
+        (
+            "FIFO in train/good",
+            |r| {
+                let ok = std::process::Command::new("mkfifo")
+                    .arg(r.join("bottle/train/good/fifo.png"))
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "mkfifo");
+            },
+            |e| matches!(e, Error::Data(DataError::Io { .. })),
+        ),
+        (
+            "dangling symlink in train/good",
+            |r| std::os::unix::fs::symlink(r.join("gone.png"), r.join("bottle/train/good/link.png")).unwrap(),
+            |e| matches!(e, Error::Data(DataError::Io { .. })),
+        ),
+        (
+            "two problems at once",
+            |r| {
+                truncate(&r.join("bottle/train/good/001.png"));
+                std::fs::write(r.join("bottle/train/good/002.png"), b"").unwrap();
+            },
+            |e| matches!(e, Error::Data(DataError::Problems { problems, .. }) if problems.len() == 2),
+        ),
+        (
+            "no training images",
+            |r| {
+                for p in files_under(&r.join("bottle/train/good")) {
+                    std::fs::remove_file(p).unwrap();
+                }
+            },
+            |e| matches!(e, Error::Data(DataError::NoTrainImages { .. })),
+        ),
+        (
+            "no test folder",
+            |r| std::fs::remove_dir_all(r.join("bottle/test")).unwrap(),
+            |e| matches!(e, Error::Data(DataError::MissingSplit { .. })),
+        ),
+        (
+            "category folder name not UTF-8",
+            |r| {
+                let bad = r.join(OsStr::from_bytes(b"bad\xffname"));
+                std::fs::create_dir_all(bad.join("train/good")).unwrap();
+                std::fs::create_dir_all(bad.join("test/good")).unwrap();
+            },
+            |e| matches!(e, Error::Data(DataError::NonUtf8Name { .. })),
+        ),
+        (
+            "defect folder name not UTF-8",
+            |r| {
+                let bad = r.join("bottle/test").join(OsStr::from_bytes(b"scratch\xfe"));
+                std::fs::create_dir_all(&bad).unwrap();
+                std::fs::copy(r.join("bottle/train/good/000.png"), bad.join("000.png")).unwrap();
+            },
+            |e| matches!(e, Error::Data(DataError::NonUtf8Name { .. })),
+        ),
     ];
     for (case, break_it, expect) in cases {
         let d = tempfile::tempdir().unwrap();
@@ -211,12 +286,18 @@ fn job_refuses_bad_data_and_folders_before_training() {
     assert!(matches!(run_job(job(&good, &file, tiny_config(1))), Err(Error::Output { .. })), "--out is a file");
     assert_eq!(std::fs::read(&file).unwrap(), b"x", "the file is left alone");
     // Not writable even for root: the kernel's own folder.
-    assert!(matches!(run_job(job(&good, Path::new("/proc/pnpt-bad-out"), tiny_config(1))), Err(Error::Output { .. })), "--out not creatable");
+    assert!(
+        matches!(run_job(job(&good, Path::new("/proc/pnpt-bad-out"), tiny_config(1))), Err(Error::Output { .. })),
+        "--out not creatable"
+    );
     // --resume of a folder without a checkpoint, and of a misspelled one: refused, and the
     // misspelled folder is not created.
     let empty = base.path().join("empty-run");
     std::fs::create_dir(&empty).unwrap();
-    for (case, dir) in [("--resume without checkpoint", empty.clone()), ("--resume of a misspelled folder", base.path().join("emtpy-run"))] {
+    for (case, dir) in [
+        ("--resume without checkpoint", empty.clone()),
+        ("--resume of a misspelled folder", base.path().join("emtpy-run")),
+    ] {
         let mut o = job(&good, &dir, tiny_config(1));
         o.resume = true;
         assert!(matches!(run_job(o), Err(Error::Resume { .. })), "{case}");
@@ -229,7 +310,9 @@ fn job_refuses_bad_data_and_folders_before_training() {
     let err = tiny_job_error(&good, wide, "\"hidden\": 65536");
     assert!(matches!(err, Error::Model(pnpt::model::Error::OutOfMemory { .. })), "{err:?}");
     // A detector folder that does not exist, or is not a detector.
-    for (case, det) in [("--evaluate missing folder", base.path().join("no-detector")), ("--evaluate a data folder", good.clone())] {
+    for (case, det) in
+        [("--evaluate missing folder", base.path().join("no-detector")), ("--evaluate a data folder", good.clone())]
+    {
         let mut o = job(&good, &base.path().join("o2"), tiny_config(1));
         o.evaluate = Some(det);
         match run_job(o) {
@@ -259,7 +342,9 @@ fn job_resume_checks_the_data_and_the_epochs() {
     };
     std::fs::copy(data.join("bottle/train/good/000.png"), data.join("bottle/train/good/100.png")).unwrap();
     match resume(3) {
-        Err(Error::Model(pnpt::model::Error::DatasetChanged { differences, .. })) => assert_eq!(differences, ["bottle/train/good/100.png added"]),
+        Err(Error::Model(pnpt::model::Error::DatasetChanged { differences, .. })) => {
+            assert_eq!(differences, ["bottle/train/good/100.png added"])
+        }
         other => panic!("resume on other data: {:?}", other.map(|_| "resumed")),
     }
     std::fs::remove_file(data.join("bottle/train/good/100.png")).unwrap();
@@ -275,14 +360,18 @@ fn truncate(p: &Path) {
 }
 
 fn first_png(dir: &Path) -> PathBuf {
-    let mut v: Vec<PathBuf> = files_under(dir).into_iter().filter(|p| p.extension() == Some(OsStr::new("png"))).collect();
+    let mut v: Vec<PathBuf> =
+        files_under(dir).into_iter().filter(|p| p.extension() == Some(OsStr::new("png"))).collect();
     v.sort();
     v.remove(0)
 }
 
 /// The first defect type of the synthetic bottle.
 fn defect_of(root: &Path) -> String {
-    let mut d: Vec<String> = std::fs::read_dir(root.join("bottle/ground_truth")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut d: Vec<String> = std::fs::read_dir(root.join("bottle/ground_truth"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     d.sort();
     d.remove(0)
 }
@@ -334,7 +423,9 @@ fn print_data(root: &Path) {
         for i in 0..3 {
             let p = root.join(c).join(format!("train/good/{i:03}.png"));
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            pnpt::data::image::RgbImage::from_pixel(8, 8, pnpt::data::image::Rgb([i as u8 * 40, 10, 200])).save(&p).unwrap();
+            pnpt::data::image::RgbImage::from_pixel(8, 8, pnpt::data::image::Rgb([i as u8 * 40, 10, 200]))
+                .save(&p)
+                .unwrap();
         }
         std::fs::create_dir_all(root.join(c).join("test/good")).unwrap();
     }
@@ -354,35 +445,67 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     let saved = print_of(data.path());
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join(CHECKPOINT_FILE);
-    let first = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), stop_after_epoch: Some(1), dataset: Some(saved.clone()), ..Default::default() };
+    let first = TrainOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        stop_after_epoch: Some(1),
+        dataset: Some(saved.clone()),
+        ..Default::default()
+    };
     train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
     let good_ckpt = std::fs::read(&ckpt).unwrap();
     let resume = |c: &PnptConfig, print: Option<Fingerprint>| {
-        let o = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, dataset: print, ..Default::default() };
+        let o = TrainOptions {
+            checkpoint_dir: Some(dir.path().to_path_buf()),
+            resume: true,
+            dataset: print,
+            ..Default::default()
+        };
         train_model::<A>(c, &set, &pool, &device, &o)
     };
 
     // Other data: each change is named.
     type Change = fn(&Path);
     let changes: Vec<(&str, Change, &str)> = vec![
-        ("category added", |r| {
-            std::fs::create_dir_all(r.join("c/train/good")).unwrap();
-            std::fs::copy(r.join("a/train/good/000.png"), r.join("c/train/good/000.png")).unwrap();
-            std::fs::create_dir_all(r.join("c/test/good")).unwrap();
-        }, "category c added"),
+        (
+            "category added",
+            |r| {
+                std::fs::create_dir_all(r.join("c/train/good")).unwrap();
+                std::fs::copy(r.join("a/train/good/000.png"), r.join("c/train/good/000.png")).unwrap();
+                std::fs::create_dir_all(r.join("c/test/good")).unwrap();
+            },
+            "category c added",
+        ),
         ("category removed", |r| std::fs::remove_dir_all(r.join("b")).unwrap(), "category b removed"),
-        ("training image added", |r| { std::fs::copy(r.join("a/train/good/000.png"), r.join("a/train/good/009.png")).unwrap(); }, "a/train/good/009.png added"),
-        ("training image removed", |r| std::fs::remove_file(r.join("b/train/good/002.png")).unwrap(), "b/train/good/002.png removed"),
-        ("training image changed size", |r| {
-            pnpt::data::image::RgbImage::new(16, 16).save(r.join("a/train/good/001.png")).unwrap();
-        }, "a/train/good/001.png changed size"),
-        ("training image changed content, same size", |r| {
-            let p = r.join("a/train/good/002.png");
-            let mut b = std::fs::read(&p).unwrap();
-            let at = b.len() - 5; // inside the IEND chunk's CRC: same size, other bytes
-            b[at] ^= 0xff;
-            std::fs::write(&p, b).unwrap();
-        }, "a/train/good/002.png changed content"),
+        (
+            "training image added",
+            |r| {
+                std::fs::copy(r.join("a/train/good/000.png"), r.join("a/train/good/009.png")).unwrap();
+            },
+            "a/train/good/009.png added",
+        ),
+        (
+            "training image removed",
+            |r| std::fs::remove_file(r.join("b/train/good/002.png")).unwrap(),
+            "b/train/good/002.png removed",
+        ),
+        (
+            "training image changed size",
+            |r| {
+                pnpt::data::image::RgbImage::new(16, 16).save(r.join("a/train/good/001.png")).unwrap();
+            },
+            "a/train/good/001.png changed size",
+        ),
+        (
+            "training image changed content, same size",
+            |r| {
+                let p = r.join("a/train/good/002.png");
+                let mut b = std::fs::read(&p).unwrap();
+                let at = b.len() - 5; // inside the IEND chunk's CRC: same size, other bytes
+                b[at] ^= 0xff;
+                std::fs::write(&p, b).unwrap();
+            },
+            "a/train/good/002.png changed content",
+        ),
     ];
     for (case, change, named) in changes {
         let d = tempfile::tempdir().unwrap();
@@ -400,7 +523,11 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     }
 
     // Fewer epochs than done: typed error (1 done, so ask a fresh 2-epoch checkpoint for 1).
-    let two = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), dataset: Some(saved.clone()), ..Default::default() };
+    let two = TrainOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        dataset: Some(saved.clone()),
+        ..Default::default()
+    };
     let full = train_model::<A>(&cfg, &set, &pool, &device, &two).unwrap();
     assert_eq!(full.history.len(), 2);
     let done_two = std::fs::read(&ckpt).unwrap();
@@ -423,7 +550,8 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     assert!(extended.completed && extended.planned_epochs == 3);
 
     // A checkpoint written before fingerprints existed (no `dataset` in its header) resumes.
-    let (header, blobs): (serde_json::Value, Vec<Vec<u8>>) = pnpt::prompt::io::read_container(&ckpt, b"PNPTCKPT").unwrap();
+    let (header, blobs): (serde_json::Value, Vec<Vec<u8>>) =
+        pnpt::prompt::io::read_container(&ckpt, b"PNPTCKPT").unwrap();
     let mut old = header.clone();
     old.as_object_mut().unwrap().remove("dataset");
     assert!(header.get("dataset").is_some_and(|d| d.is_object()), "the fingerprint is in the header");
@@ -438,14 +566,29 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
         ("truncated checkpoint", |b| b[..b.len() / 2].to_vec()),
         ("zero-byte checkpoint", |_| Vec::new()),
         ("text file as checkpoint", |_| b"not a checkpoint at all".to_vec()),
-        ("one flipped bit in the header", |b| { let mut v = b.to_vec(); v[20] ^= 1; v }),
-        ("last byte (the digest) flipped", |b| { let mut v = b.to_vec(); let n = v.len() - 1; v[n] ^= 0x80; v }),
-        ("another container's magic", |b| { let mut v = b.to_vec(); v[..8].copy_from_slice(b"PNPTPOOL"); v }),
+        ("one flipped bit in the header", |b| {
+            let mut v = b.to_vec();
+            v[20] ^= 1;
+            v
+        }),
+        ("last byte (the digest) flipped", |b| {
+            let mut v = b.to_vec();
+            let n = v.len() - 1;
+            v[n] ^= 0x80;
+            v
+        }),
+        ("another container's magic", |b| {
+            let mut v = b.to_vec();
+            v[..8].copy_from_slice(b"PNPTPOOL");
+            v
+        }),
     ];
     for (case, damage) in damages {
         std::fs::write(&ckpt, damage(&bytes)).unwrap();
         match resume(&tiny_config(3), Some(saved.clone())) {
-            Err(pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { path, .. } | pnpt::prompt::Error::Format { path, .. })) => assert_eq!(path, ckpt, "{case}"),
+            Err(pnpt::model::Error::Prompt(
+                pnpt::prompt::Error::Checksum { path, .. } | pnpt::prompt::Error::Format { path, .. },
+            )) => assert_eq!(path, ckpt, "{case}"),
             other => panic!("{case}: {:?}", other.map(|o| o.history.len())),
         }
     }
@@ -457,11 +600,15 @@ fn non_utf8_file_names_find_their_masks_and_heat_maps() {
     let r = d.path();
     let img = |p: &Path, v: u8| {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        pnpt::data::image::RgbImage::from_pixel(8, 8, pnpt::data::image::Rgb([v, v, v])).save_with_format(p, pnpt::data::image::ImageFormat::Png).unwrap();
+        pnpt::data::image::RgbImage::from_pixel(8, 8, pnpt::data::image::Rgb([v, v, v]))
+            .save_with_format(p, pnpt::data::image::ImageFormat::Png)
+            .unwrap();
     };
     let mask = |p: &Path, on: u32| {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        pnpt::data::image::GrayImage::from_fn(8, 8, |x, _| pnpt::data::image::Luma([if x == on { 255 } else { 0 }])).save_with_format(p, pnpt::data::image::ImageFormat::Png).unwrap();
+        pnpt::data::image::GrayImage::from_fn(8, 8, |x, _| pnpt::data::image::Luma([if x == on { 255 } else { 0 }]))
+            .save_with_format(p, pnpt::data::image::ImageFormat::Png)
+            .unwrap();
     };
     img(&r.join("c/train/good/000.png"), 10);
     img(&r.join("c/test/good/000.png"), 10);
@@ -490,7 +637,8 @@ fn non_utf8_file_names_find_their_masks_and_heat_maps() {
     let scale = pnpt::heatmap::ColourScale::for_category(&maps, Some(0.4), None);
     pnpt::heatmap::write_category(out.path(), "c", &[a.clone(), b.clone()], &maps, &masks, 8, &scale).unwrap();
     let dir = out.path().join("heatmaps/c");
-    let mut names: Vec<Vec<u8>> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+    let mut names: Vec<Vec<u8>> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
     names.sort();
     assert_eq!(names, [b"crack_\xfe.png".to_vec(), b"crack_\xff.png".to_vec()]);
     assert_eq!(out.path().join(pnpt::heatmap::relative_file("c", &a)), dir.join(OsStr::from_bytes(b"crack_\xff.png")));

@@ -33,12 +33,7 @@ fn ad13_every_anomalous_sample_has_a_mask_of_its_size() {
     let ds = Dataset::open(&root, None).unwrap();
     for c in &ds.categories {
         for s in &c.test {
-            assert_eq!(
-                s.is_anomalous(),
-                !s.masks.is_empty(),
-                "{}",
-                s.path.display()
-            );
+            assert_eq!(s.is_anomalous(), !s.masks.is_empty(), "{}", s.path.display());
         }
     }
     // Header-level check of every image and mask: readable, and mask size == image size.
@@ -48,11 +43,7 @@ fn ad13_every_anomalous_sample_has_a_mask_of_its_size() {
         let s = c.test.iter().find(|s| s.is_anomalous()).unwrap();
         let m = load_mask(s, 256).unwrap();
         assert_eq!(m.len(), 256 * 256);
-        assert!(
-            m.iter().all(|&v| v <= 1) && m.contains(&1),
-            "{}",
-            s.path.display()
-        );
+        assert!(m.iter().all(|&v| v <= 1) && m.contains(&1), "{}", s.path.display());
     }
 }
 
@@ -62,14 +53,9 @@ fn ad13_subset_and_unknown_category() {
     let only = ["paper_gla01".to_string(), "bottle".to_string()];
     let ds = Dataset::open(&root, Some(&only)).unwrap();
     assert_eq!(ds.names(), ["bottle", "paper_gla01"]);
-    let x = load_chw(
-        &[
-            ds.categories[0].train[0].clone(),
-            ds.categories[1].train[0].clone(),
-        ],
-        &Preprocess::imagenet(256),
-    )
-    .unwrap();
+    let x =
+        load_chw(&[ds.categories[0].train[0].clone(), ds.categories[1].train[0].clone()], &Preprocess::imagenet(256))
+            .unwrap();
     assert_eq!(x.len(), 2 * 3 * 256 * 256);
     let e = Dataset::open(&root, Some(&["cable".to_string()])).unwrap_err();
     assert!(matches!(e, DataError::UnknownCategory { .. }), "{e:?}");

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;
 use pnpt::backend::Cpu;
-use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
 use pnpt::data::Dataset;
-use pnpt::evaluate::{evaluate, metric_values, EvaluateOptions, METRIC_COLUMNS};
+use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
+use pnpt::evaluate::{EvaluateOptions, METRIC_COLUMNS, evaluate, metric_values};
 use pnpt::model::detector::fit;
 use pnpt::model::{PnptConfig, TrainOptions};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const ODD: &str = "m&m's <odd> #1";
 
@@ -44,7 +44,9 @@ fn browser() -> Option<PathBuf> {
     match found {
         Some(p) => Some(p),
         None if std::env::var("PNPT_TEST_BROWSER").as_deref() == Ok("1") => {
-            panic!("PNPT_TEST_BROWSER=1 but no chromium/chromium-browser/google-chrome on PATH (apt-get install chromium)")
+            panic!(
+                "PNPT_TEST_BROWSER=1 but no chromium/chromium-browser/google-chrome on PATH (apt-get install chromium)"
+            )
         }
         None => {
             eprintln!("skipping: no headless browser on PATH (apt-get install chromium runs this test)");
@@ -95,7 +97,8 @@ fn report_html_renders_in_chromium() {
     cfg.input_size = 64;
     (cfg.model.hidden, cfg.model.semantic_tokens, cfg.model.heads, cfg.model.layers) = (32, 4, 4, 1);
     (cfg.train.epochs, cfg.train.batch_size) = (1, 4);
-    let (detector, fitted) = fit::<Autodiff<Cpu>>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
+    let (detector, fitted) =
+        fit::<Autodiff<Cpu>>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let options = EvaluateOptions {
@@ -112,7 +115,12 @@ fn report_html_renders_in_chromium() {
         assert!(c.scale.threshold.is_some(), "{}: thresholds were calibrated on held-out images", c.name);
         for r in &c.results {
             let (w, h) = pnpt::data::image::image_dimensions(out.path().join(r.heatmap.as_deref().unwrap())).unwrap();
-            assert_eq!((w, h), (if r.anomalous { 3 * 256 + 6 } else { 2 * 256 + 3 }, 256 + 3 + 10), "{}", r.path.display());
+            assert_eq!(
+                (w, h),
+                (if r.anomalous { 3 * 256 + 6 } else { 2 * 256 + 3 }, 256 + 3 + 10),
+                "{}",
+                r.path.display()
+            );
         }
     }
 

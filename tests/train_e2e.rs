@@ -3,10 +3,10 @@
 
 use burn::backend::Autodiff;
 use pnpt::backend::Cpu;
-use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
 use pnpt::data::Dataset;
-use pnpt::evaluate::{evaluate, EvaluateOptions};
-use pnpt::model::detector::{files, Detector};
+use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
+use pnpt::evaluate::{EvaluateOptions, evaluate};
+use pnpt::model::detector::{Detector, files};
 use pnpt::model::{PnptConfig, ScoringMethod, TrainOptions};
 use pnpt::train::train;
 use pnpt::validation::ValidationOptions;
@@ -42,7 +42,8 @@ fn train_save_load_predict_beats_chance() {
     let dataset = Dataset::open(data.path(), None).unwrap();
     let cfg = tiny_config();
     let device = Default::default();
-    let (detector, full) = train::<B>(&cfg, &dataset, &device, &TrainOptions::default(), &ValidationOptions::default()).unwrap();
+    let (detector, full) =
+        train::<B>(&cfg, &dataset, &device, &TrainOptions::default(), &ValidationOptions::default()).unwrap();
     let report = full.fit;
 
     // Validation scored every candidate on pseudo-anomalies of the 8 held-out images and the
@@ -51,21 +52,39 @@ fn train_save_load_predict_beats_chance() {
     let defaults = ValidationOptions::default();
     // Every method that uses PNPT's map also with its per-position standardisation.
     assert_eq!(v.candidates.len(), (1 + 2 * (1 + defaults.weights.len())) * defaults.score_rules.len());
-    assert_eq!(v.candidates.iter().filter(|c| c.positional).count(), (1 + defaults.weights.len()) * defaults.score_rules.len());
+    assert_eq!(
+        v.candidates.iter().filter(|c| c.positional).count(),
+        (1 + defaults.weights.len()) * defaults.score_rules.len()
+    );
     assert!(v.candidates.iter().all(|c| !(c.positional && c.method == ScoringMethod::Memory)));
     assert_eq!((v.normal_images, v.anomalous_images), (8, 8 * ValidationOptions::default().per_image));
     let best = v.best();
     assert!(v.candidates.iter().all(|c| c.objective() <= best.objective()));
     // AUPRO is scored (every category has pseudo-defect regions) and is part of the objective.
-    assert!(v.candidates.iter().all(|c| c.aupro > 0.0 && c.aupro <= 1.0 && c.categories.values().all(|s| s.aupro > 0.0)));
-    assert!(v.candidates.iter().all(|c| (c.objective() - (c.image_auroc + c.pixel_auroc + c.aupro) / 3.0).abs() < 1e-12));
+    assert!(
+        v.candidates.iter().all(|c| c.aupro > 0.0 && c.aupro <= 1.0 && c.categories.values().all(|s| s.aupro > 0.0))
+    );
+    assert!(
+        v.candidates.iter().all(|c| (c.objective() - (c.image_auroc + c.pixel_auroc + c.aupro) / 3.0).abs() < 1e-12)
+    );
     let scoring = &detector.config().scoring;
     assert_eq!(scoring.rule(), best.rule());
     // Positional statistics of both classes, one mean and deviation per map position.
     let positional = detector.positional();
     assert_eq!(positional.classes.keys().collect::<Vec<_>>(), ["bottle", "weave"]);
-    assert!(positional.classes.values().all(|(m, s)| m.len() == 128 * 128 && s.len() == 128 * 128 && s.iter().all(|&x| x >= 0.0)));
-    eprintln!("validation: {:?}", v.candidates.iter().map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc, c.aupro)).collect::<Vec<_>>());
+    assert!(
+        positional
+            .classes
+            .values()
+            .all(|(m, s)| m.len() == 128 * 128 && s.len() == 128 * 128 && s.iter().all(|&x| x >= 0.0))
+    );
+    eprintln!(
+        "validation: {:?}",
+        v.candidates
+            .iter()
+            .map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc, c.aupro))
+            .collect::<Vec<_>>()
+    );
     // One bank per class, 10 % of 36 images × 16 × 16 patches each.
     let memory = detector.memory().expect("patch memory");
     assert_eq!(memory.sizes(), vec![922, 922]);
@@ -75,13 +94,21 @@ fn train_save_load_predict_beats_chance() {
     eprintln!("losses {losses:?}, {:.1} s training", report.train_seconds);
     assert_eq!(losses.len(), cfg.train.epochs);
     // Validated after every epoch, on the same held-out set as the final choice.
-    let per_epoch: Vec<(f64, f64)> = report.history.iter().map(|e| e.validation.expect("per-epoch validation")).collect();
+    let per_epoch: Vec<(f64, f64)> =
+        report.history.iter().map(|e| e.validation.expect("per-epoch validation")).collect();
     assert!(per_epoch.iter().all(|&(i, p)| (0.0..=1.0).contains(&i) && (0.0..=1.0).contains(&p)));
     // The last epoch's model is the detector's: its entry is the final validation's `pnpt`
     // candidate with the configured image-score rule (same images, same map).
     let last = per_epoch[per_epoch.len() - 1];
-    let same = v.candidates.iter().find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == cfg.scoring.score).unwrap();
-    assert!((last.0 - same.image_auroc).abs() < 1e-9 && (last.1 - same.pixel_auroc).abs() < 1e-9, "{last:?} vs {same:?}");
+    let same = v
+        .candidates
+        .iter()
+        .find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == cfg.scoring.score)
+        .unwrap();
+    assert!(
+        (last.0 - same.image_auroc).abs() < 1e-9 && (last.1 - same.pixel_auroc).abs() < 1e-9,
+        "{last:?} vs {same:?}"
+    );
     assert!(losses.last().unwrap() < &(0.7 * losses[0]), "loss did not fall enough: {losses:?}");
     // 10 % of 40 normal images per category held out for the thresholds.
     assert_eq!(report.holdout_images, 8);
@@ -97,7 +124,16 @@ fn train_save_load_predict_beats_chance() {
     assert!(!out_dir.join("stale.txt").exists());
     let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("detector")]);
-    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST, files::MEMORY, files::NORMALIZATION, files::POSITIONAL] {
+    for f in [
+        files::CONFIG,
+        files::MODEL,
+        files::POOL,
+        files::THRESHOLDS,
+        files::MANIFEST,
+        files::MEMORY,
+        files::NORMALIZATION,
+        files::POSITIONAL,
+    ] {
         assert!(out_dir.as_path().join(f).is_file(), "{f} missing");
     }
     let loaded = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
@@ -110,12 +146,20 @@ fn train_save_load_predict_beats_chance() {
     assert_eq!(b.anomaly_map.len(), 128 * 128);
     assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
     assert_eq!(loaded.memory().unwrap().sizes(), memory.sizes());
-    assert_eq!((&loaded.normalization().pnpt, &loaded.normalization().memory), (&detector.normalization().pnpt, &detector.normalization().memory));
+    assert_eq!(
+        (&loaded.normalization().pnpt, &loaded.normalization().memory),
+        (&detector.normalization().pnpt, &detector.normalization().memory)
+    );
     assert_eq!(loaded.positional(), detector.positional());
     // `pnpt` with positional standardisation is the module's formula applied to PNPT's own map.
     let parts = loaded.image_components(std::slice::from_ref(&image), 1, true, false).unwrap();
     let class = &loaded.categories()[parts.categories[0]];
-    let rule = pnpt::model::ScoringRule { method: ScoringMethod::Pnpt, memory_weight: 0.0, score: pnpt::model::ScoreMode::Max, positional: true };
+    let rule = pnpt::model::ScoringRule {
+        method: ScoringMethod::Pnpt,
+        memory_weight: 0.0,
+        score: pnpt::model::ScoreMode::Max,
+        positional: true,
+    };
     let out = loaded.combine_with(&parts, &rule).unwrap();
     let floor = loaded.normalization().pnpt[class].std;
     let by_hand = loaded.positional().standardise(class, parts.pnpt.as_ref().unwrap(), floor).unwrap();
@@ -124,7 +168,8 @@ fn train_save_load_predict_beats_chance() {
     // Re-fitting the scoring of the saved detector (what `rescore` does for detectors saved
     // before positional statistics existed) reproduces training's statistics and choice.
     let mut refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
-    let v2 = pnpt::train::rescore(&mut refit, &dataset, &ValidationOptions::default()).unwrap().expect("validation ran");
+    let v2 =
+        pnpt::train::rescore(&mut refit, &dataset, &ValidationOptions::default()).unwrap().expect("validation ran");
     assert_eq!(v2.best().rule(), best.rule());
     for (name, (mean, std)) in &detector.positional().classes {
         let (m2, s2) = &refit.positional().classes[name];
@@ -133,7 +178,12 @@ fn train_save_load_predict_beats_chance() {
     }
 
     // Metrics on the test split: clearly better than chance.
-    let eval = evaluate(&loaded, &dataset, &EvaluateOptions { heatmaps: true, out_dir: Some(out_dir.as_path().join("eval")), ..Default::default() }).unwrap();
+    let eval = evaluate(
+        &loaded,
+        &dataset,
+        &EvaluateOptions { heatmaps: true, out_dir: Some(out_dir.as_path().join("eval")), ..Default::default() },
+    )
+    .unwrap();
     eprintln!("{}", eval.to_markdown());
     assert!(eval.mean.image_auroc > 0.7, "image AUROC {}", eval.mean.image_auroc);
     assert!(eval.mean.pixel_auroc > 0.7, "pixel AUROC {}", eval.mean.pixel_auroc);
@@ -146,8 +196,18 @@ fn train_save_load_predict_beats_chance() {
     // The patch memory alone finds these defects without any training.
     let memory_only = &eval.methods[1].mean;
     assert!(memory_only.image_auroc > 0.8, "memory image AUROC {}", memory_only.image_auroc);
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.as_path().join("eval/report.json")).unwrap()).unwrap();
-    for key in ["image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "image_f1_max", "pixel_f1_max", "retrieval_accuracy"] {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.as_path().join("eval/report.json")).unwrap()).unwrap();
+    for key in [
+        "image_auroc",
+        "pixel_auroc",
+        "aupro",
+        "image_ap",
+        "pixel_ap",
+        "image_f1_max",
+        "pixel_f1_max",
+        "retrieval_accuracy",
+    ] {
         assert!(json["mean"][key].is_number(), "{key}");
         assert!(json["categories"]["bottle"][key].is_number(), "{key}");
     }
@@ -162,7 +222,15 @@ fn train_save_load_predict_beats_chance() {
 
     // Integrity: one flipped byte in any file is a checksum error naming that file, before
     // anything is parsed (a corrupted detector can no longer produce a number).
-    for f in [files::MODEL, files::THRESHOLDS, files::CONFIG, files::POOL, files::MEMORY, files::NORMALIZATION, files::POSITIONAL] {
+    for f in [
+        files::MODEL,
+        files::THRESHOLDS,
+        files::CONFIG,
+        files::POOL,
+        files::MEMORY,
+        files::NORMALIZATION,
+        files::POSITIONAL,
+    ] {
         let path = out_dir.join(f);
         let good = std::fs::read(&path).unwrap();
         let mut bad = good.clone();
@@ -190,11 +258,16 @@ fn train_save_load_predict_beats_chance() {
     for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
         std::fs::copy(out_dir.join(f), old.join(f)).unwrap();
     }
-    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old.join(files::MANIFEST)).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(old.join(files::MANIFEST)).unwrap()).unwrap();
     manifest["format"] = 1.into();
     std::fs::write(old.join(files::MANIFEST), manifest.to_string()).unwrap();
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old.join(files::CONFIG)).unwrap()).unwrap();
-    config["scoring"].as_object_mut().unwrap().retain(|k, _| k != "method" && k != "memory_weight" && k != "positional");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(old.join(files::CONFIG)).unwrap()).unwrap();
+    config["scoring"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k != "method" && k != "memory_weight" && k != "positional");
     config.as_object_mut().unwrap().remove("memory");
     std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
     let legacy = Detector::<Cpu>::load(old.as_path(), &device).unwrap();

@@ -1,10 +1,10 @@
 //! Resuming from a checkpoint reaches the same model as an uninterrupted run.
 
 use burn::backend::Autodiff;
-use pnpt::backend::Cpu;
 use burn::tensor::Tensor;
-use pnpt::model::train::{train_model, FeatureSet, TrainOptions, CHECKPOINT_FILE};
+use pnpt::backend::Cpu;
 use pnpt::model::PnptConfig;
+use pnpt::model::train::{CHECKPOINT_FILE, FeatureSet, TrainOptions, train_model};
 use pnpt::prompt::PoolBuilder;
 
 type A = Autodiff<Cpu>;
@@ -44,7 +44,10 @@ fn resume_equals_uninterrupted() {
     let feats = [0, 1, 2].map(|i| {
         let [h, w] = spec.sizes[i];
         let shape = [n, spec.channels[i], h, w];
-        Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(noise(shape.iter().product(), &mut state), shape), &device)
+        Tensor::<B, 4>::from_data(
+            burn::tensor::TensorData::new(noise(shape.iter().product(), &mut state), shape),
+            &device,
+        )
     });
     let categories: Vec<String> = (0..n).map(|i| if i < 5 { "a".into() } else { "b".into() }).collect();
     let mut builder = PoolBuilder::<B>::new();
@@ -58,7 +61,11 @@ fn resume_equals_uninterrupted() {
     assert!(straight.completed);
 
     let dir = tempfile::tempdir().unwrap();
-    let first = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), stop_after_epoch: Some(1), ..Default::default() };
+    let first = TrainOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        stop_after_epoch: Some(1),
+        ..Default::default()
+    };
     let part = train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
     assert!(!part.completed);
     assert_eq!(part.history.len(), 1);

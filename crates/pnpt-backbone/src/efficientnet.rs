@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 use burn_store::{BurnpackStore, ModuleSnapshot};
 
 use crate::BackboneError;
@@ -20,10 +20,7 @@ pub const CHANNELS: [usize; 3] = [24, 40, 112];
 
 #[allow(clippy::all, unused, missing_docs)]
 mod generated {
-    include!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../weights/efficientnet_lite0/efficientnet_lite0.rs"
-    ));
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../weights/efficientnet_lite0/efficientnet_lite0.rs"));
 }
 
 /// Burnpack aligns tensor data to 256 bytes; keeping the embedded file at such an address lets
@@ -51,10 +48,7 @@ impl<B: Backend> EfficientNetLite0<B> {
 
     /// Weights from a burnpack (`.bpk`) file of the same graph, e.g. fine-tuned ones.
     pub fn from_file(path: &Path, device: &B::Device) -> Result<Self, BackboneError> {
-        let err = |reason: String| BackboneError::Checkpoint {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let err = |reason: String| BackboneError::Checkpoint { path: path.to_path_buf(), reason };
         if !path.is_file() {
             return Err(err("no such file".into()));
         }
@@ -64,41 +58,22 @@ impl<B: Backend> EfficientNetLite0<B> {
 
     /// Random weights (burn's default initialisers): for benchmarks and shape tests.
     pub fn random(device: &B::Device) -> Self {
-        Self {
-            model: generated::Model::new(device).no_grad(),
-        }
+        Self { model: generated::Model::new(device).no_grad() }
     }
 
     fn from_store(mut store: BurnpackStore, device: &B::Device) -> Result<Self, String> {
         let mut model = generated::Model::new(device);
-        let result = model
-            .load_from(&mut store)
-            .map_err(|e| format!("not a readable burnpack: {e}"))?;
+        let result = model.load_from(&mut store).map_err(|e| format!("not a readable burnpack: {e}"))?;
         let mut problems: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        problems.extend(
-            result
-                .missing
-                .iter()
-                .map(|(path, _)| format!("missing {path}")),
-        );
-        problems.extend(
-            result
-                .unused
-                .iter()
-                .map(|path| format!("unexpected {path}")),
-        );
+        problems.extend(result.missing.iter().map(|(path, _)| format!("missing {path}")));
+        problems.extend(result.unused.iter().map(|path| format!("unexpected {path}")));
         if !problems.is_empty() {
             let n = problems.len();
             problems.truncate(12);
-            return Err(format!(
-                "does not fit the efficientnet-lite0 graph ({n} problem(s)): {}",
-                problems.join("; ")
-            ));
+            return Err(format!("does not fit the efficientnet-lite0 graph ({n} problem(s)): {}", problems.join("; ")));
         }
         // Frozen: the encoder's parameters never require a gradient.
-        Ok(Self {
-            model: model.no_grad(),
-        })
+        Ok(Self { model: model.no_grad() })
     }
 
     /// The stride 4/8/16 maps of an NCHW batch (sides multiples of 16; not checked here).

@@ -32,7 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::EfficientNetLite0;
@@ -122,12 +122,7 @@ impl FromStr for BackboneKind {
     type Err = BackboneError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| BackboneError::UnknownKind {
-                name: s.to_string(),
-            })
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| BackboneError::UnknownKind { name: s.to_string() })
     }
 }
 
@@ -169,7 +164,9 @@ pub enum BackboneError {
         reason: String,
     },
     /// A name that is not a [`BackboneKind`].
-    #[error("unknown backbone '{name}' (expected one of: efficientnet-lite0, resnet18, resnet34, resnet50, wide_resnet50_2)")]
+    #[error(
+        "unknown backbone '{name}' (expected one of: efficientnet-lite0, resnet18, resnet34, resnet50, wide_resnet50_2)"
+    )]
     UnknownKind {
         /// The name given.
         name: String,
@@ -196,16 +193,10 @@ impl<B: Backend> Backbone<B> {
     /// `weights`: EfficientNet-Lite0 uses its bundled ImageNet weights when `None` (a `.bpk`
     /// burnpack of the same graph may be given instead); the ResNets need a torchvision
     /// state dict (`.pth` or `.safetensors`; `layer4`/`fc` keys are ignored).
-    pub fn load(
-        kind: BackboneKind,
-        weights: Option<&Path>,
-        device: &B::Device,
-    ) -> Result<Self, BackboneError> {
+    pub fn load(kind: BackboneKind, weights: Option<&Path>, device: &B::Device) -> Result<Self, BackboneError> {
         let net = match (kind.resnet_config(), weights) {
             (None, None) => Net::EfficientNet(Box::new(EfficientNetLite0::bundled(device)?)),
-            (None, Some(path)) => {
-                Net::EfficientNet(Box::new(EfficientNetLite0::from_file(path, device)?))
-            }
+            (None, Some(path)) => Net::EfficientNet(Box::new(EfficientNetLite0::from_file(path, device)?)),
             (Some(_), None) => return Err(BackboneError::WeightsRequired { kind }),
             (Some(config), Some(path)) => Net::ResNet(ResNet::load(&config, path, device)?),
         };
@@ -217,9 +208,7 @@ impl<B: Backend> Backbone<B> {
         let net = match kind.resnet_config() {
             None => Net::EfficientNet(Box::new(EfficientNetLite0::random(device))),
             // The predefined configs are valid by construction.
-            Some(config) => {
-                Net::ResNet(ResNet::random(&config, device).expect("valid predefined config"))
-            }
+            Some(config) => Net::ResNet(ResNet::random(&config, device).expect("valid predefined config")),
         };
         Self { kind, net }
     }
@@ -230,19 +219,12 @@ impl<B: Backend> Backbone<B> {
     /// [`SIZE_MULTIPLE`]. The maps are detached (no gradient flows into the encoder).
     pub fn features(&self, images: Tensor<B, 4>) -> Result<MultiScale<B>, BackboneError> {
         let [n, c, h, w] = images.dims();
-        let bad = |reason: String| {
-            Err(BackboneError::Input {
-                kind: self.kind,
-                reason,
-            })
-        };
+        let bad = |reason: String| Err(BackboneError::Input { kind: self.kind, reason });
         if n == 0 {
             return bad("empty batch".into());
         }
         if c != 3 {
-            return bad(format!(
-                "expected 3 (RGB) channels in an NCHW batch, got shape [{n}, {c}, {h}, {w}]"
-            ));
+            return bad(format!("expected 3 (RGB) channels in an NCHW batch, got shape [{n}, {c}, {h}, {w}]"));
         }
         if h == 0 || w == 0 || h % SIZE_MULTIPLE != 0 || w % SIZE_MULTIPLE != 0 {
             return bad(format!(
@@ -253,25 +235,17 @@ impl<B: Backend> Backbone<B> {
             Net::EfficientNet(net) => net.forward(images),
             Net::ResNet(net) => net.forward(images),
         };
-        Ok(MultiScale {
-            maps: maps.map(|m| m.detach()),
-        })
+        Ok(MultiScale { maps: maps.map(|m| m.detach()) })
     }
 
     /// [`Self::features`] for a tensor of any rank: errors unless it is rank 4.
     ///
     /// Useful where the rank is only known at run time (e.g. data read from a file).
-    pub fn features_dyn<const D: usize>(
-        &self,
-        images: Tensor<B, D>,
-    ) -> Result<MultiScale<B>, BackboneError> {
+    pub fn features_dyn<const D: usize>(&self, images: Tensor<B, D>) -> Result<MultiScale<B>, BackboneError> {
         if D != 4 {
             return Err(BackboneError::Input {
                 kind: self.kind,
-                reason: format!(
-                    "expected a rank-4 NCHW batch, got rank {D} with shape {:?}",
-                    images.dims()
-                ),
+                reason: format!("expected a rank-4 NCHW batch, got rank {D} with shape {:?}", images.dims()),
             });
         }
         let dims = images_dims4(&images);

@@ -11,8 +11,8 @@
 //! assert_eq!(BackboneKind::EfficientNetLite0.macs(256), 317_739_008);
 //! ```
 
-use crate::resnet::{BlockKind, ResNetConfig};
 use crate::BackboneKind;
+use crate::resnet::{BlockKind, ResNetConfig};
 
 /// MACs of a `k × k` convolution with `groups` groups producing `c_out × side_out²`.
 fn conv(c_in: usize, c_out: usize, k: usize, groups: usize, side_out: usize) -> u64 {
@@ -72,7 +72,9 @@ fn resnet(block: BlockKind, width_per_group: usize, blocks: &[usize], input: usi
                 BlockKind::Basic => conv(c_in, planes, 3, 1, side_out) + conv(planes, planes, 3, 1, side_out),
                 BlockKind::Bottleneck => {
                     let width = planes * width_per_group / 64;
-                    conv(c_in, width, 1, 1, side) + conv(width, width, 3, 1, side_out) + conv(width, c_out, 1, 1, side_out)
+                    conv(c_in, width, 1, 1, side)
+                        + conv(width, width, 3, 1, side_out)
+                        + conv(width, c_out, 1, 1, side_out)
                 }
             };
             if stride != 1 || c_in != c_out {
@@ -93,7 +95,9 @@ impl BackboneKind {
     pub fn macs(self, input: usize) -> u64 {
         match self.resnet_config() {
             None => efficientnet_lite0(input),
-            Some(ResNetConfig { block, layers, width_per_group }) => resnet(block, width_per_group, &layers, input, false),
+            Some(ResNetConfig { block, layers, width_per_group }) => {
+                resnet(block, width_per_group, &layers, input, false)
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
 use crate::BackboneError;
 
@@ -58,11 +58,7 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     /// A config with the default width (64).
     pub fn new(block: BlockKind, layers: [usize; 3]) -> Self {
-        Self {
-            block,
-            layers,
-            width_per_group: 64,
-        }
+        Self { block, layers, width_per_group: 64 }
     }
 
     /// Sets `width_per_group`.
@@ -96,10 +92,7 @@ impl ResNetConfig {
 
     fn validate(&self) -> Result<(), String> {
         if self.layers.contains(&0) {
-            return Err(format!(
-                "every stage needs at least one block, got {:?}",
-                self.layers
-            ));
+            return Err(format!("every stage needs at least one block, got {:?}", self.layers));
         }
         if self.width_per_group == 0 {
             return Err("width_per_group must be positive".into());
@@ -133,38 +126,13 @@ impl ResNetConfig {
                 let stride = if b == 0 && stage > 0 { 2 } else { 1 };
                 match self.block {
                     BlockKind::Basic => {
-                        conv_bn_keys(
-                            &mut out,
-                            &format!("{p}.conv1"),
-                            &format!("{p}.bn1"),
-                            [width, in_ch, 3, 3],
-                        );
-                        conv_bn_keys(
-                            &mut out,
-                            &format!("{p}.conv2"),
-                            &format!("{p}.bn2"),
-                            [out_ch, width, 3, 3],
-                        );
+                        conv_bn_keys(&mut out, &format!("{p}.conv1"), &format!("{p}.bn1"), [width, in_ch, 3, 3]);
+                        conv_bn_keys(&mut out, &format!("{p}.conv2"), &format!("{p}.bn2"), [out_ch, width, 3, 3]);
                     }
                     BlockKind::Bottleneck => {
-                        conv_bn_keys(
-                            &mut out,
-                            &format!("{p}.conv1"),
-                            &format!("{p}.bn1"),
-                            [width, in_ch, 1, 1],
-                        );
-                        conv_bn_keys(
-                            &mut out,
-                            &format!("{p}.conv2"),
-                            &format!("{p}.bn2"),
-                            [width, width, 3, 3],
-                        );
-                        conv_bn_keys(
-                            &mut out,
-                            &format!("{p}.conv3"),
-                            &format!("{p}.bn3"),
-                            [out_ch, width, 1, 1],
-                        );
+                        conv_bn_keys(&mut out, &format!("{p}.conv1"), &format!("{p}.bn1"), [width, in_ch, 1, 1]);
+                        conv_bn_keys(&mut out, &format!("{p}.conv2"), &format!("{p}.bn2"), [width, width, 3, 3]);
+                        conv_bn_keys(&mut out, &format!("{p}.conv3"), &format!("{p}.bn3"), [out_ch, width, 1, 1]);
                     }
                 }
                 if b == 0 && (stride != 1 || in_ch != out_ch) {
@@ -202,11 +170,7 @@ impl ResNetConfig {
             // layer1's inner width is width_per_group itself (planes = 64).
             BlockKind::Bottleneck => *shapes.get("layer1.0.conv1.weight")?.first()?,
         };
-        Some(Self {
-            block,
-            layers,
-            width_per_group,
-        })
+        Some(Self { block, layers, width_per_group })
     }
 }
 
@@ -216,11 +180,7 @@ impl fmt::Display for ResNetConfig {
             BlockKind::Basic => "BasicBlock",
             BlockKind::Bottleneck => "Bottleneck",
         };
-        write!(
-            f,
-            "{block} ×{:?}, width_per_group {}",
-            self.layers, self.width_per_group
-        )?;
+        write!(f, "{block} ×{:?}, width_per_group {}", self.layers, self.width_per_group)?;
         let known = [
             ("resnet18", Self::resnet18()),
             ("resnet34", Self::resnet34()),
@@ -292,32 +252,16 @@ pub struct ResNet<B: Backend> {
 /// Source of the tensors a [`ResNet`] is built from.
 trait TensorSource<B: Backend> {
     /// The folded (weight, bias) of a conv + BN pair of the given weight shape.
-    fn conv_bn(
-        &mut self,
-        conv: &str,
-        bn: &str,
-        shape: [usize; 4],
-        device: &B::Device,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>);
+    fn conv_bn(&mut self, conv: &str, bn: &str, shape: [usize; 4], device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1>);
 }
 
 /// Random weights, He-normal, zero bias: for benchmarks and shape tests.
 struct RandomSource;
 
 impl<B: Backend> TensorSource<B> for RandomSource {
-    fn conv_bn(
-        &mut self,
-        _: &str,
-        _: &str,
-        shape: [usize; 4],
-        device: &B::Device,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    fn conv_bn(&mut self, _: &str, _: &str, shape: [usize; 4], device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-        let w = Tensor::random(
-            shape,
-            Distribution::Normal(0.0, (2.0 / fan_in).sqrt()),
-            device,
-        );
+        let w = Tensor::random(shape, Distribution::Normal(0.0, (2.0 / fan_in).sqrt()), device);
         (w, Tensor::zeros([shape[0]], device))
     }
 }
@@ -326,19 +270,9 @@ impl<B: Backend> TensorSource<B> for RandomSource {
 struct CheckedSource(HashMap<String, Vec<f32>>);
 
 impl<B: Backend> TensorSource<B> for CheckedSource {
-    fn conv_bn(
-        &mut self,
-        conv: &str,
-        bn: &str,
-        shape: [usize; 4],
-        device: &B::Device,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    fn conv_bn(&mut self, conv: &str, bn: &str, shape: [usize; 4], device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1>) {
         // Keys and shapes were validated up front, so a miss here is a bug in this file.
-        let mut take = |k: String| {
-            self.0
-                .remove(&k)
-                .unwrap_or_else(|| panic!("validated key {k} vanished"))
-        };
+        let mut take = |k: String| self.0.remove(&k).unwrap_or_else(|| panic!("validated key {k} vanished"));
         let mut w = take(format!("{conv}.weight"));
         let gamma = take(format!("{bn}.weight"));
         let beta = take(format!("{bn}.bias"));
@@ -363,9 +297,7 @@ impl<B: Backend> TensorSource<B> for CheckedSource {
 impl<B: Backend> ResNet<B> {
     /// A randomly initialised network (He-normal convolutions, identity BatchNorm).
     pub fn random(config: &ResNetConfig, device: &B::Device) -> Result<Self, BackboneError> {
-        config
-            .validate()
-            .map_err(|reason| BackboneError::Config { reason })?;
+        config.validate().map_err(|reason| BackboneError::Config { reason })?;
         Ok(Self::build(config, &mut RandomSource, device))
     }
 
@@ -374,24 +306,13 @@ impl<B: Backend> ResNet<B> {
     /// Keys of `layer4` and `fc` (and anything else outside the stem and `layer1..3`) are
     /// ignored; missing, mis-shaped or unexpected keys within them are an error that names
     /// them, and a checkpoint of a different ResNet is reported as such.
-    pub fn load(
-        config: &ResNetConfig,
-        path: &Path,
-        device: &B::Device,
-    ) -> Result<Self, BackboneError> {
-        config
-            .validate()
-            .map_err(|reason| BackboneError::Config { reason })?;
+    pub fn load(config: &ResNetConfig, path: &Path, device: &B::Device) -> Result<Self, BackboneError> {
+        config.validate().map_err(|reason| BackboneError::Config { reason })?;
         let tensors = read_state_dict(path)?;
-        let shapes: BTreeMap<String, Vec<usize>> = tensors
-            .iter()
-            .map(|(k, snap)| (k.clone(), snap.shape.to_vec()))
-            .collect();
+        let shapes: BTreeMap<String, Vec<usize>> =
+            tensors.iter().map(|(k, snap)| (k.clone(), snap.shape.to_vec())).collect();
 
-        let mismatch = |reason: String| BackboneError::Checkpoint {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let mismatch = |reason: String| BackboneError::Checkpoint { path: path.to_path_buf(), reason };
         match ResNetConfig::detect(&shapes) {
             None => {
                 let sample: Vec<&String> = shapes.keys().take(5).collect();
@@ -402,9 +323,7 @@ impl<B: Backend> ResNet<B> {
                 )));
             }
             Some(found) if found != *config => {
-                return Err(mismatch(format!(
-                    "checkpoint holds a ResNet with {found}, expected {config}"
-                )));
+                return Err(mismatch(format!("checkpoint holds a ResNet with {found}, expected {config}")));
             }
             Some(_) => {}
         }
@@ -415,35 +334,21 @@ impl<B: Backend> ResNet<B> {
         for (key, shape) in &expected {
             match shapes.get(key) {
                 None => problems.push(format!("missing {key}")),
-                Some(s) if s != shape => {
-                    problems.push(format!("{key}: shape {s:?}, expected {shape:?}"))
-                }
+                Some(s) if s != shape => problems.push(format!("{key}: shape {s:?}, expected {shape:?}")),
                 Some(_) => {}
             }
         }
         for key in shapes.keys() {
-            let in_scope = ["conv1.", "bn1.", "layer1.", "layer2.", "layer3."]
-                .iter()
-                .any(|p| key.starts_with(p));
+            let in_scope = ["conv1.", "bn1.", "layer1.", "layer2.", "layer3."].iter().any(|p| key.starts_with(p));
             // BatchNorm's step counter is bookkeeping, not a weight.
-            if in_scope
-                && !expected_keys.contains(key.as_str())
-                && !key.ends_with(".num_batches_tracked")
-            {
+            if in_scope && !expected_keys.contains(key.as_str()) && !key.ends_with(".num_batches_tracked") {
                 problems.push(format!("unexpected {key}"));
             }
         }
         if !problems.is_empty() {
             let n = problems.len();
             let mut reason = format!("{n} problem(s) for {config}: ");
-            reason.push_str(
-                &problems
-                    .iter()
-                    .take(MAX_LISTED)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
+            reason.push_str(&problems.iter().take(MAX_LISTED).cloned().collect::<Vec<_>>().join("; "));
             if n > MAX_LISTED {
                 reason.push_str(&format!("; and {} more", n - MAX_LISTED));
             }
@@ -453,9 +358,7 @@ impl<B: Backend> ResNet<B> {
         let mut values = HashMap::new();
         for (key, _) in expected {
             // Only the tensors in use are read (a full checkpoint's layer4 and fc are skipped).
-            let data = tensors[&key]
-                .to_data()
-                .map_err(|e| mismatch(format!("cannot read tensor {key}: {e:?}")))?;
+            let data = tensors[&key].to_data().map_err(|e| mismatch(format!("cannot read tensor {key}: {e:?}")))?;
             let v: Vec<f32> = data.iter::<f32>().collect();
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(mismatch(format!("{key} holds NaN or infinite values")));
@@ -468,12 +371,7 @@ impl<B: Backend> ResNet<B> {
     fn build(config: &ResNetConfig, src: &mut impl TensorSource<B>, device: &B::Device) -> Self {
         let mut conv_bn = |conv: &str, bn: &str, shape: [usize; 4], stride: usize| {
             let (weight, bias) = src.conv_bn(conv, bn, shape, device);
-            ConvBn {
-                weight,
-                bias,
-                stride,
-                padding: shape[2] / 2,
-            }
+            ConvBn { weight, bias, stride, padding: shape[2] / 2 }
         };
         let stem = conv_bn("conv1", "bn1", [64, 3, 7, 7], 2);
         let mut layers = Vec::new();
@@ -505,12 +403,7 @@ impl<B: Backend> ResNet<B> {
                     }
                 };
                 let downsample = (b == 0 && (stride != 1 || in_ch != out_ch)).then(|| {
-                    conv_bn(
-                        &format!("{p}.downsample.0"),
-                        &format!("{p}.downsample.1"),
-                        [out_ch, in_ch, 1, 1],
-                        stride,
-                    )
+                    conv_bn(&format!("{p}.downsample.0"), &format!("{p}.downsample.1"), [out_ch, in_ch, 1, 1], stride)
                 });
                 stage_blocks.push(Block { convs, downsample });
                 in_ch = out_ch;
@@ -537,25 +430,16 @@ impl<B: Backend> ResNet<B> {
 }
 
 /// Reads the tensor snapshots of a state dict (data is loaded lazily), by file extension.
-fn read_state_dict(
-    path: &Path,
-) -> Result<BTreeMap<String, burn_store::TensorSnapshot>, BackboneError> {
-    let err = |reason: String| BackboneError::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
+fn read_state_dict(path: &Path) -> Result<BTreeMap<String, burn_store::TensorSnapshot>, BackboneError> {
+    let err = |reason: String| BackboneError::Checkpoint { path: path.to_path_buf(), reason };
     if !path.is_file() {
         return Err(err("no such file".into()));
     }
-    let is_safetensors = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let snapshots: Vec<(String, burn_store::TensorSnapshot)> = if is_safetensors {
         use burn_store::ModuleStore;
         let mut store = burn_store::SafetensorsStore::from_file(path);
-        let all = store
-            .get_all_snapshots()
-            .map_err(|e| err(format!("cannot read safetensors: {e}")))?;
+        let all = store.get_all_snapshots().map_err(|e| err(format!("cannot read safetensors: {e}")))?;
         all.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     } else {
         let reader = burn_store::pytorch::PytorchReader::new(path)

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
-use common::{golden_dir, read_pth, write_safetensors, B};
+use common::{B, golden_dir, read_pth, write_safetensors};
 use pnpt_backbone::resnet::{BlockKind, ResNet, ResNetConfig};
 use pnpt_backbone::{Backbone, BackboneError, BackboneKind};
 
@@ -27,13 +27,7 @@ fn load_err(config: &ResNetConfig, path: &Path) -> String {
 
 #[test]
 fn kind_names_round_trip() {
-    let names = [
-        "efficientnet-lite0",
-        "resnet18",
-        "resnet34",
-        "resnet50",
-        "wide_resnet50_2",
-    ];
+    let names = ["efficientnet-lite0", "resnet18", "resnet34", "resnet50", "wide_resnet50_2"];
     for (kind, name) in BackboneKind::ALL.iter().zip(names) {
         assert_eq!(kind.to_string(), name);
         assert_eq!(name.parse::<BackboneKind>().unwrap(), *kind);
@@ -42,10 +36,7 @@ fn kind_names_round_trip() {
         assert_eq!(serde_json::from_str::<BackboneKind>(&json).unwrap(), *kind);
     }
     let err = "resnet101".parse::<BackboneKind>().unwrap_err().to_string();
-    assert!(
-        err.contains("resnet101") && err.contains("wide_resnet50_2"),
-        "{err}"
-    );
+    assert!(err.contains("resnet101") && err.contains("wide_resnet50_2"), "{err}");
 }
 
 #[test]
@@ -81,20 +72,12 @@ fn batch_items_are_independent() {
     let bb = Backbone::<B>::load(BackboneKind::EfficientNetLite0, None, &device).unwrap();
     let a = Tensor::<B, 4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
     let b = Tensor::<B, 4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
-    let both = bb
-        .features(Tensor::cat(vec![a.clone(), b.clone()], 0))
-        .unwrap();
+    let both = bb.features(Tensor::cat(vec![a.clone(), b.clone()], 0)).unwrap();
     let single = bb.features(b).unwrap();
     for (m2, m1) in both.maps.iter().zip(&single.maps) {
-        let d: f32 = (m2.clone().narrow(0, 1, 1) - m1.clone())
-            .abs()
-            .max()
-            .into_scalar();
+        let d: f32 = (m2.clone().narrow(0, 1, 1) - m1.clone()).abs().max().into_scalar();
         let s: f32 = m1.clone().abs().max().into_scalar();
-        assert!(
-            d <= 1e-5 * s,
-            "batched and single results differ: {d} (scale {s})"
-        );
+        assert!(d <= 1e-5 * s, "batched and single results differ: {d} (scale {s})");
     }
 }
 
@@ -109,9 +92,7 @@ fn outputs_carry_no_gradient_on_autodiff() {
         assert!(ms.maps.iter().all(|m| !m.is_require_grad()), "{kind}");
     }
     let bundled = Backbone::<AD>::load(BackboneKind::EfficientNetLite0, None, &device).unwrap();
-    let ms = bundled
-        .features(Tensor::ones([1, 3, 32, 32], &device))
-        .unwrap();
+    let ms = bundled.features(Tensor::ones([1, 3, 32, 32], &device)).unwrap();
     assert!(ms.maps.iter().all(|m| !m.is_require_grad()));
 }
 
@@ -130,18 +111,11 @@ fn wrong_input_shapes_are_errors() {
             let err = bb.features(Tensor::zeros(shape, &device)).unwrap_err();
             assert!(matches!(err, BackboneError::Input { .. }), "{err:?}");
             let msg = err.to_string();
-            assert!(
-                msg.contains(needle) && msg.contains(kind.name()),
-                "{shape:?}: {msg}"
-            );
+            assert!(msg.contains(needle) && msg.contains(kind.name()), "{shape:?}: {msg}");
         }
-        let err = bb
-            .features_dyn(Tensor::<B, 3>::zeros([3, 64, 64], &device))
-            .unwrap_err();
+        let err = bb.features_dyn(Tensor::<B, 3>::zeros([3, 64, 64], &device)).unwrap_err();
         assert!(err.to_string().contains("rank-4"), "{err}");
-        assert!(bb
-            .features_dyn(Tensor::<B, 4>::zeros([1, 3, 32, 32], &device))
-            .is_ok());
+        assert!(bb.features_dyn(Tensor::<B, 4>::zeros([1, 3, 32, 32], &device)).is_ok());
     }
 }
 
@@ -149,23 +123,11 @@ fn wrong_input_shapes_are_errors() {
 fn resnets_need_weights_and_missing_files_are_named() {
     let device = Default::default();
     let err = Backbone::<B>::load(BackboneKind::WideResNet50_2, None, &device).unwrap_err();
-    assert!(matches!(
-        err,
-        BackboneError::WeightsRequired {
-            kind: BackboneKind::WideResNet50_2
-        }
-    ));
+    assert!(matches!(err, BackboneError::WeightsRequired { kind: BackboneKind::WideResNet50_2 }));
     let missing = Path::new("/nonexistent/wrn50.pth");
-    let msg = Backbone::<B>::load(BackboneKind::ResNet50, Some(missing), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("/nonexistent/wrn50.pth") && msg.contains("no such file"),
-        "{msg}"
-    );
-    let msg = Backbone::<B>::load(BackboneKind::EfficientNetLite0, Some(missing), &device)
-        .unwrap_err()
-        .to_string();
+    let msg = Backbone::<B>::load(BackboneKind::ResNet50, Some(missing), &device).unwrap_err().to_string();
+    assert!(msg.contains("/nonexistent/wrn50.pth") && msg.contains("no such file"), "{msg}");
+    let msg = Backbone::<B>::load(BackboneKind::EfficientNetLite0, Some(missing), &device).unwrap_err().to_string();
     assert!(msg.contains("/nonexistent/wrn50.pth"), "{msg}");
 }
 
@@ -175,11 +137,7 @@ fn garbage_files_are_errors_not_panics() {
     for name in ["junk.pth", "junk.safetensors", "junk.bpk"] {
         let path = dir.path().join(name);
         std::fs::write(&path, b"definitely not a checkpoint").unwrap();
-        let kind = if name.ends_with(".bpk") {
-            BackboneKind::EfficientNetLite0
-        } else {
-            BackboneKind::ResNet18
-        };
+        let kind = if name.ends_with(".bpk") { BackboneKind::EfficientNetLite0 } else { BackboneKind::ResNet18 };
         let err = Backbone::<B>::load(kind, Some(&path), &Default::default()).unwrap_err();
         assert!(err.to_string().contains(name), "{err}");
     }
@@ -191,45 +149,25 @@ fn checkpoint_of_another_architecture_is_a_clear_error() {
     let basic = golden.join("resnet_tiny/basic.pth");
     let wide = golden.join("resnet_tiny/bottleneck_wide.pth");
     // Whole-backbone kinds: the tiny checkpoints are neither resnet18 nor wide_resnet50_2.
-    let msg = Backbone::<B>::load(BackboneKind::ResNet18, Some(&basic), &Default::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("BasicBlock ×[1, 1, 1]") && msg.contains("(resnet18)"),
-        "{msg}"
-    );
+    let msg = Backbone::<B>::load(BackboneKind::ResNet18, Some(&basic), &Default::default()).unwrap_err().to_string();
+    assert!(msg.contains("BasicBlock ×[1, 1, 1]") && msg.contains("(resnet18)"), "{msg}");
     let msg = load_err(&ResNetConfig::resnet50(), &wide);
-    assert!(
-        msg.contains("Bottleneck ×[1, 1, 1], width_per_group 128") && msg.contains("resnet50"),
-        "{msg}"
-    );
+    assert!(msg.contains("Bottleneck ×[1, 1, 1], width_per_group 128") && msg.contains("resnet50"), "{msg}");
     // Block type and width mismatches at equal depth.
     let msg = load_err(&ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1]), &basic);
-    assert!(
-        msg.contains("checkpoint holds a ResNet with BasicBlock"),
-        "{msg}"
-    );
+    assert!(msg.contains("checkpoint holds a ResNet with BasicBlock"), "{msg}");
     let msg = load_err(&ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1]), &wide);
-    assert!(
-        msg.contains("width_per_group 128") && msg.contains("width_per_group 64"),
-        "{msg}"
-    );
+    assert!(msg.contains("width_per_group 128") && msg.contains("width_per_group 64"), "{msg}");
 
     // Not a ResNet at all (EfficientNet-style keys).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("effnet.safetensors");
     let mut t = BTreeMap::new();
-    t.insert(
-        "_conv_stem.weight".to_string(),
-        (vec![32, 3, 3, 3], vec![0.0; 32 * 27]),
-    );
+    t.insert("_conv_stem.weight".to_string(), (vec![32, 3, 3, 3], vec![0.0; 32 * 27]));
     t.insert("_bn0.weight".to_string(), (vec![32], vec![1.0; 32]));
     write_safetensors(&path, &t);
     let msg = load_err(&tiny_basic(), &path);
-    assert!(
-        msg.contains("not a torchvision ResNet") && msg.contains("_conv_stem.weight"),
-        "{msg}"
-    );
+    assert!(msg.contains("not a torchvision ResNet") && msg.contains("_conv_stem.weight"), "{msg}");
 }
 
 #[test]
@@ -241,20 +179,12 @@ fn missing_misshaped_and_unexpected_keys_are_named() {
 
     // Same tensors as safetensors, plus layer4/fc that must be ignored: loads and matches.
     let mut full = pth.clone();
-    full.insert(
-        "layer4.0.conv1.weight".into(),
-        (vec![2, 2, 1, 1], vec![0.5; 4]),
-    );
+    full.insert("layer4.0.conv1.weight".into(), (vec![2, 2, 1, 1], vec![0.5; 4]));
     full.insert("fc.weight".into(), (vec![10, 4], vec![0.0; 40]));
     let path = dir.path().join("full.safetensors");
     write_safetensors(&path, &full);
     let from_st = ResNet::<B>::load(&tiny_basic(), &path, &device).unwrap();
-    let from_pth = ResNet::<B>::load(
-        &tiny_basic(),
-        &golden.join("resnet_tiny/basic.pth"),
-        &device,
-    )
-    .unwrap();
+    let from_pth = ResNet::<B>::load(&tiny_basic(), &golden.join("resnet_tiny/basic.pth"), &device).unwrap();
     let x = Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     for (a, b) in from_st.forward(x.clone()).iter().zip(from_pth.forward(x)) {
         let d: f32 = (a.clone() - b).abs().max().into_scalar();
@@ -263,19 +193,13 @@ fn missing_misshaped_and_unexpected_keys_are_named() {
 
     let mut broken = pth.clone();
     broken.remove("layer2.0.bn1.running_var").unwrap();
-    broken.insert(
-        "layer1.0.conv2.weight".into(),
-        (vec![64, 64, 1, 1], vec![0.0; 64 * 64]),
-    );
+    broken.insert("layer1.0.conv2.weight".into(), (vec![64, 64, 1, 1], vec![0.0; 64 * 64]));
     broken.insert("layer3.0.extra.weight".into(), (vec![1], vec![0.0]));
     let path = dir.path().join("broken.safetensors");
     write_safetensors(&path, &broken);
     let msg = load_err(&tiny_basic(), &path);
     assert!(msg.contains("missing layer2.0.bn1.running_var"), "{msg}");
-    assert!(
-        msg.contains("layer1.0.conv2.weight: shape [64, 64, 1, 1], expected [64, 64, 3, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("layer1.0.conv2.weight: shape [64, 64, 1, 1], expected [64, 64, 3, 3]"), "{msg}");
     assert!(msg.contains("unexpected layer3.0.extra.weight"), "{msg}");
     assert!(msg.contains("3 problem(s)"), "{msg}");
 }
@@ -288,9 +212,6 @@ fn invalid_configs_are_errors() {
         ResNetConfig::new(BlockKind::Basic, [1, 1, 1]).with_width_per_group(128),
     ];
     for config in bad {
-        assert!(matches!(
-            ResNet::<B>::random(&config, &device),
-            Err(BackboneError::Config { .. })
-        ));
+        assert!(matches!(ResNet::<B>::random(&config, &device), Err(BackboneError::Config { .. })));
     }
 }

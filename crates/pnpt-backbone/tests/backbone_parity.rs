@@ -4,32 +4,21 @@
 //! in a different order: BatchNorm folding, im2col GEMMs).
 mod common;
 
-use common::{golden_dir, npy_tensor, rel_max_err, B};
+use common::{B, golden_dir, npy_tensor, rel_max_err};
 use pnpt_backbone::resnet::{BlockKind, ResNet, ResNetConfig};
 use pnpt_backbone::{Backbone, BackboneKind};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn check(
-    label: &str,
-    names: [&str; 3],
-    got: &[burn::tensor::Tensor<B, 4>; 3],
-    dir: &std::path::Path,
-) {
+fn check(label: &str, names: [&str; 3], got: &[burn::tensor::Tensor<B, 4>; 3], dir: &std::path::Path) {
     let mut worst = 0f32;
     for (name, map) in names.iter().zip(got) {
         let want = npy_tensor(&dir.join(name));
         let err = rel_max_err(map, &want);
-        println!(
-            "{label} {name}: shape {:?} rel max abs err {err:.3e}",
-            map.dims()
-        );
+        println!("{label} {name}: shape {:?} rel max abs err {err:.3e}", map.dims());
         worst = worst.max(err);
     }
-    assert!(
-        worst <= TOLERANCE,
-        "{label}: worst relative error {worst:.3e} > {TOLERANCE:e}"
-    );
+    assert!(worst <= TOLERANCE, "{label}: worst relative error {worst:.3e} > {TOLERANCE:e}");
 }
 
 #[test]
@@ -38,18 +27,11 @@ fn efficientnet_lite0_matches_golden() {
     let dir = golden.join("efficientnet_lite0");
     let device = Default::default();
     let backbone = Backbone::<B>::load(BackboneKind::EfficientNetLite0, None, &device).unwrap();
-    let ms = backbone
-        .features(npy_tensor(&dir.join("input.npy")))
-        .unwrap();
+    let ms = backbone.features(npy_tensor(&dir.join("input.npy"))).unwrap();
     assert_eq!(ms.maps[0].dims(), [1, 24, 64, 64]);
     assert_eq!(ms.maps[1].dims(), [1, 40, 32, 32]);
     assert_eq!(ms.maps[2].dims(), [1, 112, 16, 16]);
-    check(
-        "efficientnet-lite0",
-        ["feat_s4.npy", "feat_s8.npy", "feat_s16.npy"],
-        &ms.maps,
-        &dir,
-    );
+    check("efficientnet-lite0", ["feat_s4.npy", "feat_s8.npy", "feat_s16.npy"], &ms.maps, &dir);
 }
 
 fn resnet_tiny(model: &str, config: ResNetConfig) {
@@ -70,10 +52,7 @@ fn resnet_tiny_basic_matches_golden() {
 
 #[test]
 fn resnet_tiny_bottleneck_wide_matches_golden() {
-    resnet_tiny(
-        "bottleneck_wide",
-        ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1]).with_width_per_group(128),
-    );
+    resnet_tiny("bottleneck_wide", ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1]).with_width_per_group(128));
 }
 
 /// The input README says `input.npy` is the same in both folders; the test above relies on it.

@@ -6,7 +6,7 @@ use std::path::Path;
 use pnpt::burn::module::Module;
 use pnpt::burn::tensor::backend::Backend;
 use pnpt::model::Detector;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// The detector as JSON: categories with their thresholds, training-image counts and memory
 /// bank sizes; scoring; backbone; sizes; the full configuration; and, given the folder, its
@@ -35,7 +35,10 @@ pub fn info_json<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> Valu
     let files: Map<String, Value> = dir
         .and_then(|d| std::fs::read_dir(d).ok())
         .map(|entries| {
-            let mut v: Vec<(String, u64)> = entries.flatten().filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len()))).collect();
+            let mut v: Vec<(String, u64)> = entries
+                .flatten()
+                .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
+                .collect();
             v.sort();
             v.into_iter().map(|(n, s)| (n, json!(s))).collect()
         })
@@ -64,7 +67,13 @@ pub fn info_json<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> Valu
 pub fn info_text(info: &Value) -> String {
     let mut s = String::new();
     let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
-    let _ = writeln!(s, "backbone: {} (input {} x {})", info["backbone"].as_str().unwrap_or("?"), info["input_size"], info["input_size"]);
+    let _ = writeln!(
+        s,
+        "backbone: {} (input {} x {})",
+        info["backbone"].as_str().unwrap_or("?"),
+        info["input_size"],
+        info["input_size"]
+    );
     let _ = writeln!(s, "preset: {}, parameters: {}", info["preset"].as_str().unwrap_or("?"), info["parameters"]);
     let sc = &info["scoring"];
     let _ = writeln!(
@@ -76,7 +85,11 @@ pub fn info_text(info: &Value) -> String {
         sc["threshold_quantile"],
         sc["pixel_quantile"]
     );
-    let _ = writeln!(s, "\n{:<24} {:>10} {:>10} {:>10} {:>6} {:>8} {:>8}", "category", "threshold", "pixel", "retrieval", "train", "held-out", "bank");
+    let _ = writeln!(
+        s,
+        "\n{:<24} {:>10} {:>10} {:>10} {:>6} {:>8} {:>8}",
+        "category", "threshold", "pixel", "retrieval", "train", "held-out", "bank"
+    );
     for c in info["categories"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,

@@ -31,15 +31,21 @@ pub fn file_part<'a>(body: &'a [u8], boundary: &str) -> Result<&'a [u8], String>
             break;
         }
         let head_start = at + 2; // the CRLF after the boundary
-        let head_end = find(body, b"\r\n\r\n", head_start).ok_or("multipart part without a blank line after its headers")?;
+        let head_end =
+            find(body, b"\r\n\r\n", head_start).ok_or("multipart part without a blank line after its headers")?;
         let head = String::from_utf8_lossy(&body[head_start..head_end]).to_ascii_lowercase();
         let name = head.split("name=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("").to_string();
         let has_file = head.contains("filename=");
-        let end = find(body, format!("\r\n{delim}").as_bytes(), head_end + 4).ok_or("multipart part is not closed by the boundary (truncated body?)")?;
+        let end = find(body, format!("\r\n{delim}").as_bytes(), head_end + 4)
+            .ok_or("multipart part is not closed by the boundary (truncated body?)")?;
         parts.push((name, has_file, &body[head_end + 4..end]));
         at = end + 2 + delim.len();
     }
-    let pick = parts.iter().find(|(n, _, _)| n == "image" || n == "file").or_else(|| parts.iter().find(|p| p.1)).or(parts.first());
+    let pick = parts
+        .iter()
+        .find(|(n, _, _)| n == "image" || n == "file")
+        .or_else(|| parts.iter().find(|p| p.1))
+        .or(parts.first());
     pick.map(|p| p.2).ok_or_else(|| "multipart body without any part".into())
 }
 

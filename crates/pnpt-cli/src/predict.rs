@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pnpt::backend::{run_on, BackendTask, DeviceSpec};
+use pnpt::backend::{BackendTask, DeviceSpec, run_on};
 use pnpt::burn::tensor::backend::{AutodiffBackend, Backend};
 use pnpt::data::image::DynamicImage;
 use pnpt::model::Detector;
 use pnpt::prompt::io::write_atomic;
 use rayon::prelude::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::render;
 use crate::{CliError, Result};
@@ -130,7 +130,10 @@ fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = entry.map_err(CliError::io(dir))?.path();
         if path.is_dir() {
             walk(&path, skip, out)?;
-        } else if path.extension().is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())) {
+        } else if path
+            .extension()
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
+        {
             out.push(path);
         }
     }
@@ -162,7 +165,11 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
     let inputs = collect_inputs(&options.inputs, &options.out)?;
     if inputs.is_empty() {
         let names: Vec<String> = options.inputs.iter().map(|p| p.display().to_string()).collect();
-        return Err(CliError::Input(format!("no image found in {} (looked for {})", names.join(", "), EXTENSIONS.join(", "))));
+        return Err(CliError::Input(format!(
+            "no image found in {} (looked for {})",
+            names.join(", "),
+            EXTENSIONS.join(", ")
+        )));
     }
     std::fs::create_dir_all(&options.out).map_err(CliError::io(&options.out))?;
     let jsonl = options.out.join("predictions.jsonl");
@@ -171,7 +178,10 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
     } else {
         ProgressBar::hidden()
     };
-    pb.set_style(ProgressStyle::with_template("predict {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template("predict {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut lines: Vec<String> = Vec::with_capacity(inputs.len());
     let mut summary = Summary { images: inputs.len(), ..Default::default() };
     let t0 = Instant::now();
@@ -259,7 +269,13 @@ fn score_batch<B: Backend>(detector: &Detector<B>, chunk: &[Input], options: &Pr
 }
 
 /// Writes the overlay and mask of one image; their paths relative to the output folder.
-fn write_maps<B: Backend>(detector: &Detector<B>, image: &DynamicImage, p: &pnpt::model::Prediction, input: &Input, options: &PredictOptions) -> Result<(Option<String>, Option<String>), String> {
+fn write_maps<B: Backend>(
+    detector: &Detector<B>,
+    image: &DynamicImage,
+    p: &pnpt::model::Prediction,
+    input: &Input,
+    options: &PredictOptions,
+) -> Result<(Option<String>, Option<String>), String> {
     if !options.maps {
         return Ok((None, None));
     }
@@ -291,7 +307,9 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"").unwrap();
         }
-        let inputs = collect_inputs(&[root.join("a"), root.join("b/x.png"), root.join("missing.png")], &root.join("a/out")).unwrap();
+        let inputs =
+            collect_inputs(&[root.join("a"), root.join("b/x.png"), root.join("missing.png")], &root.join("a/out"))
+                .unwrap();
         let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["sub/y", "x", "x~2", "missing"]);
         assert_eq!(inputs[3].error.as_deref(), Some("no such file or folder"));

@@ -9,9 +9,9 @@
 
 use std::io::Cursor;
 
-use pnpt::data::image::{imageops, DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
+use pnpt::data::image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage, imageops};
 use pnpt::model::Prediction;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Smallest overlay side: a smaller model input is upscaled by an integer factor (nearest for
 /// the map, so one map cell stays one block).
@@ -29,7 +29,8 @@ pub fn colour_scale(p: &Prediction, median: Option<f32>) -> (f32, f32) {
     match (p.pixel_threshold, median) {
         (Some(t), Some(m)) if t > m => (m, 2.0 * t - m),
         _ => {
-            let (lo, hi) = p.anomaly_map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) =
+                p.anomaly_map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) }
         }
     }
@@ -45,7 +46,15 @@ pub fn overlay(image: &DynamicImage, p: &Prediction, median: Option<f32>) -> Rgb
     let value = |x: usize, y: usize| p.anomaly_map.get((y / k) * size + x / k).copied().unwrap_or(lo);
     let hot = |x: usize, y: usize| p.pixel_threshold.is_some_and(|t| value(x, y) > t);
     let edge = |x: usize, y: usize| {
-        hot(x, y) && (x == 0 || y == 0 || x + 1 == side || y + 1 == side || !hot(x - 1, y) || !hot(x + 1, y) || !hot(x, y - 1) || !hot(x, y + 1))
+        hot(x, y)
+            && (x == 0
+                || y == 0
+                || x + 1 == side
+                || y + 1 == side
+                || !hot(x - 1, y)
+                || !hot(x + 1, y)
+                || !hot(x, y - 1)
+                || !hot(x, y + 1))
     };
     RgbImage::from_fn(side as u32, side as u32, |x, y| {
         let (x, y) = (x as usize, y as usize);
@@ -64,7 +73,8 @@ pub fn overlay(image: &DynamicImage, p: &Prediction, median: Option<f32>) -> Rgb
 /// `None` without a pixel threshold.
 pub fn mask(p: &Prediction, width: u32, height: u32) -> Option<GrayImage> {
     let m = p.defect_mask()?;
-    let small = GrayImage::from_fn(p.width as u32, p.height as u32, |x, y| Luma([m[y as usize * p.width + x as usize] * 255]));
+    let small =
+        GrayImage::from_fn(p.width as u32, p.height as u32, |x, y| Luma([m[y as usize * p.width + x as usize] * 255]));
     Some(imageops::resize(&small, width.max(1), height.max(1), imageops::FilterType::Nearest))
 }
 

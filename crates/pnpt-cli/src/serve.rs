@@ -36,7 +36,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,10 +47,10 @@ use pnpt::burn::tensor::backend::Backend;
 use pnpt::data::image::{ImageReader, Limits};
 use pnpt::model::Detector;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::sync::{oneshot, Semaphore};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot};
 
-use crate::{multipart, render, CliError, Result};
+use crate::{CliError, Result, multipart, render};
 
 /// The web page (`GET /`).
 pub const PAGE: &str = include_str!("page.html");
@@ -137,7 +137,9 @@ where
         .route("/v1/info", get(info_handler::<B>))
         .route("/v1/predict", post(predict::<B>))
         .route("/metrics", get(metrics_handler::<B>))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route: see GET / and POST /v1/predict".into()) })
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "not_found", "no such route: see GET / and POST /v1/predict".into())
+        })
         .with_state(state)
         .layer(middleware::from_fn_with_state(metrics, track))
 }
@@ -183,7 +185,9 @@ impl Server {
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(Err(e))) => Err(CliError::Service { addr: self.addr.to_string(), reason: e.to_string() }),
-            Some(Err(_)) => Err(CliError::Service { addr: self.addr.to_string(), reason: "the service thread panicked".into() }),
+            Some(Err(_)) => {
+                Err(CliError::Service { addr: self.addr.to_string(), reason: "the service thread panicked".into() })
+            }
             _ => Ok(()),
         }
     }
@@ -205,16 +209,21 @@ fn bind(addr: &str) -> Result<(std::net::TcpListener, SocketAddr)> {
 
 fn runtime(addr: &str) -> Result<tokio::runtime::Runtime> {
     // Two async threads are plenty: they only move bytes; inference has its own threads.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Service { addr: addr.to_string(), reason: format!("cannot start the async runtime: {e}") })
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| CliError::Service {
+        addr: addr.to_string(),
+        reason: format!("cannot start the async runtime: {e}"),
+    })
 }
 
 /// Serves `detector` on `addr` until SIGTERM or Ctrl-C, then drains and returns; `ready` is
 /// called with the bound address (the port chosen when `:0` was asked for).
-pub fn serve_until_signal<B: Backend>(detector: Arc<Detector<B>>, info: Value, addr: &str, options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()>
+pub fn serve_until_signal<B: Backend>(
+    detector: Arc<Detector<B>>,
+    info: Value,
+    addr: &str,
+    options: ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()>
 where
     Detector<B>: Send + Sync,
 {
@@ -292,7 +301,12 @@ struct PredictQuery {
     map: Option<String>,
 }
 
-async fn predict<B: Backend>(State(st): State<AppState<B>>, query: Result<Query<PredictQuery>, QueryRejection>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError>
+async fn predict<B: Backend>(
+    State(st): State<AppState<B>>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError>
 where
     Detector<B>: Send + Sync,
 {
@@ -307,7 +321,12 @@ where
 }
 
 /// The work of `/v1/predict`; takes `body` out of its option when it reads it.
-async fn score<B: Backend>(st: &AppState<B>, query: Result<Query<PredictQuery>, QueryRejection>, headers: &HeaderMap, body: &mut Option<Body>) -> Result<Json<Value>, ApiError>
+async fn score<B: Backend>(
+    st: &AppState<B>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<Json<Value>, ApiError>
 where
     Detector<B>: Send + Sync,
 {
@@ -316,41 +335,63 @@ where
     let with_map = match q.map.as_deref() {
         None | Some("none") => false,
         Some("png") => true,
-        Some(other) => return Err(error(StatusCode::BAD_REQUEST, "bad_query", format!("map={other}: expected png or none"))),
+        Some(other) => {
+            return Err(error(StatusCode::BAD_REQUEST, "bad_query", format!("map={other}: expected png or none")));
+        }
     };
     let category = q.category.filter(|c| !c.is_empty());
     if let Some(c) = &category
         && st.detector.category_index(c).is_err()
     {
         let categories = Some(st.detector.categories().to_vec());
-        return Err(ApiError { categories, ..error(StatusCode::BAD_REQUEST, "unknown_category", format!("unknown category `{c}`")) });
+        return Err(ApiError {
+            categories,
+            ..error(StatusCode::BAD_REQUEST, "unknown_category", format!("unknown category `{c}`"))
+        });
     }
     // Admission before the body is read, so a full service turns requests away at once.
     let Ok(_admitted) = st.admit.clone().try_acquire_owned() else {
-        let message = format!("all {} workers busy and {} requests queued; retry later", st.options.workers, st.options.queue);
-        return Err(ApiError { retry_after: Some(st.options.retry_after_s), ..error(StatusCode::SERVICE_UNAVAILABLE, "busy", message) });
+        let message =
+            format!("all {} workers busy and {} requests queued; retry later", st.options.workers, st.options.queue);
+        return Err(ApiError {
+            retry_after: Some(st.options.retry_after_s),
+            ..error(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+        });
     };
     let bytes = read_body(body.take().unwrap_or_default(), headers, st.options.max_body).await?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let image_bytes = match multipart::boundary(content_type) {
-        Some(b) => bytes.slice_ref(multipart::file_part(&bytes, &b).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_multipart", e))?),
+        Some(b) => bytes.slice_ref(
+            multipart::file_part(&bytes, &b).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_multipart", e))?,
+        ),
         None => bytes,
     };
     if image_bytes.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "empty_body", "empty body: send the image bytes (PNG, JPEG or BMP) or a multipart form with an `image` part".into()));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "empty body: send the image bytes (PNG, JPEG or BMP) or a multipart form with an `image` part".into(),
+        ));
     }
     let (width, height) = header_dimensions(&image_bytes)?;
     let max = st.options.max_side;
     if width > max || height > max || width == 0 || height == 0 {
-        let status = if width == 0 || height == 0 { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::PAYLOAD_TOO_LARGE };
-        return Err(error(status, "image_too_large", format!("image is {width} x {height} pixels; the limit is {max} x {max} (and at least 1 x 1)")));
+        let status =
+            if width == 0 || height == 0 { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::PAYLOAD_TOO_LARGE };
+        return Err(error(
+            status,
+            "image_too_large",
+            format!("image is {width} x {height} pixels; the limit is {max} x {max} (and at least 1 x 1)"),
+        ));
     }
     let Ok(_worker) = st.workers.clone().acquire_owned().await else {
         return Err(error(StatusCode::SERVICE_UNAVAILABLE, "busy", "the service is shutting down".into()));
     };
     let detector = st.detector.clone();
     let job = tokio::task::spawn_blocking(move || infer(&detector, &image_bytes, category.as_deref(), with_map, max));
-    let mut v = job.await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("inference failed: {e}")))??;
+    let mut v = job
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("inference failed: {e}")))??;
     st.metrics.images.fetch_add(1, Ordering::Relaxed);
     v["width"] = json!(width);
     v["height"] = json!(height);
@@ -363,12 +404,14 @@ where
 /// closing a socket with unread data resets the connection, and the client would see that
 /// instead of the 413.
 async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut over = declared.is_some_and(|n| n > limit as u64);
     let mut buf = Vec::with_capacity(if over { 0 } else { declared.unwrap_or(0) as usize });
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_body", format!("reading the body failed: {e}")))?;
+        let frame =
+            frame.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_body", format!("reading the body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             over |= seen > limit;
@@ -384,7 +427,11 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
     }
     if over {
         let size = declared.map_or_else(|| format!("more than {limit}"), |n| n.to_string());
-        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body is {size} bytes; the limit is {limit}")));
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is {size} bytes; the limit is {limit}"),
+        ));
     }
     Ok(Bytes::from(buf))
 }
@@ -409,16 +456,31 @@ fn header_dimensions(bytes: &[u8]) -> Result<(u32, u32), ApiError> {
         .with_guessed_format()
         .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("unreadable image: {e}")))?;
     if reader.format().is_none() {
-        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image", "the body is not a PNG, JPEG or BMP image".into()));
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_an_image",
+            "the body is not a PNG, JPEG or BMP image".into(),
+        ));
     }
-    reader.into_dimensions().map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("unreadable image header: {e}")))
+    reader.into_dimensions().map_err(|e| {
+        error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("unreadable image header: {e}"))
+    })
 }
 
 /// Decodes and scores one image (on a blocking thread): the JSON answer.
-fn infer<B: Backend>(detector: &Detector<B>, bytes: &[u8], category: Option<&str>, with_map: bool, max_side: u32) -> Result<Value, ApiError> {
+fn infer<B: Backend>(
+    detector: &Detector<B>,
+    bytes: &[u8],
+    category: Option<&str>,
+    with_map: bool,
+    max_side: u32,
+) -> Result<Value, ApiError> {
     let t0 = Instant::now();
-    let undecodable = |e: String| error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("cannot decode the image: {e}"));
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(e.to_string()))?;
+    let undecodable = |e: String| {
+        error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("cannot decode the image: {e}"))
+    };
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(e.to_string()))?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(max_side);
     limits.max_image_height = Some(max_side);
@@ -427,7 +489,10 @@ fn infer<B: Backend>(detector: &Detector<B>, bytes: &[u8], category: Option<&str
     reader.limits(limits);
     let image = reader.decode().map_err(|e| undecodable(e.to_string()))?;
     let internal = |e: String| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
-    let p = detector.predict_batch_as(std::slice::from_ref(&image), category).map_err(|e| internal(e.to_string()))?.remove(0);
+    let p = detector
+        .predict_batch_as(std::slice::from_ref(&image), category)
+        .map_err(|e| internal(e.to_string()))?
+        .remove(0);
     let mut v = render::prediction_json(&p, category.is_some());
     if with_map {
         let median = detector.thresholds().pixel_median.get(&p.category).copied();
@@ -464,7 +529,9 @@ async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Respo
 async fn metrics_handler<B: Backend>(State(st): State<AppState<B>>) -> Response {
     let m = &st.metrics;
     let mut s = String::new();
-    s.push_str("# HELP pnpt_http_requests_total HTTP requests by route and status.\n# TYPE pnpt_http_requests_total counter\n");
+    s.push_str(
+        "# HELP pnpt_http_requests_total HTTP requests by route and status.\n# TYPE pnpt_http_requests_total counter\n",
+    );
     if let Ok(map) = m.requests.lock() {
         for ((route, status), n) in map.iter() {
             s.push_str(&format!("pnpt_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"));
@@ -476,7 +543,10 @@ async fn metrics_handler<B: Backend>(State(st): State<AppState<B>>) -> Response 
     }
     let count = m.latency_count.load(Ordering::Relaxed);
     s.push_str(&format!("pnpt_predict_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n"));
-    s.push_str(&format!("pnpt_predict_duration_seconds_sum {}\n", m.latency_micros.load(Ordering::Relaxed) as f64 / 1e6));
+    s.push_str(&format!(
+        "pnpt_predict_duration_seconds_sum {}\n",
+        m.latency_micros.load(Ordering::Relaxed) as f64 / 1e6
+    ));
     s.push_str(&format!("pnpt_predict_duration_seconds_count {count}\n"));
     s.push_str("# HELP pnpt_images_scored_total Images scored.\n# TYPE pnpt_images_scored_total counter\n");
     s.push_str(&format!("pnpt_images_scored_total {}\n", m.images.load(Ordering::Relaxed)));

@@ -73,7 +73,11 @@ fn bad_arguments_exit_2_with_clap_message() {
 
 #[test]
 fn missing_detector_is_an_error_naming_it() {
-    for args in [&["predict", "/nonexistent/detector", "x.png"][..], &["info", "/nonexistent/detector"], &["serve", "/nonexistent/detector", "--addr", "127.0.0.1:0"]] {
+    for args in [
+        &["predict", "/nonexistent/detector", "x.png"][..],
+        &["info", "/nonexistent/detector"],
+        &["serve", "/nonexistent/detector", "--addr", "127.0.0.1:0"],
+    ] {
         let out = pnpt(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");

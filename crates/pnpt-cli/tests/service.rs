@@ -10,10 +10,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pnpt::backend::Cpu;
-use pnpt::data::image::{self, DynamicImage, ImageFormat, Rgb, RgbImage};
-use pnpt::data::synthetic::{generate, SynthKind, SyntheticConfig};
 use pnpt::data::Dataset;
-use pnpt::model::{fit, Detector, PnptConfig, TrainOptions};
+use pnpt::data::image::{self, DynamicImage, ImageFormat, Rgb, RgbImage};
+use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
+use pnpt::model::{Detector, PnptConfig, TrainOptions, fit};
 use pnpt_cli::serve::{ServeOptions, Server};
 use serde_json::Value;
 
@@ -53,10 +53,28 @@ fn fixture() -> &'static Fixture {
         let root = tmp.join(format!("pnpt-cli-service-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let data = root.join("data");
-        let synth = SyntheticConfig { size: 64, train_good: 20, test_good: 3, test_defective: 4, categories: vec![SynthKind::Bottle, SynthKind::Screw], ..Default::default() };
+        let synth = SyntheticConfig {
+            size: 64,
+            train_good: 20,
+            test_good: 3,
+            test_defective: 4,
+            categories: vec![SynthKind::Bottle, SynthKind::Screw],
+            ..Default::default()
+        };
         generate(&data, &synth).unwrap();
         let other = root.join("other");
-        generate(&other, &SyntheticConfig { size: 64, train_good: 1, test_good: 1, test_defective: 0, categories: vec![SynthKind::Weave], ..Default::default() }).unwrap();
+        generate(
+            &other,
+            &SyntheticConfig {
+                size: 64,
+                train_good: 1,
+                test_good: 1,
+                test_defective: 0,
+                categories: vec![SynthKind::Weave],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let dataset = Dataset::open(&data, None).unwrap();
         let mut cfg = PnptConfig::cpu();
         cfg.preset = "test".into();
@@ -71,7 +89,8 @@ fn fixture() -> &'static Fixture {
         cfg.save(&root.join("config.json")).unwrap();
         let dir = root.join("detector");
         detector.save(&dir).unwrap();
-        let test_images: Vec<PathBuf> = dataset.categories.iter().flat_map(|c| c.test.iter().map(|s| s.path.clone())).collect();
+        let test_images: Vec<PathBuf> =
+            dataset.categories.iter().flat_map(|c| c.test.iter().map(|s| s.path.clone())).collect();
         let good = dataset.categories[0].test.iter().find(|s| !s.is_anomalous()).unwrap();
         let good_png = std::fs::read(&good.path).unwrap();
         let foreign = Dataset::open(&other, None).unwrap().categories[0].train[0].path.clone();
@@ -115,7 +134,12 @@ fn json(text: &str) -> Value {
 
 /// POSTs `body` to `/v1/predict?query` with `content_type`; the response.
 fn post_as(s: &Server, query: &str, content_type: &str, body: Vec<u8>) -> minreq::Response {
-    minreq::post(url(s, &format!("/v1/predict?{query}"))).with_header("Content-Type", content_type).with_body(body).with_timeout(60).send().unwrap()
+    minreq::post(url(s, &format!("/v1/predict?{query}")))
+        .with_header("Content-Type", content_type)
+        .with_body(body)
+        .with_timeout(60)
+        .send()
+        .unwrap()
 }
 
 /// POSTs a PNG body to `/v1/predict?query`; status and JSON.
@@ -174,11 +198,21 @@ fn library_api_thresholds_masks_and_unknown_products() {
     // A product never trained on is flagged; the trained categories' test images are not.
     let foreign = pnpt::data::decode(&f.foreign).unwrap();
     let fp = detector.predict(&foreign).unwrap();
-    eprintln!("foreign: distance {} (limit {:?})", fp.retrieval_distance, detector.thresholds().retrieval.get(&fp.category));
+    eprintln!(
+        "foreign: distance {} (limit {:?})",
+        fp.retrieval_distance,
+        detector.thresholds().retrieval.get(&fp.category)
+    );
     assert!(fp.unknown_category, "weave image retrieved as {} at {}", fp.category, fp.retrieval_distance);
     for path in &f.test_images {
         let p = detector.predict(&pnpt::data::decode(path).unwrap()).unwrap();
-        assert!(!p.unknown_category, "{}: distance {} > limit {:?}", path.display(), p.retrieval_distance, detector.thresholds().retrieval.get(&p.category));
+        assert!(
+            !p.unknown_category,
+            "{}: distance {} > limit {:?}",
+            path.display(),
+            p.retrieval_distance,
+            detector.thresholds().retrieval.get(&p.category)
+        );
     }
     // Thresholds a caller sets are the ones that decide.
     let mut t = detector.category_thresholds(&p.category).unwrap();
@@ -214,7 +248,16 @@ fn predict_raw_multipart_category_and_map() {
     let s = start(ServeOptions::default());
     let (status, raw) = post(&s, "", f.good_png.clone());
     assert_eq!(status, 200, "{raw}");
-    for key in ["category", "score", "threshold", "verdict", "ms", "unknown_category", "normalized_score", "retrieval_distance"] {
+    for key in [
+        "category",
+        "score",
+        "threshold",
+        "verdict",
+        "ms",
+        "unknown_category",
+        "normalized_score",
+        "retrieval_distance",
+    ] {
         assert!(!raw[key].is_null(), "{key} missing: {raw}");
     }
     assert!(raw.get("overlay_png").is_none());
@@ -290,7 +333,11 @@ struct SlowUpload {
 impl SlowUpload {
     fn begin(s: &Server, body: &[u8]) -> Self {
         let mut stream = TcpStream::connect(s.addr).unwrap();
-        let head = format!("POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", s.addr, body.len());
+        let head = format!(
+            "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            s.addr,
+            body.len()
+        );
         stream.write_all(head.as_bytes()).unwrap();
         let half = body.len() / 2;
         stream.write_all(&body[..half]).unwrap();
@@ -317,7 +364,10 @@ fn full_queue_answers_503_with_retry_after() {
     wait_in_progress(s.addr, 1);
     let r = post_as(&s, "", "image/png", f.good_png.clone());
     assert_eq!(r.status_code, 503);
-    assert_eq!(r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).map(|(_, v)| v.as_str()), Some("1"));
+    assert_eq!(
+        r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).map(|(_, v)| v.as_str()),
+        Some("1")
+    );
     assert_eq!(json(r.as_str().unwrap())["code"], "busy");
     // Also with a body of 8 MiB: the service reads and drops it, so the client gets the 503
     // instead of a connection reset in the middle of its upload.
@@ -390,18 +440,40 @@ fn chromium() -> Option<PathBuf> {
 #[test]
 fn web_page_in_headless_chromium() {
     let Some(browser) = chromium() else {
-        assert!(std::env::var("PNPT_TEST_BROWSER").map_or(true, |v| v != "1"), "PNPT_TEST_BROWSER=1 but no chromium binary on PATH");
-        println!("skipped: no chromium binary on PATH (install Debian's `chromium`; PNPT_TEST_BROWSER=1 makes this a failure)");
+        assert!(
+            std::env::var("PNPT_TEST_BROWSER").map_or(true, |v| v != "1"),
+            "PNPT_TEST_BROWSER=1 but no chromium binary on PATH"
+        );
+        println!(
+            "skipped: no chromium binary on PATH (install Debian's `chromium`; PNPT_TEST_BROWSER=1 makes this a failure)"
+        );
         return;
     };
     let f = fixture();
     let s = start(ServeOptions::default());
     use base64::Engine as _;
     let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&f.good_png));
-    let encoded: String = data_url.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let encoded: String = data_url
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(&browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--virtual-time-budget=20000", "--dump-dom"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url(&s, &format!("/?selftest={encoded}")))
         .stderr(Stdio::null())
@@ -410,7 +482,12 @@ fn web_page_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "chromium failed: {:?}", out.status);
     assert!(dom.contains("data-state=\"done\""), "the page did not finish: {dom}");
-    let verdict = dom.split("id=\"verdict\"").nth(1).and_then(|s| s.split('>').nth(1)).and_then(|s| s.split('<').next()).unwrap_or("");
+    let verdict = dom
+        .split("id=\"verdict\"")
+        .nth(1)
+        .and_then(|s| s.split('>').nth(1))
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("");
     assert!(["normal", "anomalous"].contains(&verdict), "verdict `{verdict}` in {dom}");
     let overlay = dom.split("<img id=\"overlay\"").nth(1).and_then(|s| s.split('>').next()).unwrap_or("");
     assert!(overlay.contains("src=\"data:image/png;base64,iVBOR") && !overlay.contains("hidden"), "overlay: {overlay}");
@@ -438,20 +515,42 @@ fn predict_command_on_a_mixed_folder() {
     std::fs::write(dir.join("notes.txt"), b"ignored").unwrap();
     let out = f.root.join("mixed-out");
     let _ = std::fs::remove_dir_all(&out);
-    let run = pnpt().arg("predict").arg(&f.dir).arg(&dir).arg(&f.foreign).arg("--out").arg(&out).arg("--batch").arg("2").output().unwrap();
+    let run = pnpt()
+        .arg("predict")
+        .arg(&f.dir)
+        .arg(&dir)
+        .arg(&f.foreign)
+        .arg("--out")
+        .arg(&out)
+        .arg("--batch")
+        .arg("2")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("5 images") && stderr.contains("2 failed") && stderr.contains("images/s"), "{stderr}");
     let text = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let names: Vec<String> = lines.iter().map(|l| Path::new(l["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = lines
+        .iter()
+        .map(|l| Path::new(l["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     let foreign_name = f.foreign.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(names, ["a_good.png", "c_truncated.png", "d_text.png", "b_good.jpg", foreign_name.as_str()]);
     for (i, l) in lines.iter().enumerate() {
         let bad = names[i].starts_with('c') || names[i].starts_with('d');
         assert_eq!(l["error"].is_string(), bad, "{l}");
         if !bad {
-            for key in ["category", "retrieval_distance", "score", "threshold", "normalized_score", "verdict", "ms", "unknown_category"] {
+            for key in [
+                "category",
+                "retrieval_distance",
+                "score",
+                "threshold",
+                "normalized_score",
+                "verdict",
+                "ms",
+                "unknown_category",
+            ] {
                 assert!(!l[key].is_null(), "{key}: {l}");
             }
             let overlay = out.join(l["overlay"].as_str().unwrap());
@@ -464,19 +563,42 @@ fn predict_command_on_a_mixed_folder() {
     assert_eq!(lines[3]["mask"], "maps/sub/b_good.mask.png");
     assert_eq!(lines[4]["unknown_category"], true, "{}", lines[4]);
     // No temporary files are left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "predictions.jsonl" && n != "maps").collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "predictions.jsonl" && n != "maps")
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // --category and --no-maps on one file: exit 0, only the JSONL.
     let out2 = f.root.join("single-out");
     let _ = std::fs::remove_dir_all(&out2);
-    let run = pnpt().arg("predict").arg(&f.dir).arg(dir.join("a_good.png")).args(["--category", "screw", "--no-maps", "--out"]).arg(&out2).output().unwrap();
+    let run = pnpt()
+        .arg("predict")
+        .arg(&f.dir)
+        .arg(dir.join("a_good.png"))
+        .args(["--category", "screw", "--no-maps", "--out"])
+        .arg(&out2)
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
-    let line: Value = serde_json::from_str(std::fs::read_to_string(out2.join("predictions.jsonl")).unwrap().trim()).unwrap();
-    assert_eq!((line["category"].as_str(), line["category_given"].as_bool(), line["overlay"].is_null()), (Some("screw"), Some(true), true));
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(out2.join("predictions.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(
+        (line["category"].as_str(), line["category_given"].as_bool(), line["overlay"].is_null()),
+        (Some("screw"), Some(true), true)
+    );
     assert!(!out2.join("maps").exists());
     // An unknown category is an error before anything is scored.
-    let run = pnpt().arg("predict").arg(&f.dir).arg(&dir).args(["--category", "teapot", "--out"]).arg(&out2).output().unwrap();
+    let run = pnpt()
+        .arg("predict")
+        .arg(&f.dir)
+        .arg(&dir)
+        .args(["--category", "teapot", "--out"])
+        .arg(&out2)
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("unknown category `teapot`"));
 }
@@ -511,18 +633,38 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
             let _ = self.0.wait();
         }
     }
-    let mut child = Guard(pnpt().arg("serve").arg(&f.dir).args(["--addr", "127.0.0.1:0"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+    let mut child = Guard(
+        pnpt()
+            .arg("serve")
+            .arg(&f.dir)
+            .args(["--addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("http://") {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "pnpt serve ended before listening");
     }
-    let addr: std::net::SocketAddr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in `{line}`")).parse().unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .parse()
+        .unwrap();
     // A request in progress: headers and half the body sent.
     let mut stream = TcpStream::connect(addr).unwrap();
     let body = &f.good_png;
-    write!(stream, "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    write!(
+        stream,
+        "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     stream.write_all(&body[..body.len() / 2]).unwrap();
     wait_in_progress(addr, 1);
     // The shell's builtin `kill`: slim images have no /bin/kill.
@@ -540,14 +682,22 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     assert!(TcpStream::connect(addr).is_err());
 }
 
-
 /// `pnpt train` and `pnpt eval` run the library's job (`pnpt::job`) end to end on the tiny set.
 #[test]
 fn train_and_eval_commands() {
     let f = fixture();
     let out = f.root.join("train-out");
     let _ = std::fs::remove_dir_all(&out);
-    let run = pnpt().arg("train").arg("--data").arg(f.root.join("data")).arg("--config").arg(f.root.join("config.json")).args(["--epochs", "1", "--no-heatmaps", "--out"]).arg(&out).output().unwrap();
+    let run = pnpt()
+        .arg("train")
+        .arg("--data")
+        .arg(f.root.join("data"))
+        .arg("--config")
+        .arg(f.root.join("config.json"))
+        .args(["--epochs", "1", "--no-heatmaps", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("validation on"), "the scoring method is chosen on validation: {stderr}");
@@ -558,7 +708,15 @@ fn train_and_eval_commands() {
 
     let eval = f.root.join("eval-out");
     let _ = std::fs::remove_dir_all(&eval);
-    let run = pnpt().arg("eval").arg(&f.dir).arg("--data").arg(f.root.join("data")).args(["--method", "memory", "--categories", "bottle", "--out"]).arg(&eval).output().unwrap();
+    let run = pnpt()
+        .arg("eval")
+        .arg(&f.dir)
+        .arg("--data")
+        .arg(f.root.join("data"))
+        .args(["--method", "memory", "--categories", "bottle", "--out"])
+        .arg(&eval)
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["method"], "memory");

@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
 /// # use std::io::Write;
 /// ```
-pub fn write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), (PathBuf, io::Error)> {
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), (PathBuf, io::Error)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -46,10 +46,7 @@ impl Sample {
     /// The file name without extension (`"000"` for `.../000.png`), for display: bytes that
     /// are not UTF-8 become U+FFFD. Names of files derived from it use [`Sample::file_stem`].
     pub fn stem(&self) -> String {
-        self.path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// The exact file name without extension, any bytes the OS allows (mask lookup and output
@@ -118,9 +115,7 @@ impl Dataset {
     pub fn open(root: impl AsRef<Path>, only: Option<&[String]>) -> Result<Self, DataError> {
         let root = root.as_ref();
         if !root.is_dir() {
-            return Err(DataError::MissingRoot {
-                path: root.to_path_buf(),
-            });
+            return Err(DataError::MissingRoot { path: root.to_path_buf() });
         }
         let mut available: Vec<String> = Vec::new();
         let mut not_utf8 = None;
@@ -162,18 +157,10 @@ impl Dataset {
         names.sort();
         names.dedup();
         if names.is_empty() {
-            return Err(DataError::EmptyDataset {
-                path: root.to_path_buf(),
-            });
+            return Err(DataError::EmptyDataset { path: root.to_path_buf() });
         }
-        let categories = names
-            .iter()
-            .map(|n| read_category(root, n))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            categories,
-        })
+        let categories = names.iter().map(|n| read_category(root, n)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { root: root.to_path_buf(), categories })
     }
 
     /// The category with this name.
@@ -188,18 +175,12 @@ impl Dataset {
 
     /// All training samples of all categories, category by category (multi-class training).
     pub fn train_samples(&self) -> Vec<Sample> {
-        self.categories
-            .iter()
-            .flat_map(|c| c.train.iter().cloned())
-            .collect()
+        self.categories.iter().flat_map(|c| c.train.iter().cloned()).collect()
     }
 
     /// All test samples of all categories, category by category.
     pub fn test_samples(&self) -> Vec<Sample> {
-        self.categories
-            .iter()
-            .flat_map(|c| c.test.iter().cloned())
-            .collect()
+        self.categories.iter().flat_map(|c| c.test.iter().cloned()).collect()
     }
 
     /// Total number of training images.
@@ -232,11 +213,8 @@ impl Dataset {
     /// whose mask marks no pixel, categories without anomalous (or without normal) test images,
     /// whose image-level metrics are undefined.
     pub fn audit(&self) -> Audit {
-        let all: Vec<&Sample> = self
-            .categories
-            .iter()
-            .flat_map(|c| c.train.iter().chain(&c.validation).chain(&c.test))
-            .collect();
+        let all: Vec<&Sample> =
+            self.categories.iter().flat_map(|c| c.train.iter().chain(&c.validation).chain(&c.test)).collect();
         let results: Vec<(Vec<DataError>, Option<String>)> = all.par_iter().map(|s| check_sample(s)).collect();
         let mut audit = Audit::default();
         for (problems, warning) in results {
@@ -329,65 +307,33 @@ fn is_image_path(p: &Path) -> bool {
 
 /// Image files directly inside `dir`, sorted.
 fn images_in(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    Ok(list_dir(dir)?
-        .into_iter()
-        .filter(|(_, p, is_dir)| !is_dir && is_image_path(p))
-        .map(|(_, p, _)| p)
-        .collect())
+    Ok(list_dir(dir)?.into_iter().filter(|(_, p, is_dir)| !is_dir && is_image_path(p)).map(|(_, p, _)| p).collect())
 }
 
 fn read_category(root: &Path, name: &str) -> Result<Category, DataError> {
     let cat_dir = root.join(name);
     let split_dir = |split: &str| -> Result<PathBuf, DataError> {
         let p = cat_dir.join(split);
-        if p.is_dir() {
-            Ok(p)
-        } else {
-            Err(DataError::MissingSplit {
-                path: p,
-                category: name.to_string(),
-            })
-        }
+        if p.is_dir() { Ok(p) } else { Err(DataError::MissingSplit { path: p, category: name.to_string() }) }
     };
     let train_dir = split_dir("train")?;
     let test_dir = split_dir("test")?;
     let gt_dir = cat_dir.join("ground_truth");
 
     let good_dir = train_dir.join(GOOD);
-    let train = if good_dir.is_dir() {
-        read_split(&train_dir, name, &gt_dir, true)?
-    } else {
-        Vec::new()
-    };
+    let train = if good_dir.is_dir() { read_split(&train_dir, name, &gt_dir, true)? } else { Vec::new() };
     if train.is_empty() {
-        return Err(DataError::NoTrainImages {
-            path: good_dir,
-            category: name.to_string(),
-        });
+        return Err(DataError::NoTrainImages { path: good_dir, category: name.to_string() });
     }
     let val_dir = cat_dir.join("validation");
-    let validation = if val_dir.is_dir() {
-        read_split(&val_dir, name, &gt_dir, false)?
-    } else {
-        Vec::new()
-    };
+    let validation = if val_dir.is_dir() { read_split(&val_dir, name, &gt_dir, false)? } else { Vec::new() };
     let test = read_split(&test_dir, name, &gt_dir, false)?;
-    Ok(Category {
-        name: name.to_string(),
-        train,
-        validation,
-        test,
-    })
+    Ok(Category { name: name.to_string(), train, validation, test })
 }
 
 /// All `<split>/<defect>/` folders of a split; for `train` only `good` (MVTec trains on normal
 /// images only).
-fn read_split(
-    split_dir: &Path,
-    category: &str,
-    gt_dir: &Path,
-    good_only: bool,
-) -> Result<Vec<Sample>, DataError> {
+fn read_split(split_dir: &Path, category: &str, gt_dir: &Path, good_only: bool) -> Result<Vec<Sample>, DataError> {
     let mut out = Vec::new();
     for (defect, defect_dir, is_dir) in list_dir(split_dir)? {
         if !is_dir || (good_only && defect != GOOD) {
@@ -402,17 +348,9 @@ fn read_split(
         let is_3d = rgb_dir.is_dir();
         let images = images_in(if is_3d { &rgb_dir } else { &defect_dir })?;
         for path in images {
-            let masks = if defect == GOOD {
-                Vec::new()
-            } else {
-                find_masks(&path, &defect_dir, is_3d, gt_dir, &defect)?
-            };
-            out.push(Sample {
-                path,
-                category: category.to_string(),
-                defect: defect.clone(),
-                masks,
-            });
+            let masks =
+                if defect == GOOD { Vec::new() } else { find_masks(&path, &defect_dir, is_3d, gt_dir, &defect)? };
+            out.push(Sample { path, category: category.to_string(), defect: defect.clone(), masks });
         }
     }
     Ok(out)
@@ -448,11 +386,7 @@ fn find_masks(
         }
         None
     };
-    let gt_3d = if is_3d {
-        try_file(&defect_dir.join("gt"), stem)
-    } else {
-        None
-    };
+    let gt_3d = if is_3d { try_file(&defect_dir.join("gt"), stem) } else { None };
     if let Some(p) = gt_3d {
         return Ok(vec![p]);
     }
@@ -470,8 +404,5 @@ fn find_masks(
             return Ok(masks);
         }
     }
-    Err(DataError::MissingMask {
-        path: image.to_path_buf(),
-        expected: first_candidate.unwrap_or(gt),
-    })
+    Err(DataError::MissingMask { path: image.to_path_buf(), expected: first_candidate.unwrap_or(gt) })
 }

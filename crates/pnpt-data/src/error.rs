@@ -81,9 +81,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A root that holds no category at all.
-    #[error(
-        "dataset root {path}: no categories found (expected <category>/train and <category>/test folders)"
-    )]
+    #[error("dataset root {path}: no categories found (expected <category>/train and <category>/test folders)")]
     EmptyDataset {
         /// The root.
         path: PathBuf,
@@ -147,7 +145,9 @@ pub enum DataError {
     },
     /// Two images in one folder share a file stem (`000.png` and `000.jpg`): they would share a
     /// mask and an output name.
-    #[error("{first} and {second}: two images with the same name stem in one folder (they would share a mask and a heat-map file)")]
+    #[error(
+        "{first} and {second}: two images with the same name stem in one folder (they would share a mask and a heat-map file)"
+    )]
     NameCollision {
         /// The first file, in name order.
         first: PathBuf,
@@ -182,9 +182,6 @@ pub enum DataError {
 impl DataError {
     /// Wraps an I/O error with the path it happened on.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io {
-            path: path.into(),
-            source,
-        }
+        DataError::Io { path: path.into(), source }
     }
 }

@@ -101,8 +101,12 @@ impl Fingerprint {
             match (before.get(k), after.get(k)) {
                 (Some(b), None) => out.push(format!("{} removed", b.path)),
                 (None, Some(a)) => out.push(format!("{} added", a.path)),
-                (Some(b), Some(a)) if b.size != a.size => out.push(format!("{} changed size ({} -> {} bytes)", a.path, b.size, a.size)),
-                (Some(b), Some(a)) if b.sha256 != a.sha256 => out.push(format!("{} changed content (same size)", a.path)),
+                (Some(b), Some(a)) if b.size != a.size => {
+                    out.push(format!("{} changed size ({} -> {} bytes)", a.path, b.size, a.size))
+                }
+                (Some(b), Some(a)) if b.sha256 != a.sha256 => {
+                    out.push(format!("{} changed content (same size)", a.path))
+                }
                 _ => {}
             }
         }

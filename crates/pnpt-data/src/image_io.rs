@@ -32,11 +32,7 @@ impl Preprocess {
     /// assert_eq!(p.mean, [0.485, 0.456, 0.406]);
     /// ```
     pub fn imagenet(size: u32) -> Self {
-        Self {
-            size,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-        }
+        Self { size, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
     }
 
     /// Arbitrary statistics.
@@ -66,20 +62,13 @@ impl Default for Preprocess {
 pub(crate) fn map_image_error(path: &Path, e: ImageError) -> DataError {
     let path = path.to_path_buf();
     match e {
-        ImageError::Unsupported(u) => DataError::UnsupportedFormat {
-            path,
-            reason: u.to_string(),
-        },
+        ImageError::Unsupported(u) => DataError::UnsupportedFormat { path, reason: u.to_string() },
         // A stream that ends early is a truncated file, not an OS failure.
-        ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => DataError::Corrupt {
-            path,
-            reason: format!("unexpected end of file ({io})"),
-        },
+        ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
+            DataError::Corrupt { path, reason: format!("unexpected end of file ({io})") }
+        }
         ImageError::IoError(io) => DataError::Io { path, source: io },
-        other => DataError::Corrupt {
-            path,
-            reason: other.to_string(),
-        },
+        other => DataError::Corrupt { path, reason: other.to_string() },
     }
 }
 
@@ -88,20 +77,13 @@ pub(crate) fn map_image_error(path: &Path, e: ImageError) -> DataError {
 fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<fs::File>>, DataError> {
     let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if !meta.is_file() {
-        return Err(DataError::io(
-            path,
-            std::io::Error::other("not a regular file"),
-        ));
+        return Err(DataError::io(path, std::io::Error::other("not a regular file")));
     }
     if meta.len() == 0 {
-        return Err(DataError::EmptyFile {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::EmptyFile { path: path.to_path_buf() });
     }
     let reader = ImageReader::open(path).map_err(|e| DataError::io(path, e))?;
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
+    let reader = reader.with_guessed_format().map_err(|e| DataError::io(path, e))?;
     if reader.format().is_none() {
         return Err(DataError::UnsupportedFormat {
             path: path.to_path_buf(),
@@ -147,9 +129,7 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
 /// Width and height from the file header only (no pixel decoding), with the same errors as
 /// [`decode_rgb`] for empty, unsupported or unreadable files.
 pub fn image_size(path: &Path) -> Result<(u32, u32), DataError> {
-    open_reader(path)?
-        .into_dimensions()
-        .map_err(|e| map_image_error(path, e))
+    open_reader(path)?.into_dimensions().map_err(|e| map_image_error(path, e))
 }
 
 /// Resizes (bilinear/triangle filter, antialiased when shrinking) to `pre.size²` and normalises
@@ -215,8 +195,7 @@ pub fn resize_nearest(src: &[u8], w: u32, h: u32, size: u32) -> Vec<u8> {
     if w == 0 || h == 0 {
         return vec![0; s * s];
     }
-    let map =
-        |dst: usize, n: usize| (((dst as f64 + 0.5) * n as f64 / s as f64) as usize).min(n - 1);
+    let map = |dst: usize, n: usize| (((dst as f64 + 0.5) * n as f64 / s as f64) as usize).min(n - 1);
     let xs: Vec<usize> = (0..s).map(|x| map(x, w)).collect();
     let mut out = Vec::with_capacity(s * s);
     for y in 0..s {
@@ -236,9 +215,7 @@ pub fn decode_mask(path: &Path) -> Result<(Vec<u8>, u32, u32), DataError> {
         DynamicImage::ImageLuma8(m) => m.as_raw().iter().map(|&v| (v > 0) as u8).collect(),
         _ => {
             let rgb = img.to_rgb16();
-            rgb.pixels()
-                .map(|p| (p.0.iter().any(|&v| v > 0)) as u8)
-                .collect()
+            rgb.pixels().map(|p| (p.0.iter().any(|&v| v > 0)) as u8).collect()
         }
     };
     Ok((bin, w, h))

@@ -40,8 +40,7 @@ use std::path::PathBuf;
 pub use dataset::{Audit, Category, Dataset, GOOD, IMAGE_EXTENSIONS, Sample};
 pub use error::DataError;
 pub use image_io::{
-    Preprocess, decode, decode_mask, decode_rgb, image_size, load_image, load_mask, resize_nearest,
-    rgb_to_chw, to_chw,
+    Preprocess, decode, decode_mask, decode_rgb, image_size, load_image, load_mask, resize_nearest, rgb_to_chw, to_chw,
 };
 pub use loader::{BatchIter, labels, load_chw, load_images, load_masks};
 pub use synthetic::{SyntheticConfig, ensure_synthetic};
@@ -53,11 +52,7 @@ pub use image;
 /// `$XDG_CACHE_HOME/pnpt`, else `$HOME/.cache/pnpt` (`%LOCALAPPDATA%\pnpt` on Windows), else
 /// `<system temp>/pnpt-cache`. Nothing is created here.
 pub fn default_cache_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(p) = var("PNPT_CACHE") {
         return p;
     }

@@ -18,10 +18,7 @@ use crate::image_io::{Preprocess, load_image, load_mask};
 /// On failure the error of the first failing sample *in list order* is returned, so the
 /// message does not depend on thread timing.
 pub fn load_chw(samples: &[Sample], pre: &Preprocess) -> Result<Vec<f32>, DataError> {
-    let parts: Vec<Result<Vec<f32>, DataError>> = samples
-        .par_iter()
-        .map(|s| load_image(&s.path, pre))
-        .collect();
+    let parts: Vec<Result<Vec<f32>, DataError>> = samples.par_iter().map(|s| load_image(&s.path, pre)).collect();
     let mut flat = Vec::with_capacity(samples.len() * pre.len());
     for p in parts {
         flat.extend_from_slice(&p?);
@@ -47,20 +44,13 @@ pub fn load_images<B: Backend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 4>, DataError> {
     if samples.is_empty() {
-        return Err(DataError::NoSamples {
-            what: "load_images",
-        });
+        return Err(DataError::NoSamples { what: "load_images" });
     }
     let flat = load_chw(samples, pre)?;
     Ok(chw_to_tensor(flat, samples.len(), pre.size, device))
 }
 
-fn chw_to_tensor<B: Backend>(
-    flat: Vec<f32>,
-    n: usize,
-    size: u32,
-    device: &B::Device,
-) -> Tensor<B, 4> {
+fn chw_to_tensor<B: Backend>(flat: Vec<f32>, n: usize, size: u32, device: &B::Device) -> Tensor<B, 4> {
     let s = size as usize;
     Tensor::from_data(TensorData::new(flat, [n, 3, s, s]), device)
 }
@@ -68,8 +58,7 @@ fn chw_to_tensor<B: Backend>(
 /// Ground-truth masks of every sample (parallel), concatenated: `N * size * size` values of 0/1,
 /// row-major per sample; zeros for normal samples. See [`load_mask`].
 pub fn load_masks(samples: &[Sample], size: u32) -> Result<Vec<u8>, DataError> {
-    let parts: Vec<Result<Vec<u8>, DataError>> =
-        samples.par_iter().map(|s| load_mask(s, size)).collect();
+    let parts: Vec<Result<Vec<u8>, DataError>> = samples.par_iter().map(|s| load_mask(s, size)).collect();
     let mut flat = Vec::with_capacity(samples.len() * size as usize * size as usize);
     for p in parts {
         flat.extend_from_slice(&p?);
@@ -130,9 +119,7 @@ impl<B: Backend> BatchIter<B> {
             });
         }
         if samples.is_empty() {
-            return Err(DataError::NoSamples {
-                what: "BatchIter::new",
-            });
+            return Err(DataError::NoSamples { what: "BatchIter::new" });
         }
         let order = Self::order(samples.len(), shuffle_seed);
         let batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
@@ -155,13 +142,7 @@ impl<B: Backend> BatchIter<B> {
                 }
             })
             .map_err(|e| DataError::io("<loader thread>", e))?;
-        Ok(Self {
-            rx,
-            device: device.clone(),
-            size: pre.size,
-            remaining,
-            worker: Some(worker),
-        })
+        Ok(Self { rx, device: device.clone(), size: pre.size, remaining, worker: Some(worker) })
     }
 
     /// The visiting order of one epoch: identity, or a seeded ChaCha8 Fisher–Yates shuffle.
@@ -203,10 +184,7 @@ impl<B: Backend> Iterator for BatchIter<B> {
                     Some(Err(_)) => "loader thread panicked",
                     _ => "loader thread stopped early",
                 };
-                Some(Err(DataError::io(
-                    "<loader thread>",
-                    std::io::Error::other(reason),
-                )))
+                Some(Err(DataError::io("<loader thread>", std::io::Error::other(reason))))
             }
         }
     }

@@ -81,9 +81,7 @@ pub enum NpyError {
         path: PathBuf,
     },
     /// The payload is shorter than the shape requires.
-    #[error(
-        "{path}: truncated data: shape {shape:?} needs {expected} bytes, the file holds {got}"
-    )]
+    #[error("{path}: truncated data: shape {shape:?} needs {expected} bytes, the file holds {got}")]
     Truncated {
         /// The file.
         path: PathBuf,
@@ -190,9 +188,7 @@ fn value_of<'a>(dict: &'a str, key: &str) -> Result<&'a str, String> {
         .find_map(|k| dict.find(k.as_str()).map(|i| i + k.len()))
         .ok_or_else(|| format!("no {key:?} key"))?;
     let rest = dict[at..].trim_start();
-    rest.strip_prefix(':')
-        .map(str::trim_start)
-        .ok_or_else(|| format!("no ':' after {key:?}"))
+    rest.strip_prefix(':').map(str::trim_start).ok_or_else(|| format!("no ':' after {key:?}"))
 }
 
 fn parse_header(text: &str) -> Result<Header, String> {
@@ -226,17 +222,9 @@ fn parse_header(text: &str) -> Result<Header, String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         // Python 2 wrote long ints as `3L`.
-        .map(|s| {
-            s.trim_end_matches('L')
-                .parse::<usize>()
-                .map_err(|e| format!("shape entry {s:?}: {e}"))
-        })
+        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|e| format!("shape entry {s:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Header {
-        descr,
-        fortran_order,
-        shape,
-    })
+    Ok(Header { descr, fortran_order, shape })
 }
 
 /// numpy's header bytes (magic, version, length, padded dict) for a C-order array.
@@ -244,28 +232,16 @@ fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
     let shape_repr = match shape {
         [] => "()".to_string(),
         [d] => format!("({d},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
     };
-    let mut dict =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
     if let Some(first) = shape.first() {
         dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(first.to_string().len())));
     }
     let hlen = dict.len() + 1; // + '\n'
-                               // Like numpy: always pad (1..=ALIGN spaces), and use version 2 only when 1's u16 length overflows.
+    // Like numpy: always pad (1..=ALIGN spaces), and use version 2 only when 1's u16 length overflows.
     let pad_for = |len_bytes: usize| ALIGN - (6 + 2 + len_bytes + hlen) % ALIGN;
-    let (version, len_bytes) = if hlen + pad_for(2) <= u16::MAX as usize {
-        (1u8, 2)
-    } else {
-        (2u8, 4)
-    };
+    let (version, len_bytes) = if hlen + pad_for(2) <= u16::MAX as usize { (1u8, 2) } else { (2u8, 4) };
     let pad = pad_for(len_bytes);
     let mut out = Vec::with_capacity(6 + 2 + len_bytes + hlen + pad);
     out.extend_from_slice(MAGIC);
@@ -284,15 +260,10 @@ fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
 
 /// Reads a header from `r`, returning it and the number of bytes it took.
 fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), NpyError> {
-    let io_err = |source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
     let short = |e: io::Error| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            NpyError::BadMagic {
-                path: path.to_path_buf(),
-            }
+            NpyError::BadMagic { path: path.to_path_buf() }
         } else {
             io_err(e)
         }
@@ -300,36 +271,23 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), NpyError
     let mut pre = [0u8; 8];
     r.read_exact(&mut pre).map_err(short)?;
     if &pre[..6] != MAGIC {
-        return Err(NpyError::BadMagic {
-            path: path.to_path_buf(),
-        });
+        return Err(NpyError::BadMagic { path: path.to_path_buf() });
     }
     let (major, minor) = (pre[6], pre[7]);
     let len_bytes = match major {
         1 => 2,
         2 | 3 => 4,
-        _ => {
-            return Err(NpyError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                major,
-                minor,
-            })
-        }
+        _ => return Err(NpyError::UnsupportedVersion { path: path.to_path_buf(), major, minor }),
     };
-    let bad = |reason: String| NpyError::BadHeader {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| NpyError::BadHeader { path: path.to_path_buf(), reason };
     let mut len = [0u8; 4];
-    r.read_exact(&mut len[..len_bytes])
-        .map_err(|_| bad("file ends inside the header length".into()))?;
+    r.read_exact(&mut len[..len_bytes]).map_err(|_| bad("file ends inside the header length".into()))?;
     let hlen = u32::from_le_bytes(len) as usize;
     if hlen > 1 << 24 {
         return Err(bad(format!("header length {hlen} is implausible")));
     }
     let mut text = vec![0u8; hlen];
-    r.read_exact(&mut text)
-        .map_err(|_| bad(format!("file ends inside the {hlen}-byte header")))?;
+    r.read_exact(&mut text).map_err(|_| bad(format!("file ends inside the {hlen}-byte header")))?;
     // Versions 1 and 2 are latin-1, 3 is UTF-8; the dict itself is ASCII either way.
     let text = String::from_utf8(text).map_err(|_| bad("header is not ASCII/UTF-8 text".into()))?;
     let header = parse_header(&text).map_err(bad)?;
@@ -344,26 +302,17 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), NpyError
 /// other than `T`'s, Fortran order, or a payload shorter or longer than the shape needs.
 pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>), NpyError> {
     let path = path.as_ref();
-    let io_err = |source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut r = BufReader::new(file);
     let (header, header_len) = read_header(&mut r, path)?;
     if !T::accepts(&header.descr) {
-        return Err(NpyError::UnsupportedDtype {
-            path: path.to_path_buf(),
-            found: header.descr,
-            expected: T::DESCR,
-        });
+        return Err(NpyError::UnsupportedDtype { path: path.to_path_buf(), found: header.descr, expected: T::DESCR });
     }
     if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
         // (With at most one non-trivial axis, Fortran and C order are the same bytes.)
-        return Err(NpyError::FortranOrder {
-            path: path.to_path_buf(),
-        });
+        return Err(NpyError::FortranOrder { path: path.to_path_buf() });
     }
     let count = header
         .shape
@@ -377,19 +326,10 @@ pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>
     let expected = (count * T::SIZE) as u64;
     let got = file_len.saturating_sub(header_len);
     if got < expected {
-        return Err(NpyError::Truncated {
-            path: path.to_path_buf(),
-            shape: header.shape,
-            expected,
-            got,
-        });
+        return Err(NpyError::Truncated { path: path.to_path_buf(), shape: header.shape, expected, got });
     }
     if got > expected {
-        return Err(NpyError::TrailingData {
-            path: path.to_path_buf(),
-            shape: header.shape,
-            extra: got - expected,
-        });
+        return Err(NpyError::TrailingData { path: path.to_path_buf(), shape: header.shape, extra: got - expected });
     }
     let mut data = Vec::with_capacity(count);
     let mut buf = vec![0u8; CHUNK - CHUNK % T::SIZE];
@@ -423,18 +363,10 @@ pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>
 /// # Errors
 /// [`NpyError::ShapeMismatch`] if `shape`'s product is not `data.len()`, [`NpyError::Io`] if the
 /// folder is not writable.
-pub fn write<T: NpyElement>(
-    path: impl AsRef<Path>,
-    shape: &[usize],
-    data: &[T],
-) -> Result<(), NpyError> {
+pub fn write<T: NpyElement>(path: impl AsRef<Path>, shape: &[usize], data: &[T]) -> Result<(), NpyError> {
     let path = path.as_ref();
     if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(data.len()) {
-        return Err(NpyError::ShapeMismatch {
-            path: path.to_path_buf(),
-            shape: shape.to_vec(),
-            len: data.len(),
-        });
+        return Err(NpyError::ShapeMismatch { path: path.to_path_buf(), shape: shape.to_vec(), len: data.len() });
     }
     crate::atomic::write_with(path, |w| {
         w.write_all(&header_bytes(T::DESCR, shape))?;
@@ -454,9 +386,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/reference/npy")
-            .join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/npy").join(name)
     }
 
     /// `(2, 3, 4)` array `(arange(24) - 5.5) / 4` as `make_reference.py` writes it.
@@ -487,28 +417,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f32.npy");
         write(&p, &[2, 3, 4], &reference_f32()).unwrap();
-        assert_eq!(
-            std::fs::read(&p).unwrap(),
-            std::fs::read(fixture("f32_2x3x4.npy")).unwrap()
-        );
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("f32_2x3x4.npy")).unwrap());
         let p = dir.path().join("u8.npy");
         write(&p, &[3, 5], &(0..15).map(|i| i * 17).collect::<Vec<u8>>()).unwrap();
-        assert_eq!(
-            std::fs::read(&p).unwrap(),
-            std::fs::read(fixture("u8_3x5.npy")).unwrap()
-        );
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("u8_3x5.npy")).unwrap());
         let p = dir.path().join("i64.npy");
         write(&p, &[3], &[-1i64, 0, 1 << 40]).unwrap();
-        assert_eq!(
-            std::fs::read(&p).unwrap(),
-            std::fs::read(fixture("i64_3.npy")).unwrap()
-        );
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("i64_3.npy")).unwrap());
         let p = dir.path().join("scalar.npy");
         write(&p, &[], &[3.25f32]).unwrap();
-        assert_eq!(
-            std::fs::read(&p).unwrap(),
-            std::fs::read(fixture("f32_scalar.npy")).unwrap()
-        );
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(fixture("f32_scalar.npy")).unwrap());
     }
 
     #[test]
@@ -529,10 +447,7 @@ mod tests {
         assert_eq!(read::<u8>(&p).unwrap(), (vec![16, 16], u));
         write(&p, &[2], &[i32::MIN, i32::MAX]).unwrap();
         assert_eq!(read::<i32>(&p).unwrap().1, vec![i32::MIN, i32::MAX]);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.npy")]);
     }
 
@@ -552,21 +467,9 @@ mod tests {
         let err = read::<f32>(fixture("f32_fortran.npy")).unwrap_err();
         assert!(matches!(err, NpyError::FortranOrder { .. }), "{err}");
         let err = read::<f32>(fixture("f32_bigendian.npy")).unwrap_err();
-        assert!(
-            matches!(&err, NpyError::UnsupportedDtype { found, .. } if found == ">f4"),
-            "{err}"
-        );
+        assert!(matches!(&err, NpyError::UnsupportedDtype { found, .. } if found == ">f4"), "{err}");
         let err = read::<u8>(fixture("f32_2x3x4.npy")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                NpyError::UnsupportedDtype {
-                    expected: "|u1",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, NpyError::UnsupportedDtype { expected: "|u1", .. }), "{err}");
         assert!(err.to_string().contains("f32_2x3x4.npy"), "{err}");
         let err = read::<f32>(fixture("missing.npy")).unwrap_err();
         assert!(matches!(err, NpyError::Io { .. }), "{err}");
@@ -578,66 +481,29 @@ mod tests {
         std::fs::write(&p, b"\x93NUM").unwrap();
         assert!(matches!(read::<f32>(&p), Err(NpyError::BadMagic { .. })));
         std::fs::write(&p, b"\x93NUMPY\x09\x00\x10\x00").unwrap();
-        assert!(matches!(
-            read::<f32>(&p),
-            Err(NpyError::UnsupportedVersion { major: 9, .. })
-        ));
+        assert!(matches!(read::<f32>(&p), Err(NpyError::UnsupportedVersion { major: 9, .. })));
 
         let good = std::fs::read(fixture("f32_2x3x4.npy")).unwrap();
         std::fs::write(&p, &good[..good.len() - 3]).unwrap();
         let err = read::<f32>(&p).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                NpyError::Truncated {
-                    expected: 96,
-                    got: 93,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, NpyError::Truncated { expected: 96, got: 93, .. }), "{err}");
         std::fs::write(&p, &good[..50]).unwrap();
         assert!(matches!(read::<f32>(&p), Err(NpyError::BadHeader { .. })));
         let mut long = good.clone();
         long.push(0);
         std::fs::write(&p, &long).unwrap();
-        assert!(matches!(
-            read::<f32>(&p),
-            Err(NpyError::TrailingData { extra: 1, .. })
-        ));
+        assert!(matches!(read::<f32>(&p), Err(NpyError::TrailingData { extra: 1, .. })));
 
-        assert!(matches!(
-            write(&p, &[2, 2], &[1.0f32; 3]),
-            Err(NpyError::ShapeMismatch { len: 3, .. })
-        ));
-        assert!(matches!(
-            write(dir.path().join("no/such/dir/x.npy"), &[1], &[1.0f32]),
-            Err(NpyError::Io { .. })
-        ));
+        assert!(matches!(write(&p, &[2, 2], &[1.0f32; 3]), Err(NpyError::ShapeMismatch { len: 3, .. })));
+        assert!(matches!(write(dir.path().join("no/such/dir/x.npy"), &[1], &[1.0f32]), Err(NpyError::Io { .. })));
     }
 
     #[test]
     fn parses_header_variants() {
-        let h = parse_header("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(3L, 4L)}  \n")
-            .unwrap();
-        assert_eq!(
-            h,
-            Header {
-                descr: "<f4".into(),
-                fortran_order: false,
-                shape: vec![3, 4]
-            }
-        );
+        let h = parse_header("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(3L, 4L)}  \n").unwrap();
+        assert_eq!(h, Header { descr: "<f4".into(), fortran_order: false, shape: vec![3, 4] });
         let h = parse_header("{'shape': (7,), 'fortran_order': True, 'descr': '|u1', }").unwrap();
-        assert_eq!(
-            h,
-            Header {
-                descr: "|u1".into(),
-                fortran_order: true,
-                shape: vec![7]
-            }
-        );
+        assert_eq!(h, Header { descr: "|u1".into(), fortran_order: true, shape: vec![7] });
         for bad in [
             "'descr': '<f4'",
             "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,)}",

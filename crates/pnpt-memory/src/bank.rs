@@ -42,7 +42,14 @@ pub struct MemoryConfig {
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { coreset_ratio: 0.1, max_bank_size: 10_000, projection_dim: 128, max_dim: 1024, seed: 0, block_elements: 1 << 23 }
+        Self {
+            coreset_ratio: 0.1,
+            max_bank_size: 10_000,
+            projection_dim: 128,
+            max_dim: 1024,
+            seed: 0,
+            block_elements: 1 << 23,
+        }
     }
 }
 
@@ -53,11 +60,15 @@ impl MemoryConfig {
             return Err(Error::Config(format!("memory.coreset_ratio ({}) must be in (0, 1]", self.coreset_ratio)));
         }
         if self.max_bank_size == 0 || self.max_dim == 0 || self.block_elements == 0 {
-            return Err(Error::Config("memory.max_bank_size, memory.max_dim and memory.block_elements must be at least 1".into()));
+            return Err(Error::Config(
+                "memory.max_bank_size, memory.max_dim and memory.block_elements must be at least 1".into(),
+            ));
         }
         // A bank above this would need tens of GB of distance work per image; refuse early.
         if self.max_bank_size > 1 << 22 || self.max_dim > 1 << 14 || self.projection_dim > 1 << 14 {
-            return Err(Error::Config("memory.max_bank_size (<= 4,194,304), max_dim and projection_dim (<= 16,384) are out of range".into()));
+            return Err(Error::Config(
+                "memory.max_bank_size (<= 4,194,304), max_dim and projection_dim (<= 16,384) are out of range".into(),
+            ));
         }
         Ok(())
     }
@@ -96,7 +107,16 @@ impl<B: Backend> MemoryBuilder<B> {
     /// An empty builder.
     pub fn new(config: MemoryConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Self { memory: PatchMemory { names: Vec::new(), banks: Vec::new(), norms: Vec::new(), candidates: Vec::new(), dim: 0, config } })
+        Ok(Self {
+            memory: PatchMemory {
+                names: Vec::new(),
+                banks: Vec::new(),
+                norms: Vec::new(),
+                candidates: Vec::new(),
+                dim: 0,
+                config,
+            },
+        })
     }
 
     /// Adds one class from its training images' backbone taps (`[n, C_i, H_i, W_i]` ×3, given as
@@ -116,7 +136,10 @@ impl<B: Backend> MemoryBuilder<B> {
         let rows = Tensor::cat(rows, 0);
         let [n, d] = rows.dims();
         if self.memory.dim != 0 && d != self.memory.dim {
-            return Err(Error::InvalidInput(format!("class `{name}`: patch features are {d}-d, earlier classes {}-d", self.memory.dim)));
+            return Err(Error::InvalidInput(format!(
+                "class `{name}`: patch features are {d}-d, earlier classes {}-d",
+                self.memory.dim
+            )));
         }
         let c = &self.memory.config;
         let k = coreset_size(n, c.coreset_ratio, c.max_bank_size);
@@ -266,7 +289,8 @@ impl<B: Backend> PatchMemory<B> {
             candidates: self.candidates.clone(),
             config: self.config.clone(),
         };
-        let blobs: Vec<Vec<u8>> = self.banks.iter().map(|b| f32_to_bytes(&b.to_data().iter::<f32>().collect::<Vec<f32>>())).collect();
+        let blobs: Vec<Vec<u8>> =
+            self.banks.iter().map(|b| f32_to_bytes(&b.to_data().iter::<f32>().collect::<Vec<f32>>())).collect();
         let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
         write_container(path, MAGIC, &header, &refs)?;
         Ok(())
@@ -282,10 +306,22 @@ impl<B: Backend> PatchMemory<B> {
         }
         let k = header.names.len();
         if k == 0 || header.sizes.len() != k || header.candidates.len() != k || blobs.len() != k || header.dim == 0 {
-            return Err(bad(format!("{k} classes, {} sizes, {} banks, dim {}", header.sizes.len(), blobs.len(), header.dim)));
+            return Err(bad(format!(
+                "{k} classes, {} sizes, {} banks, dim {}",
+                header.sizes.len(),
+                blobs.len(),
+                header.dim
+            )));
         }
         header.config.validate().map_err(|e| bad(e.to_string()))?;
-        let mut memory = PatchMemory { names: Vec::new(), banks: Vec::new(), norms: Vec::new(), candidates: Vec::new(), dim: header.dim, config: header.config };
+        let mut memory = PatchMemory {
+            names: Vec::new(),
+            banks: Vec::new(),
+            norms: Vec::new(),
+            candidates: Vec::new(),
+            dim: header.dim,
+            config: header.config,
+        };
         for (i, blob) in blobs.iter().enumerate() {
             let values = bytes_to_f32(blob).ok_or_else(|| bad(format!("bank {i}: length not a multiple of 4")))?;
             let rows = header.sizes[i];

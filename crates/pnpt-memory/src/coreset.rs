@@ -34,7 +34,12 @@ pub fn coreset_size(n: usize, ratio: f64, cap: usize) -> usize {
 /// picked. The first pick is a seeded random row; every later pick is the row farthest
 /// (squared Euclidean distance in the projection) from all rows picked before it, ties going to
 /// the lowest index. `projection_dim == 0` or `>= D` measures distances in the original space.
-pub fn greedy_coreset<B: Backend>(rows: Tensor<B, 2>, k: usize, projection_dim: usize, seed: u64) -> Result<Vec<usize>> {
+pub fn greedy_coreset<B: Backend>(
+    rows: Tensor<B, 2>,
+    k: usize,
+    projection_dim: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
     let [n, d] = rows.dims();
     if n == 0 || d == 0 {
         return Err(Error::InvalidInput(format!("coreset of an empty set [{n}, {d}]")));
@@ -48,7 +53,8 @@ pub fn greedy_coreset<B: Backend>(rows: Tensor<B, 2>, k: usize, projection_dim: 
         rows
     } else {
         let scale = 1.0 / (projection_dim as f32).sqrt();
-        let signs: Vec<f32> = (0..d * projection_dim).map(|_| if rng.random::<bool>() { scale } else { -scale }).collect();
+        let signs: Vec<f32> =
+            (0..d * projection_dim).map(|_| if rng.random::<bool>() { scale } else { -scale }).collect();
         let matrix = Tensor::<B, 2>::from_data(TensorData::new(signs, [d, projection_dim]), &rows.device());
         rows.matmul(matrix)
     };
@@ -84,7 +90,8 @@ fn greedy_on_host(points: &[f32], p: usize, k: usize, first: usize) -> Vec<usize
         }
         let centre = &points[current * p..(current + 1) * p];
         // Squared distance of the new centre to every earlier centre.
-        let between: Vec<f32> = picked[..j as usize].iter().map(|&a| squared_distance(&points[a * p..(a + 1) * p], centre)).collect();
+        let between: Vec<f32> =
+            picked[..j as usize].iter().map(|&a| squared_distance(&points[a * p..(a + 1) * p], centre)).collect();
         // Update the rows that may move to the new centre and find the farthest row in one
         // pass; (value, lowest index) makes the parallel reduction independent of scheduling.
         let (_, next) = nearest
@@ -92,7 +99,10 @@ fn greedy_on_host(points: &[f32], p: usize, k: usize, first: usize) -> Vec<usize
             .zip(owner.par_chunks_mut(CHUNK))
             .enumerate()
             .map(|(c, (near, own))| update_chunk(points, p, centre, j, &between, near, own, c * CHUNK))
-            .reduce(|| (f32::NEG_INFINITY, usize::MAX), |a, b| if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) { b } else { a });
+            .reduce(
+                || (f32::NEG_INFINITY, usize::MAX),
+                |a, b| if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) { b } else { a },
+            );
         current = next;
     }
 }
@@ -102,7 +112,16 @@ fn greedy_on_host(points: &[f32], p: usize, k: usize, first: usize) -> Vec<usize
 /// largest `(value, index)`. On x86-64 CPUs with AVX2 and FMA the same code is compiled for
 /// them (256-bit lanes make the distance loop about 1.5× faster).
 #[allow(clippy::too_many_arguments)]
-fn update_chunk(points: &[f32], p: usize, centre: &[f32], j: u32, between: &[f32], nearest: &mut [f32], owner: &mut [u32], offset: usize) -> (f32, usize) {
+fn update_chunk(
+    points: &[f32],
+    p: usize,
+    centre: &[f32],
+    j: u32,
+    between: &[f32],
+    nearest: &mut [f32],
+    owner: &mut [u32],
+    offset: usize,
+) -> (f32, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -116,13 +135,31 @@ fn update_chunk(points: &[f32], p: usize, centre: &[f32], j: u32, between: &[f32
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn update_chunk_avx2(points: &[f32], p: usize, centre: &[f32], j: u32, between: &[f32], nearest: &mut [f32], owner: &mut [u32], offset: usize) -> (f32, usize) {
+unsafe fn update_chunk_avx2(
+    points: &[f32],
+    p: usize,
+    centre: &[f32],
+    j: u32,
+    between: &[f32],
+    nearest: &mut [f32],
+    owner: &mut [u32],
+    offset: usize,
+) -> (f32, usize) {
     update_chunk_generic(points, p, centre, j, between, nearest, owner, offset)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn update_chunk_generic(points: &[f32], p: usize, centre: &[f32], j: u32, between: &[f32], nearest: &mut [f32], owner: &mut [u32], offset: usize) -> (f32, usize) {
+fn update_chunk_generic(
+    points: &[f32],
+    p: usize,
+    centre: &[f32],
+    j: u32,
+    between: &[f32],
+    nearest: &mut [f32],
+    owner: &mut [u32],
+    offset: usize,
+) -> (f32, usize) {
     let mut best = (f32::NEG_INFINITY, usize::MAX);
     for (k, (slot, own)) in nearest.iter_mut().zip(owner.iter_mut()).enumerate() {
         let i = offset + k;

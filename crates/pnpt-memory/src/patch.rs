@@ -9,10 +9,10 @@
 //! reduced by adaptive average pooling along channels, as PatchCore reduces
 //! ResNet layer2 + layer3 (1,536 channels) to 1,024.
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool1d, avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::Tensor;
 
 use crate::{Error, Result};
 
@@ -34,7 +34,9 @@ pub fn patch_features<B: Backend>(taps: &[Tensor<B, 4>; 3], max_dim: usize) -> R
     let [n, c1, h, w] = taps[1].dims();
     let [n2, c2, h2, w2] = taps[2].dims();
     if n != n2 || n == 0 || h2 == 0 || w2 == 0 {
-        return Err(Error::InvalidInput(format!("taps [{n}, {c1}, {h}, {w}] and [{n2}, {c2}, {h2}, {w2}]: need the same non-zero batch")));
+        return Err(Error::InvalidInput(format!(
+            "taps [{n}, {c1}, {h}, {w}] and [{n2}, {c2}, {h2}, {w2}]: need the same non-zero batch"
+        )));
     }
     if max_dim == 0 {
         return Err(Error::Config("max_dim must be at least 1".into()));

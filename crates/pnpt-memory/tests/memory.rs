@@ -2,7 +2,7 @@
 
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use pnpt_memory::{greedy_coreset, patch_features, MemoryBuilder, MemoryConfig, PatchMemory};
+use pnpt_memory::{MemoryBuilder, MemoryConfig, PatchMemory, greedy_coreset, patch_features};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -41,9 +41,14 @@ fn coreset_picks_the_farthest_point_and_its_covering_radius_never_grows() {
     let mut radius = f64::INFINITY;
     for j in 1..picks.len() {
         // Brute force: the row farthest from the rows picked before pick j.
-        let nearest: Vec<f64> = rows.iter().map(|r| picks[..j].iter().map(|&p| d2(r, &rows[p])).fold(f64::INFINITY, f64::min)).collect();
+        let nearest: Vec<f64> =
+            rows.iter().map(|r| picks[..j].iter().map(|&p| d2(r, &rows[p])).fold(f64::INFINITY, f64::min)).collect();
         let far = nearest.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        assert!((nearest[picks[j]] - far).abs() <= 1e-5 * far.max(1.0), "pick {j}: {} is not the farthest ({far})", nearest[picks[j]]);
+        assert!(
+            (nearest[picks[j]] - far).abs() <= 1e-5 * far.max(1.0),
+            "pick {j}: {} is not the farthest ({far})",
+            nearest[picks[j]]
+        );
         assert!(far <= radius + 1e-9, "covering radius grew at pick {j}: {far} > {radius}");
         radius = far;
     }
@@ -57,8 +62,10 @@ fn coreset_in_a_projection_still_covers_the_set() {
     // 4 tight, far-apart clusters in 64-d: a 4-point coreset in an 8-d projection takes one
     // point of each cluster.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let centres = random_rows(4, 64, 9).into_iter().map(|c| c.iter().map(|v| v * 50.0).collect::<Vec<f32>>()).collect::<Vec<_>>();
-    let rows: Vec<Vec<f32>> = (0..200).map(|i| centres[i % 4].iter().map(|v| v + rng.random_range(-0.1f32..0.1)).collect()).collect();
+    let centres =
+        random_rows(4, 64, 9).into_iter().map(|c| c.iter().map(|v| v * 50.0).collect::<Vec<f32>>()).collect::<Vec<_>>();
+    let rows: Vec<Vec<f32>> =
+        (0..200).map(|i| centres[i % 4].iter().map(|v| v + rng.random_range(-0.1f32..0.1)).collect()).collect();
     let picks = greedy_coreset(tensor(&rows), 4, 8, 0).unwrap();
     let mut clusters: Vec<usize> = picks.iter().map(|p| p % 4).collect();
     clusters.sort();
@@ -104,7 +111,7 @@ fn nearest_distances_equal_a_brute_force_loop() {
     // A training patch is in its own class's bank when everything is kept: distance 0.
     let mut builder = MemoryBuilder::<B>::new(MemoryConfig { coreset_ratio: 1.0, ..Default::default() }).unwrap();
     let train = taps(1, 5);
-    builder.add_class("a", &[train.clone()]).unwrap();
+    builder.add_class("a", std::slice::from_ref(&train)).unwrap();
     let zero: Vec<f32> = builder.build().unwrap().score(&train, &[0]).unwrap().into_data().iter::<f32>().collect();
     assert!(zero.iter().all(|v| v.abs() < 2e-3), "{zero:?}");
 }
@@ -150,8 +157,8 @@ fn memory_round_trips_and_rejects_damaged_files() {
         Tensor::random([2, 5, 2, 2], Distribution::Normal(0.0, 1.0), &device),
     ];
     let mut builder = MemoryBuilder::<B>::new(MemoryConfig::default()).unwrap();
-    builder.add_class("a", &[taps.clone()]).unwrap();
-    assert!(builder.add_class("a", &[taps.clone()]).is_err(), "a class added twice is an error");
+    builder.add_class("a", std::slice::from_ref(&taps)).unwrap();
+    assert!(builder.add_class("a", std::slice::from_ref(&taps)).is_err(), "a class added twice is an error");
     let memory = builder.build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("memory.bin");

@@ -29,8 +29,8 @@ mod ranking;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use pixel::{aupro, pixel_metrics, PixelMetrics, AUPRO_FPR_LIMIT};
-pub use ranking::{auroc, average_precision, f1_max, ranking_metrics, F1Max, RankingMetrics};
+pub use pixel::{AUPRO_FPR_LIMIT, PixelMetrics, aupro, pixel_metrics};
+pub use ranking::{F1Max, RankingMetrics, auroc, average_precision, f1_max, ranking_metrics};
 
 /// Why a metric could not be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,44 +38,22 @@ pub use ranking::{auroc, average_precision, f1_max, ranking_metrics, F1Max, Rank
 pub enum MetricsError {
     /// Only one class present: AUROC, AP, F1 and PRO are undefined.
     #[error("{what}: need both classes, got {positives} anomalous and {negatives} normal")]
-    SingleClass {
-        what: &'static str,
-        positives: u64,
-        negatives: u64,
-    },
+    SingleClass { what: &'static str, positives: u64, negatives: u64 },
     /// Two inputs that must pair up element by element differ in length.
     #[error("{what}: expected {expected} values, got {got}")]
-    LengthMismatch {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    LengthMismatch { what: &'static str, expected: usize, got: usize },
     /// A NaN or infinite score: it has no place in a ranking.
     #[error("{what}: non-finite score {value} at index {index}")]
-    NonFinite {
-        what: &'static str,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { what: &'static str, index: usize, value: f32 },
     /// A flat `n × h × w` buffer of the wrong length.
     #[error("{what}: {got} values do not match the shape {n}x{h}x{w}")]
-    ShapeMismatch {
-        what: &'static str,
-        n: usize,
-        h: usize,
-        w: usize,
-        got: usize,
-    },
+    ShapeMismatch { what: &'static str, n: usize, h: usize, w: usize, got: usize },
     /// The AUPRO FPR limit must lie in (0, 1].
     #[error("FPR limit must be in (0, 1], got {limit}")]
     InvalidFprLimit { limit: f64 },
     /// A count beyond what the implementation indexes.
     #[error("{what}: {count} exceeds the supported maximum {max}")]
-    TooLarge {
-        what: &'static str,
-        count: u64,
-        max: u64,
-    },
+    TooLarge { what: &'static str, count: u64, max: u64 },
     /// Nothing to compute on.
     #[error("{what}: empty input")]
     Empty { what: &'static str },
@@ -110,28 +88,15 @@ pub struct CategoryMetrics {
 /// [`MetricsError::ShapeMismatch`] if `maps` is not `n·h·w` long, [`MetricsError::Empty`] if
 /// `h·w == 0`, [`MetricsError::NonFinite`] for a NaN or infinite value.
 pub fn max_per_map(maps: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, MetricsError> {
-    let hw = h
-        .checked_mul(w)
-        .filter(|hw| hw.checked_mul(n) == Some(maps.len()));
+    let hw = h.checked_mul(w).filter(|hw| hw.checked_mul(n) == Some(maps.len()));
     let Some(hw) = hw else {
-        return Err(MetricsError::ShapeMismatch {
-            what: "anomaly maps",
-            n,
-            h,
-            w,
-            got: maps.len(),
-        });
+        return Err(MetricsError::ShapeMismatch { what: "anomaly maps", n, h, w, got: maps.len() });
     };
     if hw == 0 {
-        return Err(MetricsError::Empty {
-            what: "anomaly maps",
-        });
+        return Err(MetricsError::Empty { what: "anomaly maps" });
     }
     ranking::check_finite("anomaly maps", maps)?;
-    Ok(maps
-        .par_chunks(hw)
-        .map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-        .collect())
+    Ok(maps.par_chunks(hw).map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect())
 }
 
 /// Every metric of one category.
@@ -153,20 +118,12 @@ pub fn evaluate(
     h: usize,
     w: usize,
 ) -> Result<CategoryMetrics, MetricsError> {
-    for (what, got) in [
-        ("image labels", labels.len()),
-        ("image scores", image_scores.len()),
-    ] {
+    for (what, got) in [("image labels", labels.len()), ("image scores", image_scores.len())] {
         if got != n {
-            return Err(MetricsError::LengthMismatch {
-                what,
-                expected: n,
-                got,
-            });
+            return Err(MetricsError::LengthMismatch { what, expected: n, got });
         }
     }
-    let image =
-        ranking::ranking_metrics_named(image_scores, labels, "image scores", "image labels")?;
+    let image = ranking::ranking_metrics_named(image_scores, labels, "image scores", "image labels")?;
     let pixel = pixel_metrics(maps, masks, n, h, w, AUPRO_FPR_LIMIT)?;
     Ok(CategoryMetrics {
         image_auroc: image.auroc,

@@ -9,8 +9,8 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::ranking::{check_finite, key, need_both, walk_desc, F1Max, RankAcc, Sum};
 use crate::MetricsError;
+use crate::ranking::{F1Max, RankAcc, Sum, check_finite, key, need_both, walk_desc};
 
 /// The FPR limit of the standard MVTec AD AUPRO.
 pub const AUPRO_FPR_LIMIT: f64 = 0.3;
@@ -29,21 +29,11 @@ pub struct PixelMetrics {
 }
 
 /// Checks `maps`/`masks` against `n × h × w` and returns `(h·w, n·h·w)`.
-fn check_shape(
-    maps: &[f32],
-    masks: &[u8],
-    n: usize,
-    h: usize,
-    w: usize,
-) -> Result<(usize, usize), MetricsError> {
+fn check_shape(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize) -> Result<(usize, usize), MetricsError> {
     let hw = h.checked_mul(w);
     let total = hw.and_then(|hw| hw.checked_mul(n));
     let (Some(hw), Some(total)) = (hw, total) else {
-        return Err(MetricsError::TooLarge {
-            what: "n*h*w",
-            count: u64::MAX,
-            max: usize::MAX as u64,
-        });
+        return Err(MetricsError::TooLarge { what: "n*h*w", count: u64::MAX, max: usize::MAX as u64 });
     };
     for (what, got) in [("anomaly maps", maps.len()), ("masks", masks.len())] {
         if got != total {
@@ -57,13 +47,7 @@ fn check_shape(
 /// region `r` (0 stays background); returns the region sizes.
 ///
 /// 8-connectivity matches `scipy.ndimage.label(mask, np.ones((3, 3)))` in MVTec's evaluation.
-fn label_regions(
-    mask: &[u8],
-    h: usize,
-    w: usize,
-    labels: &mut Vec<u32>,
-    stack: &mut Vec<usize>,
-) -> Vec<u32> {
+fn label_regions(mask: &[u8], h: usize, w: usize, labels: &mut Vec<u32>, stack: &mut Vec<usize>) -> Vec<u32> {
     labels.clear();
     labels.resize(h * w, 0);
     let mut sizes = Vec::new();
@@ -112,26 +96,13 @@ struct PixelKeys {
     inv_size: Vec<f64>,
 }
 
-fn pixel_keys(
-    maps: &[f32],
-    masks: &[u8],
-    n: usize,
-    h: usize,
-    w: usize,
-) -> Result<PixelKeys, MetricsError> {
+fn pixel_keys(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize) -> Result<PixelKeys, MetricsError> {
     let (hw, _) = check_shape(maps, masks, n, h, w)?;
     check_finite("anomaly maps", maps)?;
     if hw == 0 {
-        return Err(MetricsError::SingleClass {
-            what: "masks",
-            positives: 0,
-            negatives: 0,
-        });
+        return Err(MetricsError::SingleClass { what: "masks", positives: 0, negatives: 0 });
     }
-    let pos_per_image: Vec<usize> = masks
-        .par_chunks(hw)
-        .map(|m| m.iter().filter(|&&v| v != 0).count())
-        .collect();
+    let pos_per_image: Vec<usize> = masks.par_chunks(hw).map(|m| m.iter().filter(|&&v| v != 0).count()).collect();
     let n_pos: usize = pos_per_image.iter().sum();
     let n_neg = n * hw - n_pos;
     need_both("masks", n_pos as u64, n_neg as u64)?;
@@ -300,12 +271,7 @@ pub fn pixel_metrics(
         },
     );
     let r = rank.finish();
-    Ok(PixelMetrics {
-        auroc: r.auroc,
-        ap: r.ap,
-        f1_max: r.f1_max,
-        aupro: pro.finish(),
-    })
+    Ok(PixelMetrics { auroc: r.auroc, ap: r.ap, f1_max: r.f1_max, aupro: pro.finish() })
 }
 
 /// Normalised area under the per-region-overlap curve up to `fpr_limit` (0.3 is standard,
@@ -320,14 +286,7 @@ pub fn pixel_metrics(
 /// let a = pnpt_metrics::aupro(&maps, &masks, 1, 1, 4, 0.3).unwrap();
 /// assert!((a - 1.0).abs() < 1e-12);
 /// ```
-pub fn aupro(
-    maps: &[f32],
-    masks: &[u8],
-    n: usize,
-    h: usize,
-    w: usize,
-    fpr_limit: f64,
-) -> Result<f64, MetricsError> {
+pub fn aupro(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize, fpr_limit: f64) -> Result<f64, MetricsError> {
     pixel_metrics(maps, masks, n, h, w, fpr_limit).map(|m| m.aupro)
 }
 

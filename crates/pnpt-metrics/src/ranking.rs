@@ -15,32 +15,20 @@ pub(crate) fn key(x: f32) -> u32 {
     // +0.0 and -0.0 compare equal as scores, so they must share a key.
     let x = if x == 0.0 { 0.0 } else { x };
     let b = x.to_bits();
-    if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
+    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
 }
 
 /// Inverse of [`key`].
 #[inline]
 pub(crate) fn unkey(k: u32) -> f32 {
-    let b = if k & 0x8000_0000 != 0 {
-        k & 0x7fff_ffff
-    } else {
-        !k
-    };
+    let b = if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k };
     f32::from_bits(b)
 }
 
 /// Index and value of the first non-finite score, if any.
 pub(crate) fn check_finite(what: &'static str, scores: &[f32]) -> Result<(), MetricsError> {
     match scores.par_iter().position_first(|x| !x.is_finite()) {
-        Some(index) => Err(MetricsError::NonFinite {
-            what,
-            index,
-            value: scores[index],
-        }),
+        Some(index) => Err(MetricsError::NonFinite { what, index, value: scores[index] }),
         None => Ok(()),
     }
 }
@@ -111,17 +99,7 @@ pub(crate) struct RankAcc {
 
 impl RankAcc {
     pub(crate) fn new(n_pos: u64, n_neg: u64) -> Self {
-        Self {
-            n_pos,
-            n_neg,
-            tp: 0,
-            fp: 0,
-            auc2: 0,
-            ap: Sum::default(),
-            best_tp: 0,
-            best_fp: 0,
-            best_key: 0,
-        }
+        Self { n_pos, n_neg, tp: 0, fp: 0, auc2: 0, ap: Sum::default(), best_tp: 0, best_fp: 0, best_key: 0 }
     }
 
     /// One distinct score (`key`) holding `dpos` positives and `dneg` negatives.
@@ -132,8 +110,7 @@ impl RankAcc {
         self.tp += dpos;
         self.fp += dneg;
         if dpos > 0 {
-            self.ap
-                .add(dpos as f64 * self.tp as f64 / (self.tp + self.fp) as f64);
+            self.ap.add(dpos as f64 * self.tp as f64 / (self.tp + self.fp) as f64);
         }
         // F1 = 2·tp / (n_pos + tp + fp); compared as exact fractions so ties are real ties.
         // `>=` lets a later (lower) threshold win a tie, like `np.argmax` over the ascending
@@ -189,15 +166,7 @@ pub(crate) fn walk_desc<P: Copy>(
 
 /// Error unless both classes are present.
 pub(crate) fn need_both(what: &'static str, pos: u64, neg: u64) -> Result<(), MetricsError> {
-    if pos == 0 || neg == 0 {
-        Err(MetricsError::SingleClass {
-            what,
-            positives: pos,
-            negatives: neg,
-        })
-    } else {
-        Ok(())
-    }
+    if pos == 0 || neg == 0 { Err(MetricsError::SingleClass { what, positives: pos, negatives: neg }) } else { Ok(()) }
 }
 
 /// AUROC, AP and F1-max of `scores` against `labels` (`true` = anomalous) from one sort.
@@ -229,11 +198,7 @@ pub(crate) fn ranking_metrics_named(
     labels_name: &'static str,
 ) -> Result<RankingMetrics, MetricsError> {
     if scores.len() != labels.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: labels_name,
-            expected: scores.len(),
-            got: labels.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: labels_name, expected: scores.len(), got: labels.len() });
     }
     check_finite(scores_name, scores)?;
     let n_pos = labels.par_iter().filter(|&&l| l).count();
@@ -253,12 +218,7 @@ pub(crate) fn ranking_metrics_named(
     neg.par_sort_unstable();
 
     let mut acc = RankAcc::new(n_pos as u64, n_neg as u64);
-    walk_desc(
-        &neg,
-        &pos,
-        |k| k,
-        |k, dneg, p| acc.push(k, p.len() as u64, dneg),
-    );
+    walk_desc(&neg, &pos, |k| k, |k, dneg, p| acc.push(k, p.len() as u64, dneg));
     Ok(acc.finish())
 }
 

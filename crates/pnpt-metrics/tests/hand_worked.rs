@@ -2,8 +2,7 @@
 //! the definitions on random inputs, and the error paths.
 
 use pnpt_metrics::{
-    aupro, evaluate, f1_max, max_per_map, mean, pixel_metrics, ranking_metrics, CategoryMetrics,
-    MetricsError,
+    CategoryMetrics, MetricsError, aupro, evaluate, f1_max, max_per_map, mean, pixel_metrics, ranking_metrics,
 };
 
 fn close(got: f64, want: f64) {
@@ -35,7 +34,7 @@ fn aupro_one_region() {
     // Area to 0.3: 1/8·1/4 = 0.03125 on [0, 1/8], then y = 1 on [1/8, 0.3] (the value
     // interpolated at 0.3 between (1/8, 1) and (1, 1) is 1): 0.175. Total 0.20625 / 0.3.
     close(aupro(&maps, &masks, 1, 3, 4, 0.3).unwrap(), 0.20625 / 0.3); // 0.6875
-                                                                       // Whole curve: 0.03125 + 7/8·1 = 0.90625.
+    // Whole curve: 0.03125 + 7/8·1 = 0.90625.
     close(aupro(&maps, &masks, 1, 3, 4, 1.0).unwrap(), 0.90625);
 }
 
@@ -86,9 +85,7 @@ fn aupro_merges_tied_scores() {
 fn aupro_map_missing_a_region() {
     // Two 2×3 images. Image 0: region A (top-left 2 px) scored 0.9, its normal pixels 0.4.
     // Image 1: region B (bottom row, 3 px) scored 0.0, below every normal pixel (0.5, 0.4, 0.4).
-    let maps = [
-        0.9, 0.9, 0.4, 0.4, 0.4, 0.4, /**/ 0.5, 0.4, 0.4, 0.0, 0.0, 0.0,
-    ];
+    let maps = [0.9, 0.9, 0.4, 0.4, 0.4, 0.4, /**/ 0.5, 0.4, 0.4, 0.0, 0.0, 0.0];
     let masks = [1, 1, 0, 0, 0, 0, /**/ 0, 0, 0, 1, 1, 1];
     // 7 normal pixels over both images, 2 regions.
     // 0.9 -> (0, 0.5); 0.5 -> (1/7, 0.5); 0.4 -> (1, 0.5); 0.0 -> (1, 1).
@@ -142,11 +139,7 @@ fn ranking_hand_worked_with_ties() {
 fn f1_ties_take_the_lowest_threshold() {
     // P = 2. At 0.9: tp 1, fp 0 -> F1 2/3. At 0.3: tp 2, fp 2 -> 4/6 = 2/3 as well.
     // scikit-learn's thresholds are ascending, so np.argmax picks 0.3.
-    let f = f1_max(
-        &[0.9, 0.5, 0.4, 0.3, 0.1],
-        &[true, false, false, true, false],
-    )
-    .unwrap();
+    let f = f1_max(&[0.9, 0.5, 0.4, 0.3, 0.1], &[true, false, false, true, false]).unwrap();
     close(f.f1, 2.0 / 3.0);
     assert_eq!(f.threshold, 0.3);
 }
@@ -166,10 +159,7 @@ fn signed_zero_and_negative_scores_tie_correctly() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -248,11 +238,7 @@ fn brute_aupro(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize, limit: 
             break;
         }
     }
-    let mut ids: Vec<usize> = region
-        .iter()
-        .copied()
-        .filter(|&r| r != usize::MAX)
-        .collect();
+    let mut ids: Vec<usize> = region.iter().copied().filter(|&r| r != usize::MAX).collect();
     ids.sort();
     ids.dedup();
     let normal = masks.iter().filter(|&&m| m == 0).count() as f64;
@@ -262,16 +248,12 @@ fn brute_aupro(maps: &[f32], masks: &[u8], n: usize, h: usize, w: usize, limit: 
     let mut xs = vec![0.0];
     let mut ys = vec![0.0];
     for &t in &th {
-        let fp = (0..maps.len())
-            .filter(|&p| masks[p] == 0 && maps[p] >= t)
-            .count() as f64;
+        let fp = (0..maps.len()).filter(|&p| masks[p] == 0 && maps[p] >= t).count() as f64;
         let pro: f64 = ids
             .iter()
             .map(|&r| {
                 let size = region.iter().filter(|&&q| q == r).count() as f64;
-                let hit = (0..maps.len())
-                    .filter(|&p| region[p] == r && maps[p] >= t)
-                    .count() as f64;
+                let hit = (0..maps.len()).filter(|&p| region[p] == r && maps[p] >= t).count() as f64;
                 hit / size
             })
             .sum::<f64>()
@@ -306,20 +288,14 @@ fn random_inputs_match_brute_force() {
         masks[0] = 1;
         masks[len - 1] = 0;
         let maps: Vec<f32> = (0..len)
-            .map(|p| {
-                ((rng.next() + 0.5 * masks[p] as f64 * rng.next()) * q).round() as f32 / q as f32
-            })
+            .map(|p| ((rng.next() + 0.5 * masks[p] as f64 * rng.next()) * q).round() as f32 / q as f32)
             .collect();
         let labels: Vec<bool> = masks.iter().map(|&m| m != 0).collect();
         let (a, ap, f1, t) = brute_ranking(&maps, &labels);
         for limit in [0.3, 0.05, 1.0] {
             let m = pixel_metrics(&maps, &masks, n, h, w, limit).unwrap();
             let want = brute_aupro(&maps, &masks, n, h, w, limit);
-            assert!(
-                (m.aupro - want).abs() < 1e-12,
-                "trial {trial} limit {limit}: {} vs {want}",
-                m.aupro
-            );
+            assert!((m.aupro - want).abs() < 1e-12, "trial {trial} limit {limit}: {} vs {want}", m.aupro);
             close(m.auroc, a);
             close(m.ap, ap);
             close(m.f1_max.f1, f1);
@@ -333,38 +309,12 @@ fn random_inputs_match_brute_force() {
 #[test]
 fn single_class_is_an_error() {
     let e = ranking_metrics(&[0.1, 0.2], &[false, false]).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            MetricsError::SingleClass {
-                positives: 0,
-                negatives: 2,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, MetricsError::SingleClass { positives: 0, negatives: 2, .. }), "{e}");
     let e = ranking_metrics(&[0.1, 0.2], &[true, true]).unwrap_err();
-    assert!(matches!(
-        e,
-        MetricsError::SingleClass {
-            positives: 2,
-            negatives: 0,
-            ..
-        }
-    ));
-    assert!(matches!(
-        ranking_metrics(&[], &[]),
-        Err(MetricsError::SingleClass { .. })
-    ));
-    assert!(matches!(
-        aupro(&[0.1; 4], &[0; 4], 1, 2, 2, 0.3),
-        Err(MetricsError::SingleClass { .. })
-    ));
-    assert!(matches!(
-        aupro(&[0.1; 4], &[255; 4], 1, 2, 2, 0.3),
-        Err(MetricsError::SingleClass { .. })
-    ));
+    assert!(matches!(e, MetricsError::SingleClass { positives: 2, negatives: 0, .. }));
+    assert!(matches!(ranking_metrics(&[], &[]), Err(MetricsError::SingleClass { .. })));
+    assert!(matches!(aupro(&[0.1; 4], &[0; 4], 1, 2, 2, 0.3), Err(MetricsError::SingleClass { .. })));
+    assert!(matches!(aupro(&[0.1; 4], &[255; 4], 1, 2, 2, 0.3), Err(MetricsError::SingleClass { .. })));
     assert!(e.to_string().contains("need both classes"), "{e}");
 }
 
@@ -383,76 +333,40 @@ fn non_finite_scores_are_errors() {
 fn shape_and_argument_errors() {
     assert!(matches!(
         ranking_metrics(&[0.1, 0.2], &[true]),
-        Err(MetricsError::LengthMismatch {
-            expected: 2,
-            got: 1,
-            ..
-        })
+        Err(MetricsError::LengthMismatch { expected: 2, got: 1, .. })
     ));
-    assert!(matches!(
-        aupro(&[0.1; 5], &[0; 6], 1, 2, 3, 0.3),
-        Err(MetricsError::ShapeMismatch { got: 5, .. })
-    ));
-    assert!(matches!(
-        aupro(&[0.1; 6], &[0; 5], 1, 2, 3, 0.3),
-        Err(MetricsError::ShapeMismatch { got: 5, .. })
-    ));
-    assert!(matches!(
-        aupro(&[0.1; 6], &[0; 6], usize::MAX, 2, 3, 0.3),
-        Err(MetricsError::TooLarge { .. })
-    ));
+    assert!(matches!(aupro(&[0.1; 5], &[0; 6], 1, 2, 3, 0.3), Err(MetricsError::ShapeMismatch { got: 5, .. })));
+    assert!(matches!(aupro(&[0.1; 6], &[0; 5], 1, 2, 3, 0.3), Err(MetricsError::ShapeMismatch { got: 5, .. })));
+    assert!(matches!(aupro(&[0.1; 6], &[0; 6], usize::MAX, 2, 3, 0.3), Err(MetricsError::TooLarge { .. })));
     for limit in [0.0, -0.1, 1.5, f64::NAN] {
-        assert!(matches!(
-            aupro(&[0.1, 0.2], &[1, 0], 1, 1, 2, limit),
-            Err(MetricsError::InvalidFprLimit { .. })
-        ));
+        assert!(matches!(aupro(&[0.1, 0.2], &[1, 0], 1, 1, 2, limit), Err(MetricsError::InvalidFprLimit { .. })));
     }
     let maps = [0.1, 0.9, 0.2, 0.3];
     let masks = [0, 1, 0, 0];
     assert!(matches!(
         evaluate(&maps, &masks, &[true], &[0.9, 0.3], 2, 1, 2),
-        Err(MetricsError::LengthMismatch {
-            what: "image labels",
-            ..
-        })
+        Err(MetricsError::LengthMismatch { what: "image labels", .. })
     ));
     assert!(matches!(
         evaluate(&maps, &masks, &[true, false], &[0.9], 2, 1, 2),
-        Err(MetricsError::LengthMismatch {
-            what: "image scores",
-            ..
-        })
+        Err(MetricsError::LengthMismatch { what: "image scores", .. })
     ));
     // Image level checked first, named as such: both images labelled normal.
     assert!(matches!(
         evaluate(&maps, &masks, &[false, false], &[0.9, 0.3], 2, 1, 2),
-        Err(MetricsError::SingleClass {
-            what: "image labels",
-            positives: 0,
-            negatives: 2
-        })
+        Err(MetricsError::SingleClass { what: "image labels", positives: 0, negatives: 2 })
     ));
     assert!(matches!(
         evaluate(&maps, &[0; 4], &[true, false], &[0.9, 0.3], 2, 1, 2),
-        Err(MetricsError::SingleClass {
-            what: "masks",
-            positives: 0,
-            negatives: 4
-        })
+        Err(MetricsError::SingleClass { what: "masks", positives: 0, negatives: 4 })
     ));
     assert!(matches!(mean(&[]), Err(MetricsError::Empty { .. })));
-    assert!(matches!(
-        max_per_map(&[0.1; 3], 2, 1, 2),
-        Err(MetricsError::ShapeMismatch { .. })
-    ));
+    assert!(matches!(max_per_map(&[0.1; 3], 2, 1, 2), Err(MetricsError::ShapeMismatch { .. })));
 }
 
 #[test]
 fn max_per_map_and_mean() {
-    assert_eq!(
-        max_per_map(&[0.1, -2.0, 0.5, 3.0, -1.0, -0.5], 3, 1, 2).unwrap(),
-        vec![0.1, 3.0, -0.5]
-    );
+    assert_eq!(max_per_map(&[0.1, -2.0, 0.5, 3.0, -1.0, -0.5], 3, 1, 2).unwrap(), vec![0.1, 3.0, -0.5]);
     let a = CategoryMetrics {
         image_auroc: 1.0,
         image_ap: 0.5,
@@ -464,11 +378,7 @@ fn max_per_map_and_mean() {
         pixel_threshold: 1.0,
         aupro: 0.5,
     };
-    let b = CategoryMetrics {
-        image_auroc: 0.5,
-        aupro: 1.0,
-        ..a.clone()
-    };
+    let b = CategoryMetrics { image_auroc: 0.5, aupro: 1.0, ..a.clone() };
     let m = mean(&[a, b]).unwrap();
     assert_eq!((m.image_auroc, m.aupro, m.image_ap), (0.75, 0.75, 0.5));
     let json = serde_json::to_string(&m).unwrap();

@@ -7,28 +7,17 @@ use pnpt_metrics::{aupro, evaluate, max_per_map, pixel_metrics, ranking_metrics}
 use serde_json::Value;
 
 fn fixture(name: &str) -> Vec<Value> {
-    let path = format!(
-        "{}/../../tests/reference/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../tests/reference/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn bools(v: &Value) -> Vec<bool> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_bool().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect()
 }
 
 fn num(c: &Value, k: &str) -> f64 {
@@ -53,11 +42,7 @@ fn ranking_metrics_match_scikit_learn() {
         close(name, "auroc", m.auroc, num(c, "auroc"), 1e-12);
         close(name, "ap", m.ap, num(c, "ap"), 1e-12);
         close(name, "f1", m.f1_max.f1, num(c, "f1_max"), 1e-12);
-        assert_eq!(
-            m.f1_max.threshold,
-            num(c, "f1_threshold") as f32,
-            "{name} threshold"
-        );
+        assert_eq!(m.f1_max.threshold, num(c, "f1_threshold") as f32, "{name} threshold");
     }
 }
 
@@ -65,20 +50,8 @@ fn ranking_metrics_match_scikit_learn() {
 fn single_metric_wrappers_agree() {
     let c = &fixture("ranking_cases.json")[1];
     let (s, l) = (f32s(&c["scores"]), bools(&c["labels"]));
-    close(
-        "ties_grid",
-        "auroc",
-        pnpt_metrics::auroc(&s, &l).unwrap(),
-        num(c, "auroc"),
-        1e-12,
-    );
-    close(
-        "ties_grid",
-        "ap",
-        pnpt_metrics::average_precision(&s, &l).unwrap(),
-        num(c, "ap"),
-        1e-12,
-    );
+    close("ties_grid", "auroc", pnpt_metrics::auroc(&s, &l).unwrap(), num(c, "auroc"), 1e-12);
+    close("ties_grid", "ap", pnpt_metrics::average_precision(&s, &l).unwrap(), num(c, "ap"), 1e-12);
     let f = pnpt_metrics::f1_max(&s, &l).unwrap();
     close("ties_grid", "f1", f.f1, num(c, "f1_max"), 1e-12);
 }
@@ -92,12 +65,7 @@ fn evaluate_matches_scikit_learn_and_mvtec() {
         let dim = |k: &str| c[k].as_u64().unwrap() as usize;
         let (n, h, w) = (dim("n"), dim("h"), dim("w"));
         let maps = f32s(&c["maps"]);
-        let masks: Vec<u8> = c["masks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u8)
-            .collect();
+        let masks: Vec<u8> = c["masks"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect();
         let labels = bools(&c["labels"]);
         let image_scores = max_per_map(&maps, n, h, w).unwrap();
         let m = evaluate(&maps, &masks, &labels, &image_scores, n, h, w).unwrap();
@@ -111,26 +79,12 @@ fn evaluate_matches_scikit_learn_and_mvtec() {
         ] {
             close(name, what, got, num(c, what), 1e-12);
         }
-        assert_eq!(
-            m.image_threshold,
-            num(c, "image_threshold") as f32 as f64,
-            "{name}"
-        );
-        assert_eq!(
-            m.pixel_threshold,
-            num(c, "pixel_threshold") as f32 as f64,
-            "{name}"
-        );
+        assert_eq!(m.image_threshold, num(c, "image_threshold") as f32 as f64, "{name}");
+        assert_eq!(m.pixel_threshold, num(c, "pixel_threshold") as f32 as f64, "{name}");
         // MVTec's code accumulates the FPR in float32, hence the looser tolerance.
         close(name, "aupro@0.3", m.aupro, num(c, "aupro_0.3"), 1e-6);
         let full = pixel_metrics(&maps, &masks, n, h, w, 1.0).unwrap();
         close(name, "aupro@1.0", full.aupro, num(c, "aupro_1.0"), 1e-6);
-        close(
-            name,
-            "aupro()",
-            aupro(&maps, &masks, n, h, w, 0.3).unwrap(),
-            m.aupro,
-            0.0,
-        );
+        close(name, "aupro()", aupro(&maps, &masks, n, h, w, 0.3).unwrap(), m.aupro, 0.0);
     }
 }

@@ -12,9 +12,7 @@ fn seventy_million_pixels_in_seconds() {
     let (n, h, w) = (267, 512, 512); // 69.99 M pixels
     let mut state = 1u64;
     let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
     let mut maps = vec![0f32; n * h * w];

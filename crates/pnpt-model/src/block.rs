@@ -3,7 +3,7 @@
 use burn::module::{Initializer, Module};
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{activation::relu, backend::Backend, Tensor};
+use burn::tensor::{Tensor, activation::relu, backend::Backend};
 
 use crate::config::ModelConfig;
 

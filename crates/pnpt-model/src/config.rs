@@ -148,7 +148,12 @@ impl fmt::Display for ScoringRule {
 impl ScoringConfig {
     /// The configured rule.
     pub fn rule(&self) -> ScoringRule {
-        ScoringRule { method: self.method, memory_weight: self.memory_weight, score: self.score, positional: self.positional }
+        ScoringRule {
+            method: self.method,
+            memory_weight: self.memory_weight,
+            score: self.score,
+            positional: self.positional,
+        }
     }
 }
 
@@ -425,8 +430,7 @@ impl PnptConfig {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         let cfg: Self = serde_json::from_str(&text)
             .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
-        cfg.validate()
-            .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
+        cfg.validate().map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
         Ok(cfg)
     }
 
@@ -440,18 +444,18 @@ impl PnptConfig {
     /// The backbone feature shapes this configuration produces (strides 4, 8, 16).
     pub fn feature_spec(&self) -> FeatureSpec {
         let s = self.input_size as usize;
-        FeatureSpec {
-            channels: self.backbone.channels(),
-            sizes: [[s / 4, s / 4], [s / 8, s / 8], [s / 16, s / 16]],
-        }
+        FeatureSpec { channels: self.backbone.channels(), sizes: [[s / 4, s / 4], [s / 8, s / 8], [s / 16, s / 16]] }
     }
 
     /// Checks every value; the message names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         let m = &self.model;
-        if m.hidden == 0 || m.heads == 0 || m.hidden % m.heads != 0 {
-            return bad(format!("model.hidden ({}) must be a positive multiple of model.heads ({})", m.hidden, m.heads));
+        if m.hidden == 0 || m.heads == 0 || !m.hidden.is_multiple_of(m.heads) {
+            return bad(format!(
+                "model.hidden ({}) must be a positive multiple of model.heads ({})",
+                m.hidden, m.heads
+            ));
         }
         if m.layers == 0 {
             return bad("model.layers must be at least 1".into());
@@ -465,10 +469,10 @@ impl PnptConfig {
         if !(0.0..1.0).contains(&m.dropout) {
             return bad(format!("model.dropout ({}) must be in [0, 1)", m.dropout));
         }
-        if !(m.layer_norm_eps > 0.0) {
+        if !(m.layer_norm_eps.is_finite() && m.layer_norm_eps > 0.0) {
             return bad("model.layer_norm_eps must be positive".into());
         }
-        if self.input_size < 16 || self.input_size % 16 != 0 {
+        if self.input_size < 16 || !self.input_size.is_multiple_of(16) {
             return bad(format!("input_size ({}) must be a positive multiple of 16", self.input_size));
         }
         let s = &self.scoring;
@@ -503,7 +507,7 @@ impl PnptConfig {
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
             return bad(format!("train.beta1/beta2 ({}, {}) must be in [0, 1)", t.beta1, t.beta2));
         }
-        if !(t.eps > 0.0) {
+        if !(t.eps.is_finite() && t.eps > 0.0) {
             return bad("train.eps must be positive".into());
         }
         if t.epochs == 0 {
@@ -512,7 +516,7 @@ impl PnptConfig {
         if t.batch_size == 0 || t.feature_batch == 0 {
             return bad("train.batch_size and train.feature_batch must be at least 1".into());
         }
-        if !(t.jitter_scale >= 0.0 && t.jitter_scale.is_finite()) || !(0.0..=1.0).contains(&t.jitter_prob) {
+        if !(t.jitter_scale.is_finite() && t.jitter_scale >= 0.0 && (0.0..=1.0).contains(&t.jitter_prob)) {
             return bad("train.jitter_scale must be >= 0 and train.jitter_prob in [0, 1]".into());
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
@@ -525,7 +529,10 @@ impl PnptConfig {
             return bad("train.time_budget_seconds must be positive and finite (or null)".into());
         }
         if self.input_size > MAX_INPUT_SIZE {
-            return bad(format!("input_size ({}) is above {MAX_INPUT_SIZE}: the backbone's maps and PNPT's attention grow with its square", self.input_size));
+            return bad(format!(
+                "input_size ({}) is above {MAX_INPUT_SIZE}: the backbone's maps and PNPT's attention grow with its square",
+                self.input_size
+            ));
         }
         Ok(())
     }
@@ -585,7 +592,10 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// The sum.
     pub fn total(&self) -> u64 {
-        self.parameters.saturating_add(self.optimizer).saturating_add(self.activations).saturating_add(self.feature_cache)
+        self.parameters
+            .saturating_add(self.optimizer)
+            .saturating_add(self.activations)
+            .saturating_add(self.feature_cache)
     }
 }
 

@@ -7,7 +7,7 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::block::{AttentionSublayer, FeedForwardSublayer};
 use crate::config::ModelConfig;

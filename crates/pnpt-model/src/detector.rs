@@ -40,24 +40,27 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::Tensor;
 use image::DynamicImage;
 use pnpt_backbone::{Backbone, BackboneKind};
 use pnpt_data::{BatchIter, Dataset, Preprocess, Sample};
 use pnpt_memory::{MemoryBuilder, PatchMemory};
-use pnpt_prompt::io::{read_verified, sha256_hex, write_atomic};
 use pnpt_prompt::PromptPool;
+use pnpt_prompt::io::{read_verified, sha256_hex, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::anomaly_map::{anomaly_map, gaussian_blur, host_image_score};
 use crate::config::{ScoreMode, ScoringMethod, ScoringRule};
-use crate::fusion::{combine_maps, MapStats, Normalization, PositionalStats};
+use crate::fusion::{MapStats, Normalization, PositionalStats, combine_maps};
 use crate::hpe::FeatureSpec;
 use crate::pnpt::{InferencePlan, Pnpt};
-use crate::train::{build_training_set, load_record_checked, preprocess_for, split_holdout, train_model_with, EpochStats, FeatureSet, TrainOptions};
+use crate::train::{
+    EpochStats, FeatureSet, TrainOptions, build_training_set, load_record_checked, preprocess_for, split_holdout,
+    train_model_with,
+};
 use crate::{Error, ModelConfig, PnptConfig, Result};
 
 /// File names inside a detector folder.
@@ -312,7 +315,11 @@ pub fn fit_with<B: AutodiffBackend>(
     let feature_seconds = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     // Built before training so that a problem with it ends the run before the long part.
-    let memory = if config.scoring.method.uses_memory() { Some(build_memory(config, &set, &pool, options.progress)?) } else { None };
+    let memory = if config.scoring.method.uses_memory() {
+        Some(build_memory(config, &set, &pool, options.progress)?)
+    } else {
+        None
+    };
     let memory_seconds = t0.elapsed().as_secs_f64();
     let retrieval = crate::predict::training_retrieval_limits(&pool, &set.feats, &set.categories)?;
     let mut hook = |model: &Pnpt<B::InnerBackend>, last: bool| -> Result<Option<(f64, f64)>> {
@@ -350,7 +357,12 @@ pub fn fit_with<B: AutodiffBackend>(
 
 /// One coreset bank per class of the pool, from the cached training features of the images of
 /// that (true) class.
-pub fn build_memory<B: Backend>(config: &PnptConfig, set: &FeatureSet<B>, pool: &PromptPool<B>, progress: bool) -> Result<PatchMemory<B>> {
+pub fn build_memory<B: Backend>(
+    config: &PnptConfig,
+    set: &FeatureSet<B>,
+    pool: &PromptPool<B>,
+    progress: bool,
+) -> Result<PatchMemory<B>> {
     let mut builder = MemoryBuilder::<B>::new(config.memory.clone())?;
     let pb = crate::train::bar(pool.len(), progress, "memory");
     for name in pool.names() {
@@ -365,7 +377,13 @@ pub fn build_memory<B: Backend>(config: &PnptConfig, set: &FeatureSet<B>, pool: 
 
 impl<B: Backend> Detector<B> {
     /// Assembles a detector, checking that its parts fit together.
-    pub fn new(config: PnptConfig, backbone: Backbone<B>, pool: PromptPool<B>, model: Pnpt<B>, thresholds: Thresholds) -> Result<Self> {
+    pub fn new(
+        config: PnptConfig,
+        backbone: Backbone<B>,
+        pool: PromptPool<B>,
+        model: Pnpt<B>,
+        thresholds: Thresholds,
+    ) -> Result<Self> {
         config.validate()?;
         let spec = config.feature_spec();
         let mismatch = |reason: String| Err(Error::Config(reason));
@@ -373,28 +391,48 @@ impl<B: Backend> Detector<B> {
             return mismatch(format!("backbone is {} but the configuration says {}", backbone.kind(), config.backbone));
         }
         if model.spec != spec || model.config != config.model {
-            return mismatch("the model was built for another architecture or feature shape than the configuration".into());
+            return mismatch(
+                "the model was built for another architecture or feature shape than the configuration".into(),
+            );
         }
         let shapes = pool.shapes();
-        for i in 0..3 {
-            if shapes[i] != [spec.channels[i], spec.sizes[i][0], spec.sizes[i][1]] {
-                return mismatch(format!("prompt pool scale {i} is {:?}, the configuration gives {:?}", shapes[i], spec));
+        for (i, shape) in shapes.iter().enumerate() {
+            if *shape != [spec.channels[i], spec.sizes[i][0], spec.sizes[i][1]] {
+                return mismatch(format!("prompt pool scale {i} is {shape:?}, the configuration gives {spec:?}"));
             }
         }
         let device = pool.codes().device();
         let plan = model.plan(pool.priors())?;
-        Ok(Self { config, backbone, pool, model, plan, memory: None, normalization: Normalization::default(), positional: PositionalStats::default(), thresholds, device })
+        Ok(Self {
+            config,
+            backbone,
+            pool,
+            model,
+            plan,
+            memory: None,
+            normalization: Normalization::default(),
+            positional: PositionalStats::default(),
+            thresholds,
+            device,
+        })
     }
 
     /// Adds a patch memory; its classes must be the pool's, in the same order, and its patch
     /// width the backbone's. Call [`calibrate`](Self::calibrate) afterwards.
     pub fn with_memory(mut self, memory: PatchMemory<B>) -> Result<Self> {
         if memory.names() != self.pool.names() {
-            return Err(Error::Config(format!("patch memory classes {:?} differ from the prompt pool's {:?}", memory.names(), self.pool.names())));
+            return Err(Error::Config(format!(
+                "patch memory classes {:?} differ from the prompt pool's {:?}",
+                memory.names(),
+                self.pool.names()
+            )));
         }
         let want = pnpt_memory::patch_dim(self.config.backbone.channels(), memory.config().max_dim);
         if memory.dim() != want {
-            return Err(Error::Config(format!("patch memory holds {}-d patches, the backbone gives {want}-d", memory.dim())));
+            return Err(Error::Config(format!(
+                "patch memory holds {}-d patches, the backbone gives {want}-d",
+                memory.dim()
+            )));
         }
         self.memory = Some(memory);
         Ok(self)
@@ -453,7 +491,8 @@ impl<B: Backend> Detector<B> {
     /// Fits the per-position statistics of PNPT's map from the maps of normal training images
     /// (`parts.pnpt`), each grouped by the class its map was computed with.
     pub fn fit_positional(&mut self, parts: &Components) -> Result<()> {
-        let maps = parts.pnpt.as_deref().ok_or_else(|| Error::Invalid("positional statistics need PNPT maps".into()))?;
+        let maps =
+            parts.pnpt.as_deref().ok_or_else(|| Error::Invalid("positional statistics need PNPT maps".into()))?;
         let names: Vec<String> = parts.categories.iter().map(|&c| self.pool.names()[c].clone()).collect();
         self.positional = PositionalStats::fit(&names, maps, parts.size * parts.size);
         Ok(())
@@ -472,7 +511,9 @@ impl<B: Backend> Detector<B> {
 
     fn check_method(&self, method: ScoringMethod) -> Result<()> {
         if method.uses_memory() && self.memory.is_none() {
-            return Err(Error::Config(format!("scoring method `{method}` needs a patch memory, and this detector has none (it was trained with `pnpt` scoring)")));
+            return Err(Error::Config(format!(
+                "scoring method `{method}` needs a patch memory, and this detector has none (it was trained with `pnpt` scoring)"
+            )));
         }
         Ok(())
     }
@@ -521,7 +562,13 @@ impl<B: Backend> Detector<B> {
 
     /// [`components`](Self::components) with the class `category` (pool index) instead of the
     /// retrieved one when given.
-    pub fn components_as(&self, images: Tensor<B, 4>, pnpt: bool, memory: bool, category: Option<usize>) -> Result<Components> {
+    pub fn components_as(
+        &self,
+        images: Tensor<B, 4>,
+        pnpt: bool,
+        memory: bool,
+        category: Option<usize>,
+    ) -> Result<Components> {
         let size = self.config.input_size as usize;
         let [n, c, h, w] = images.dims();
         if c != 3 || h != size || w != size || n == 0 {
@@ -535,7 +582,13 @@ impl<B: Backend> Detector<B> {
     }
 
     /// [`components_as`](Self::components_as) from backbone features.
-    fn components_of_features(&self, feats: [Tensor<B, 4>; 3], pnpt: bool, memory: bool, category: Option<usize>) -> Result<Components> {
+    fn components_of_features(
+        &self,
+        feats: [Tensor<B, 4>; 3],
+        pnpt: bool,
+        memory: bool,
+        category: Option<usize>,
+    ) -> Result<Components> {
         let size = self.config.input_size as usize;
         let (categories, distances) = crate::predict::retrieve(&self.pool, &feats, category)?;
         let sigma = self.config.scoring.sigma;
@@ -558,7 +611,11 @@ impl<B: Backend> Detector<B> {
                 let d = bank.score(&feats, &categories)?;
                 let [n, gh, gw] = d.dims();
                 let d = d.reshape([n, 1, gh, gw]);
-                let up = interpolate(d, [size, size], InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false));
+                let up = interpolate(
+                    d,
+                    [size, size],
+                    InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
+                );
                 Some(to_host(gaussian_blur(up.reshape([n, size, size]), sigma))?)
             }
             _ => None,
@@ -572,8 +629,17 @@ impl<B: Backend> Detector<B> {
     }
 
     /// [`combine`](Self::combine) with another image-score rule than the configured one.
-    pub fn combine_scored(&self, parts: &Components, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<BatchOutput> {
-        self.combine_with(parts, &ScoringRule { method, memory_weight, score, positional: self.config.scoring.positional })
+    pub fn combine_scored(
+        &self,
+        parts: &Components,
+        method: ScoringMethod,
+        memory_weight: f64,
+        score: ScoreMode,
+    ) -> Result<BatchOutput> {
+        self.combine_with(
+            parts,
+            &ScoringRule { method, memory_weight, score, positional: self.config.scoring.positional },
+        )
     }
 
     /// Combines component maps by any scoring rule. With `positional`, PNPT's map of a class
@@ -584,7 +650,13 @@ impl<B: Backend> Detector<B> {
         let size = parts.size;
         let px = size * size;
         let n = parts.categories.len();
-        fn pick<'a>(v: &'a Option<Vec<f32>>, wanted: bool, len: usize, what: &str, method: ScoringMethod) -> Result<Option<&'a [f32]>> {
+        fn pick<'a>(
+            v: &'a Option<Vec<f32>>,
+            wanted: bool,
+            len: usize,
+            what: &str,
+            method: ScoringMethod,
+        ) -> Result<Option<&'a [f32]>> {
             match (v, wanted) {
                 (_, false) => Ok(None),
                 (Some(v), true) if v.len() == len => Ok(Some(v.as_slice())),
@@ -674,7 +746,13 @@ impl<B: Backend> Detector<B> {
 
     /// [`components`](Self::components) of decoded images (any size; resized to `input_size`),
     /// `batch` at a time.
-    pub fn image_components(&self, images: &[DynamicImage], batch: usize, pnpt: bool, memory: bool) -> Result<Components> {
+    pub fn image_components(
+        &self,
+        images: &[DynamicImage],
+        batch: usize,
+        pnpt: bool,
+        memory: bool,
+    ) -> Result<Components> {
         self.image_components_as(images, batch, pnpt, memory, None)
     }
 
@@ -693,12 +771,21 @@ impl<B: Backend> Detector<B> {
         let px = parts.size * parts.size;
         self.normalization = Normalization::fit(truth, parts.pnpt.as_deref(), parts.memory.as_deref(), px);
         let method = self.config.scoring.method;
-        let out = if truth.is_empty() { BatchOutput { maps: vec![], scores: vec![], categories: vec![], distances: vec![], size: parts.size } } else { self.combine(parts, method, self.config.scoring.memory_weight)? };
+        let out = if truth.is_empty() {
+            BatchOutput { maps: vec![], scores: vec![], categories: vec![], distances: vec![], size: parts.size }
+        } else {
+            self.combine(parts, method, self.config.scoring.memory_weight)?
+        };
         let mut retrieval = std::mem::take(&mut self.thresholds.retrieval);
         crate::predict::raise_retrieval_limits(&mut retrieval, self.pool.names(), &parts.categories, &parts.distances);
         let (pixel, pixel_median) = crate::predict::pixel_statistics(&out.maps, truth, px);
         let pairs: Vec<(String, f32)> = truth.iter().cloned().zip(out.scores).collect();
-        self.thresholds = Thresholds { pixel, pixel_median, retrieval, ..Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs) };
+        self.thresholds = Thresholds {
+            pixel,
+            pixel_median,
+            retrieval,
+            ..Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs)
+        };
         Ok(())
     }
 
@@ -743,8 +830,12 @@ impl<B: Backend> Detector<B> {
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {
-        let model_bytes = Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), self.model.clone().into_record(), ())
-            .map_err(|e| Error::Artefact { path: dir.join(files::MODEL), reason: e.to_string() })?;
+        let model_bytes = Recorder::<B>::record(
+            &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
+            self.model.clone().into_record(),
+            (),
+        )
+        .map_err(|e| Error::Artefact { path: dir.join(files::MODEL), reason: e.to_string() })?;
         write_atomic(&dir.join(files::MODEL), &model_bytes)?;
         self.pool.save(&dir.join(files::POOL))?;
         write_atomic(&dir.join(files::THRESHOLDS), &to_json(&self.thresholds)?)?;
@@ -768,7 +859,8 @@ impl<B: Backend> Detector<B> {
             }
             let side = (px as f64).sqrt() as usize;
             let path = dir.join(files::POSITIONAL);
-            pnpt_data::npy::write(&path, &[self.positional.classes.len(), 2, side, side], &data).map_err(|e| Error::Artefact { path: path.clone(), reason: e.to_string() })?;
+            pnpt_data::npy::write(&path, &[self.positional.classes.len(), 2, side, side], &data)
+                .map_err(|e| Error::Artefact { path: path.clone(), reason: e.to_string() })?;
             written.push(files::POSITIONAL);
         }
         self.config.save(&dir.join(files::CONFIG))?;
@@ -843,13 +935,22 @@ impl<B: Backend> Detector<B> {
         let fresh = Pnpt::<B>::new(&config.model, config.feature_spec(), device)?;
         let expected = fresh.num_params();
         if expected != manifest.num_params {
-            return Err(Error::Mismatch { path: model_path, reason: format!("manifest says {} parameters, the configuration builds {expected}", manifest.num_params) });
+            return Err(Error::Mismatch {
+                path: model_path,
+                reason: format!(
+                    "manifest says {} parameters, the configuration builds {expected}",
+                    manifest.num_params
+                ),
+            });
         }
         let model = load_record_checked(fresh, record, expected, &model_path)?;
         let mut pool = PromptPool::<B>::load(&dir.join(files::POOL), device)?;
         pool.set_distance(config.distance);
         if pool.names() != manifest.categories.as_slice() {
-            return Err(Error::Mismatch { path: dir.join(files::POOL), reason: "categories differ from manifest.json".into() });
+            return Err(Error::Mismatch {
+                path: dir.join(files::POOL),
+                reason: "categories differ from manifest.json".into(),
+            });
         }
         let thresholds: Thresholds = read_json(&dir.join(files::THRESHOLDS))?;
         let backbone = Backbone::<B>::load(config.backbone, config.backbone_weights.as_deref(), device)?;
@@ -857,7 +958,9 @@ impl<B: Backend> Detector<B> {
         let memory_path = dir.join(files::MEMORY);
         if memory_path.exists() {
             let memory = PatchMemory::<B>::load(&memory_path, device)?;
-            detector = detector.with_memory(memory).map_err(|e| Error::Mismatch { path: memory_path.clone(), reason: e.to_string() })?;
+            detector = detector
+                .with_memory(memory)
+                .map_err(|e| Error::Mismatch { path: memory_path.clone(), reason: e.to_string() })?;
         }
         let normalization_path = dir.join(files::NORMALIZATION);
         if normalization_path.exists() {
@@ -865,12 +968,24 @@ impl<B: Backend> Detector<B> {
         }
         let positional_path = dir.join(files::POSITIONAL);
         if positional_path.exists() || !detector.normalization.positional_classes.is_empty() {
-            detector.positional = read_positional(&positional_path, &detector.normalization.positional_classes, detector.config.input_size as usize)?;
+            detector.positional = read_positional(
+                &positional_path,
+                &detector.normalization.positional_classes,
+                detector.config.input_size as usize,
+            )?;
         }
-        if detector.config.scoring.positional && detector.config.scoring.method.uses_pnpt() && detector.positional.is_empty() {
-            return Err(Error::Mismatch { path: dir.join(files::CONFIG), reason: format!("scoring.positional is set but the folder has no {}", files::POSITIONAL) });
+        if detector.config.scoring.positional
+            && detector.config.scoring.method.uses_pnpt()
+            && detector.positional.is_empty()
+        {
+            return Err(Error::Mismatch {
+                path: dir.join(files::CONFIG),
+                reason: format!("scoring.positional is set but the folder has no {}", files::POSITIONAL),
+            });
         }
-        detector.check_method(detector.config.scoring.method).map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
+        detector
+            .check_method(detector.config.scoring.method)
+            .map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
         Ok(detector)
     }
 }
@@ -888,13 +1003,19 @@ fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>) -> Result<
     }
     for name in required {
         if !checksums.contains_key(name) {
-            return Err(Error::Artefact { path: dir.join(files::MANIFEST), reason: format!("no checksum for {name}: the manifest was edited or comes from another detector") });
+            return Err(Error::Artefact {
+                path: dir.join(files::MANIFEST),
+                reason: format!("no checksum for {name}: the manifest was edited or comes from another detector"),
+            });
         }
     }
     for (name, sha) in checksums {
         // Names are plain file names: a manifest must not point outside its folder.
         if Path::new(name).file_name().map(|f| f != name.as_str()).unwrap_or(true) {
-            return Err(Error::Artefact { path: dir.join(files::MANIFEST), reason: format!("checksum entry `{name}` is not a file name") });
+            return Err(Error::Artefact {
+                path: dir.join(files::MANIFEST),
+                reason: format!("checksum entry `{name}` is not a file name"),
+            });
         }
         read_verified(&dir.join(name), sha)?;
     }
@@ -907,12 +1028,19 @@ fn read_positional(path: &Path, classes: &[String], size: usize) -> Result<Posit
     let (shape, data) = pnpt_data::npy::read::<f32>(path).map_err(|e| bad(e.to_string()))?;
     let px = size * size;
     if shape != [classes.len(), 2, size, size] {
-        return Err(bad(format!("shape {shape:?}, expected [{}, 2, {size}, {size}] (classes of normalization.json, input_size)", classes.len())));
+        return Err(bad(format!(
+            "shape {shape:?}, expected [{}, 2, {size}, {size}] (classes of normalization.json, input_size)",
+            classes.len()
+        )));
     }
     if data.iter().any(|v| !v.is_finite()) || data.chunks(px).skip(1).step_by(2).flatten().any(|&v| v < 0.0) {
         return Err(bad("non-finite values or a negative deviation".into()));
     }
-    let classes = classes.iter().zip(data.chunks(2 * px)).map(|(c, d)| (c.clone(), (d[..px].to_vec(), d[px..].to_vec()))).collect();
+    let classes = classes
+        .iter()
+        .zip(data.chunks(2 * px))
+        .map(|(c, d)| (c.clone(), (d[..px].to_vec(), d[px..].to_vec())))
+        .collect();
     Ok(PositionalStats { px, classes })
 }
 

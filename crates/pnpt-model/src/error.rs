@@ -59,7 +59,9 @@ pub enum Error {
         differences: Vec<String>,
     },
     /// A resumed run asked for fewer epochs than its checkpoint has already done.
-    #[error("{path}: {done} epochs are already done, more than the {requested} asked for (give --epochs {done} or more to resume, or start a new run)")]
+    #[error(
+        "{path}: {done} epochs are already done, more than the {requested} asked for (give --epochs {done} or more to resume, or start a new run)"
+    )]
     EpochsTooFew {
         /// The checkpoint.
         path: PathBuf,

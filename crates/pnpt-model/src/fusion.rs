@@ -96,7 +96,11 @@ impl Normalization {
             let stats = names
                 .into_iter()
                 .filter_map(|c| {
-                    let values = categories.iter().enumerate().filter(|(_, x)| *x == c).flat_map(|(i, _)| &maps[i * px..(i + 1) * px]);
+                    let values = categories
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, x)| *x == c)
+                        .flat_map(|(i, _)| &maps[i * px..(i + 1) * px]);
                     MapStats::of(values).map(|s| (c.clone(), s))
                 })
                 .collect();
@@ -109,14 +113,21 @@ impl Normalization {
 
     /// The statistics `(pnpt, memory)` used for images retrieved as `category`.
     pub fn for_category(&self, category: &str) -> (MapStats, MapStats) {
-        let pick = |own: &BTreeMap<String, MapStats>, global: Option<MapStats>| own.get(category).copied().or(global).unwrap_or(MapStats::IDENTITY);
+        let pick = |own: &BTreeMap<String, MapStats>, global: Option<MapStats>| {
+            own.get(category).copied().or(global).unwrap_or(MapStats::IDENTITY)
+        };
         (pick(&self.pnpt, self.global_pnpt), pick(&self.memory, self.global_memory))
     }
 }
 
 /// One image's final map from its component maps: the PNPT map alone, the memory map alone
 /// (both in their own units), or `(1 − w) z_pnpt + w z_memory` when both are given.
-pub fn combine_maps(pnpt: Option<&[f32]>, memory: Option<&[f32]>, stats: (MapStats, MapStats), weight: f64) -> Vec<f32> {
+pub fn combine_maps(
+    pnpt: Option<&[f32]>,
+    memory: Option<&[f32]>,
+    stats: (MapStats, MapStats),
+    weight: f64,
+) -> Vec<f32> {
     match (pnpt, memory) {
         (Some(p), None) => p.to_vec(),
         (None, Some(m)) => m.to_vec(),
@@ -167,7 +178,8 @@ impl PositionalStats {
             .map(|(c, (n, s, q))| {
                 let n = n as f64;
                 let mean: Vec<f32> = s.iter().map(|s| (s / n) as f32).collect();
-                let std: Vec<f32> = s.iter().zip(&q).map(|(s, q)| ((q / n - (s / n) * (s / n)).max(0.0)).sqrt() as f32).collect();
+                let std: Vec<f32> =
+                    s.iter().zip(&q).map(|(s, q)| ((q / n - (s / n) * (s / n)).max(0.0)).sqrt() as f32).collect();
                 (c.clone(), (mean, std))
             })
             .collect();

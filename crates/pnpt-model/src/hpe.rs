@@ -15,7 +15,7 @@
 
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{backend::Backend, module::linear, Tensor};
+use burn::tensor::{Tensor, backend::Backend, module::linear};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConcatMode;
@@ -145,8 +145,8 @@ impl<B: Backend> Hpe<B> {
     pub fn new(spec: FeatureSpec, hidden: usize, concat: ConcatMode, device: &B::Device) -> Self {
         let embed = spec.patch_dims().iter().map(|&d| LinearConfig::new(d, hidden).init(device)).collect();
         let merge = (concat == ConcatMode::Channels).then(|| LinearConfig::new(3 * hidden, hidden).init(device));
-        let position = Initializer::Normal { mean: 0.0, std: 0.02 }
-            .init([1, sequence_length(&spec, concat), hidden], device);
+        let position =
+            Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, sequence_length(&spec, concat), hidden], device);
         Self { embed, merge, position, spec, concat }
     }
 
@@ -194,9 +194,10 @@ impl<B: Backend> HpeInverse<B> {
             None => [0, 1, 2].map(|i| x.clone().narrow(1, i * g, g)),
         };
         let grid = self.spec.grid();
-        let mut out = parts.into_iter().enumerate().map(|(i, part)| {
-            unpatchify(self.project[i].forward(part), self.spec.channels[i], patches[i], grid)
-        });
+        let mut out = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| unpatchify(self.project[i].forward(part), self.spec.channels[i], patches[i], grid));
         [(); 3].map(|_| out.next().expect("three scales"))
     }
 }
@@ -282,11 +283,9 @@ impl<B: Backend> FoldedHpeInverse<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
         let patches = self.spec.patches();
         let grid = self.spec.grid();
-        let mut out = self
-            .project
-            .iter()
-            .enumerate()
-            .map(|(i, (w, b))| unpatchify(linear(x.clone(), w.clone(), Some(b.clone())), self.spec.channels[i], patches[i], grid));
+        let mut out = self.project.iter().enumerate().map(|(i, (w, b))| {
+            unpatchify(linear(x.clone(), w.clone(), Some(b.clone())), self.spec.channels[i], patches[i], grid)
+        });
         [(); 3].map(|_| out.next().expect("three scales"))
     }
 }

@@ -34,10 +34,12 @@ pub mod predict;
 pub mod sace;
 pub mod train;
 
-pub use config::{ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, ScoringRule, TrainConfig};
-pub use pnpt_memory::{MemoryConfig, PatchMemory};
+pub use config::{
+    ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, ScoringRule, TrainConfig,
+};
+pub use detector::{Components, Detector, DetectorHook, Prediction, Thresholds, fit, fit_with};
 pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
 pub use pnpt::{InferencePlan, Pnpt, Reconstruction};
-pub use detector::{fit, fit_with, Components, DetectorHook, Detector, Prediction, Thresholds};
-pub use train::{train_model, TrainOptions};
+pub use pnpt_memory::{MemoryConfig, PatchMemory};
+pub use train::{TrainOptions, train_model};

@@ -7,7 +7,7 @@
 //! `vec` flattens the whole `C × H × W` map of one image, so the loss compares global
 //! structure per scale, not per position.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::pnpt::Reconstruction;
 

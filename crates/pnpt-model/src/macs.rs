@@ -15,7 +15,7 @@
 use serde::Serialize;
 
 use crate::config::{ConcatMode, ModelConfig};
-use crate::hpe::{sequence_length, FeatureSpec};
+use crate::hpe::{FeatureSpec, sequence_length};
 
 /// MACs per image of [`crate::Pnpt::forward`], by module, summed over both streams and all
 /// `M` layers.

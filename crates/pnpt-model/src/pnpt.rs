@@ -13,12 +13,12 @@
 //! of `2B`, which is the same arithmetic as two calls but fewer, larger kernels.
 
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::Rng;
 
 use crate::config::ModelConfig;
 use crate::cscd::Cscd;
-use crate::hpe::{sequence_length, FeatureSpec, FoldedHpe, FoldedHpeInverse, Hpe, HpeInverse};
+use crate::hpe::{FeatureSpec, FoldedHpe, FoldedHpeInverse, Hpe, HpeInverse, sequence_length};
 use crate::sace::{SaceAggregation, SaceFusion};
 use crate::{Error, Result};
 
@@ -106,7 +106,8 @@ impl<B: Backend> Pnpt<B> {
     /// Builds a randomly initialised model (draws from the backend RNG: seed it first).
     pub fn new(config: &ModelConfig, spec: FeatureSpec, device: &B::Device) -> Result<Self> {
         spec.validate()?;
-        if config.hidden == 0 || config.heads == 0 || config.hidden % config.heads != 0 || config.layers == 0 {
+        if config.hidden == 0 || config.heads == 0 || !config.hidden.is_multiple_of(config.heads) || config.layers == 0
+        {
             return Err(Error::Config(format!(
                 "hidden ({}) must be a positive multiple of heads ({}) and layers ({}) >= 1",
                 config.hidden, config.heads, config.layers
@@ -190,7 +191,9 @@ impl<B: Backend> Pnpt<B> {
     ) -> Result<Reconstruction<B>> {
         let b = self.spec.check("input features", input)?;
         let prior = if self.config.use_prior {
-            let p = prior.ok_or_else(|| Error::Invalid("this model has a prior stream: pass the retrieved prior features".into()))?;
+            let p = prior.ok_or_else(|| {
+                Error::Invalid("this model has a prior stream: pass the retrieved prior features".into())
+            })?;
             if self.spec.check("prior features", p)? != b {
                 return Err(Error::Shape(format!("prior batch {} differs from input batch {b}", p[0].dims()[0])));
             }
@@ -213,7 +216,12 @@ impl<B: Backend> Pnpt<B> {
     }
 
     /// The `M` SACE + CSCD layers over the embedded streams `[B, L, C]`.
-    fn run_layers(&self, b: usize, mut x_self: Tensor<B, 3>, mut x_prior: Option<Tensor<B, 3>>) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+    fn run_layers(
+        &self,
+        b: usize,
+        mut x_self: Tensor<B, 3>,
+        mut x_prior: Option<Tensor<B, 3>>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let mut sem = self.semantic.as_ref().map(|s| {
             let [n, c] = s.dims();
             s.val().reshape([1, n, c]).repeat_dim(0, b)
@@ -231,7 +239,9 @@ impl<B: Backend> Pnpt<B> {
             };
             // SACE (b): fuse the semantics (single stream: the self stream's own semantics).
             sem = match (&layer.fusion, &prior_out, rs_self) {
-                (Some(fusion), Some((_, Some(rs_prior))), Some(rs_self)) => Some(fusion.forward(rs_prior.clone(), rs_self)),
+                (Some(fusion), Some((_, Some(rs_prior))), Some(rs_self)) => {
+                    Some(fusion.forward(rs_prior.clone(), rs_self))
+                }
                 (_, _, rs_self) => rs_self,
             };
             // CSCD, per stream.
@@ -281,7 +291,12 @@ impl<B: Backend> Pnpt<B> {
 
     /// Inference forward with a [`plan`](Self::plan): the same function as [`Self::forward`]
     /// with the prior of image `i` being pool class `prior_classes[i]`.
-    pub fn forward_planned(&self, plan: &InferencePlan<B>, input: &[Tensor<B, 4>; 3], prior_classes: &[usize]) -> Result<Reconstruction<B>> {
+    pub fn forward_planned(
+        &self,
+        plan: &InferencePlan<B>,
+        input: &[Tensor<B, 4>; 3],
+        prior_classes: &[usize],
+    ) -> Result<Reconstruction<B>> {
         let b = self.spec.check("input features", input)?;
         let x_prior = match &plan.prior_tokens {
             Some(tokens) => {

@@ -37,7 +37,7 @@ use image::DynamicImage;
 use pnpt_prompt::PromptPool;
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{quantile_of, Components, Detector, Prediction};
+use crate::detector::{Components, Detector, Prediction, quantile_of};
 use crate::{Error, Result};
 
 /// Quantile of the held-out normal pixels that is a category's pixel threshold.
@@ -85,7 +85,10 @@ impl<B: Backend> Detector<B> {
     /// The pool index of `category`, or an error listing the known ones.
     pub fn category_index(&self, category: &str) -> Result<usize> {
         self.categories().iter().position(|c| c == category).ok_or_else(|| {
-            Error::Invalid(format!("unknown category `{category}`: this detector knows {}", self.categories().join(", ")))
+            Error::Invalid(format!(
+                "unknown category `{category}`: this detector knows {}",
+                self.categories().join(", ")
+            ))
         })
     }
 
@@ -102,12 +105,20 @@ impl<B: Backend> Detector<B> {
             return Ok(Vec::new());
         }
         let s = &self.config().scoring;
-        let parts = self.image_components_as(images, images.len(), s.method.uses_pnpt(), s.method.uses_memory(), forced)?;
+        let parts =
+            self.image_components_as(images, images.len(), s.method.uses_pnpt(), s.method.uses_memory(), forced)?;
         Ok(self.to_predictions(self.combine(&parts, s.method, s.memory_weight)?))
     }
 
     /// [`image_components`](Self::image_components) with the class given instead of retrieved.
-    pub fn image_components_as(&self, images: &[DynamicImage], batch: usize, pnpt: bool, memory: bool, category: Option<usize>) -> Result<Components> {
+    pub fn image_components_as(
+        &self,
+        images: &[DynamicImage],
+        batch: usize,
+        pnpt: bool,
+        memory: bool,
+        category: Option<usize>,
+    ) -> Result<Components> {
         let pre = self.preprocess();
         let size = pre.size as usize;
         let mut all = Components { size, ..Default::default() };
@@ -126,7 +137,11 @@ impl<B: Backend> Detector<B> {
     pub fn category_thresholds(&self, category: &str) -> Result<CategoryThresholds> {
         self.category_index(category)?;
         let t = &self.thresholds;
-        Ok(CategoryThresholds { image: t.for_category(category), pixel: t.pixel.get(category).copied(), retrieval: t.retrieval.get(category).copied() })
+        Ok(CategoryThresholds {
+            image: t.for_category(category),
+            pixel: t.pixel.get(category).copied(),
+            retrieval: t.retrieval.get(category).copied(),
+        })
     }
 
     /// Replaces the thresholds of `category` (`None` removes one). A later
@@ -135,7 +150,9 @@ impl<B: Backend> Detector<B> {
         self.category_index(category)?;
         for (what, v) in [("image", new.image), ("pixel", new.pixel), ("retrieval", new.retrieval)] {
             if v.is_some_and(|v| !v.is_finite()) {
-                return Err(Error::Invalid(format!("category `{category}`: the {what} threshold must be finite, got {v:?}")));
+                return Err(Error::Invalid(format!(
+                    "category `{category}`: the {what} threshold must be finite, got {v:?}"
+                )));
             }
         }
         let t = &mut self.thresholds;
@@ -151,7 +168,11 @@ impl<B: Backend> Detector<B> {
 }
 
 /// Per image, the nearest class and its distance, or the distance to `forced` when given.
-pub(crate) fn retrieve<B: Backend>(pool: &PromptPool<B>, feats: &[Tensor<B, 4>; 3], forced: Option<usize>) -> Result<(Vec<usize>, Vec<f32>)> {
+pub(crate) fn retrieve<B: Backend>(
+    pool: &PromptPool<B>,
+    feats: &[Tensor<B, 4>; 3],
+    forced: Option<usize>,
+) -> Result<(Vec<usize>, Vec<f32>)> {
     let Some(class) = forced else { return Ok(pool.nearest(feats)?) };
     let k = pool.len();
     if class >= k {
@@ -174,7 +195,12 @@ fn raise(limits: &mut BTreeMap<String, f32>, class: &str, distance: f32) {
 }
 
 /// Raises the limits with images retrieved as `categories[i]` at `distances[i]`.
-pub(crate) fn raise_retrieval_limits(limits: &mut BTreeMap<String, f32>, names: &[String], categories: &[usize], distances: &[f32]) {
+pub(crate) fn raise_retrieval_limits(
+    limits: &mut BTreeMap<String, f32>,
+    names: &[String],
+    categories: &[usize],
+    distances: &[f32],
+) {
     for (&c, &d) in categories.iter().zip(distances) {
         raise(limits, &names[c], d);
     }
@@ -182,7 +208,11 @@ pub(crate) fn raise_retrieval_limits(limits: &mut BTreeMap<String, f32>, names: 
 
 /// Retrieval limits from the training images' features: each image raises its own class (by
 /// its distance to that class) and its retrieved class (by the nearest distance).
-pub(crate) fn training_retrieval_limits<B: Backend>(pool: &PromptPool<B>, feats: &[Tensor<B, 4>; 3], truth: &[String]) -> Result<BTreeMap<String, f32>> {
+pub(crate) fn training_retrieval_limits<B: Backend>(
+    pool: &PromptPool<B>,
+    feats: &[Tensor<B, 4>; 3],
+    truth: &[String],
+) -> Result<BTreeMap<String, f32>> {
     let (names, k) = (pool.names(), pool.len());
     let mut limits = BTreeMap::new();
     for start in (0..truth.len()).step_by(64) {
@@ -193,7 +223,8 @@ pub(crate) fn training_retrieval_limits<B: Backend>(pool: &PromptPool<B>, feats:
             if let Some(own) = names.iter().position(|n| n == t) {
                 raise(&mut limits, t, row[own]);
             }
-            let (best, d) = row.iter().copied().enumerate().fold((0, f32::INFINITY), |a, (i, d)| if d < a.1 { (i, d) } else { a });
+            let (best, d) =
+                row.iter().copied().enumerate().fold((0, f32::INFINITY), |a, (i, d)| if d < a.1 { (i, d) } else { a });
             raise(&mut limits, &names[best], d);
         }
     }
@@ -202,7 +233,11 @@ pub(crate) fn training_retrieval_limits<B: Backend>(pool: &PromptPool<B>, feats:
 
 /// Per category ([`PIXEL_QUANTILE`] quantile, median) of the pixels of `maps` (`px` per image,
 /// grouped by `truth`).
-pub(crate) fn pixel_statistics(maps: &[f32], truth: &[String], px: usize) -> (BTreeMap<String, f32>, BTreeMap<String, f32>) {
+pub(crate) fn pixel_statistics(
+    maps: &[f32],
+    truth: &[String],
+    px: usize,
+) -> (BTreeMap<String, f32>, BTreeMap<String, f32>) {
     let mut by_cat: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
     for (i, c) in truth.iter().enumerate() {
         if let Some(m) = maps.get(i * px..(i + 1) * px) {

@@ -12,7 +12,7 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::block::{AttentionSublayer, FeedForwardSublayer};
 use crate::config::ModelConfig;
@@ -34,7 +34,11 @@ impl<B: Backend> SaceAggregation<B> {
 
     /// `patches: [B, L, C]`, `semantic: [B, N, C]` (or none, for the ablation) →
     /// `(R_X [B, L, C], R_S(X) [B, N, C])`.
-    pub fn forward(&self, patches: Tensor<B, 3>, semantic: Option<Tensor<B, 3>>) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+    pub fn forward(
+        &self,
+        patches: Tensor<B, 3>,
+        semantic: Option<Tensor<B, 3>>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let [_, l, _] = patches.dims();
         let joined = match &semantic {
             Some(s) => Tensor::cat(vec![patches, s.clone()], 1),

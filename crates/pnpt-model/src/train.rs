@@ -417,7 +417,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
 /// Burn's `GradientClippingConfig::Norm` (AdamW's `with_grad_clipping`) clips each parameter
 /// tensor by its *own* norm, which changes the direction of the update; this keeps it. It
 /// stays on the device (no read-back).
-pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: GradientsParams, max_norm: f64) -> GradientsParams {
+pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: GradientsParams,
+    max_norm: f64,
+) -> GradientsParams {
     let mut squares = GradSquares::<B> { grads: &grads, seen: HashSet::new(), sum: None };
     model.visit(&mut squares);
     let Some(sum) = squares.sum else { return grads };
@@ -490,38 +494,46 @@ pub fn train_model_with<B: AutodiffBackend>(
     // has been timed (the schedule plans for `epochs` meanwhile).
     let mut planned: Option<usize> = if t.time_budget_seconds.is_some() { None } else { Some(t.epochs) };
 
-    let ckpt_path = options.checkpoint_dir.as_ref().map(|d| CheckpointFile { path: d.join(CHECKPOINT_FILE), dataset: options.dataset.clone() });
-    if let (true, Some(CheckpointFile { path, .. })) = (options.resume, &ckpt_path) {
-        if path.exists() {
-            let (header, blobs): (CheckpointHeader, Vec<Vec<u8>>) = read_container(path, CHECKPOINT_MAGIC)?;
-            resumable(&header.config, config).map_err(|d| Error::Mismatch { path: path.clone(), reason: format!("differs in {d}") })?;
-            same_dataset(path, header.dataset.as_ref(), options.dataset.as_ref(), options.progress)?;
-            // Fewer epochs than done would keep the longer run's weights under a smaller count.
-            if header.epoch > t.epochs {
-                return Err(Error::EpochsTooFew { path: path.clone(), requested: t.epochs, done: header.epoch });
-            }
-            let bad = |reason: String| Error::Artefact { path: path.clone(), reason };
-            if blobs.len() != 2 {
-                return Err(bad(format!("expected 2 records, found {}", blobs.len())));
-            }
-            let record = Recorder::<B>::load(&recorder(), blobs[0].clone(), device).map_err(|e| bad(format!("model record: {e}")))?;
-            model = load_record_checked(model, record, header.num_params, path)?;
-            optim = load_optimizer(optim, blobs[1].clone(), device).map_err(|e| bad(format!("optimizer record: {e}")))?;
-            let pos: u128 = header.rng_word_pos.parse().map_err(|_| bad("rng position".into()))?;
-            if header.rng_seed != t.seed {
-                return Err(Error::Mismatch { path: path.clone(), reason: format!("seed {} vs {}", header.rng_seed, t.seed) });
-            }
-            rng.set_word_pos(pos);
-            start_epoch = header.epoch;
-            history = header.history;
-            if t.time_budget_seconds.is_some() {
-                // Keep the plan chosen from the first epoch's time (without a budget the plan
-                // is the configuration's `epochs`, which may be raised to extend a run).
-                planned = header.planned_epochs;
-            }
-            if options.progress {
-                eprintln!("{}", resume_note(start_epoch, planned.unwrap_or(t.epochs).min(t.epochs), path));
-            }
+    let ckpt_path = options
+        .checkpoint_dir
+        .as_ref()
+        .map(|d| CheckpointFile { path: d.join(CHECKPOINT_FILE), dataset: options.dataset.clone() });
+    if let (true, Some(CheckpointFile { path, .. })) = (options.resume, &ckpt_path)
+        && path.exists()
+    {
+        let (header, blobs): (CheckpointHeader, Vec<Vec<u8>>) = read_container(path, CHECKPOINT_MAGIC)?;
+        resumable(&header.config, config)
+            .map_err(|d| Error::Mismatch { path: path.clone(), reason: format!("differs in {d}") })?;
+        same_dataset(path, header.dataset.as_ref(), options.dataset.as_ref(), options.progress)?;
+        // Fewer epochs than done would keep the longer run's weights under a smaller count.
+        if header.epoch > t.epochs {
+            return Err(Error::EpochsTooFew { path: path.clone(), requested: t.epochs, done: header.epoch });
+        }
+        let bad = |reason: String| Error::Artefact { path: path.clone(), reason };
+        if blobs.len() != 2 {
+            return Err(bad(format!("expected 2 records, found {}", blobs.len())));
+        }
+        let record = Recorder::<B>::load(&recorder(), blobs[0].clone(), device)
+            .map_err(|e| bad(format!("model record: {e}")))?;
+        model = load_record_checked(model, record, header.num_params, path)?;
+        optim = load_optimizer(optim, blobs[1].clone(), device).map_err(|e| bad(format!("optimizer record: {e}")))?;
+        let pos: u128 = header.rng_word_pos.parse().map_err(|_| bad("rng position".into()))?;
+        if header.rng_seed != t.seed {
+            return Err(Error::Mismatch {
+                path: path.clone(),
+                reason: format!("seed {} vs {}", header.rng_seed, t.seed),
+            });
+        }
+        rng.set_word_pos(pos);
+        start_epoch = header.epoch;
+        history = header.history;
+        if t.time_budget_seconds.is_some() {
+            // Keep the plan chosen from the first epoch's time (without a budget the plan
+            // is the configuration's `epochs`, which may be raised to extend a run).
+            planned = header.planned_epochs;
+        }
+        if options.progress {
+            eprintln!("{}", resume_note(start_epoch, planned.unwrap_or(t.epochs).min(t.epochs), path));
         }
     }
 
@@ -577,7 +589,11 @@ pub fn train_model_with<B: AutodiffBackend>(
             lr = learning_rate(t, epoch * steps + step, total_steps);
             model = optim.step(lr, model, grads);
             let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
-            pb.set_message(format!("loss {:.4} {:.1} img/s", total / (step + 1) as f64, ((step * t.batch_size + batch.len()) as f64) / secs));
+            pb.set_message(format!(
+                "loss {:.4} {:.1} img/s",
+                total / (step + 1) as f64,
+                ((step * t.batch_size + batch.len()) as f64) / secs
+            ));
             pb.inc(1);
         }
         pb.finish_and_clear();
@@ -605,7 +621,10 @@ pub fn train_model_with<B: AutodiffBackend>(
             // terminal, e.g. in logs and CI).
             let e = &history[history.len() - 1];
             let v = e.validation.map(|(i, p)| format!(", validation {i:.4} / {p:.4}")).unwrap_or_default();
-            eprintln!("epoch {}/{}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s{v}", e.epoch, run_epochs, e.loss, e.lr, e.seconds, e.images_per_second);
+            eprintln!(
+                "epoch {}/{}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s{v}",
+                e.epoch, run_epochs, e.loss, e.lr, e.seconds, e.images_per_second
+            );
         }
         if let Some(path) = &ckpt_path {
             save_checkpoint(path, config, &model, &optim, epoch + 1, &rng, &history, planned)?;
@@ -613,7 +632,13 @@ pub fn train_model_with<B: AutodiffBackend>(
         epoch += 1;
     }
     let planned_epochs = planned.unwrap_or(t.epochs).min(t.epochs);
-    Ok(TrainOutput { model: model.valid(), history, seconds: started.elapsed().as_secs_f64(), completed, planned_epochs })
+    Ok(TrainOutput {
+        model: model.valid(),
+        history,
+        seconds: started.elapsed().as_secs_f64(),
+        completed,
+        planned_epochs,
+    })
 }
 
 fn load_optimizer<B: AutodiffBackend, O: Optimizer<Pnpt<B>, B>>(
@@ -633,8 +658,13 @@ pub(crate) fn load_record_checked<B: Backend>(
     expected_params: usize,
     path: &Path,
 ) -> Result<Pnpt<B>> {
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record)))
-        .map_err(|_| Error::Mismatch { path: path.to_path_buf(), reason: "the saved weights have another structure than the configured model".into() })?;
+    let loaded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record))).map_err(|_| {
+            Error::Mismatch {
+                path: path.to_path_buf(),
+                reason: "the saved weights have another structure than the configured model".into(),
+            }
+        })?;
     let got = loaded.num_params();
     if got != expected_params {
         return Err(Error::Mismatch {
@@ -656,11 +686,18 @@ fn same_dataset(
     match (saved, now) {
         (Some(saved), Some(now)) => {
             let differences = saved.differences(now);
-            if differences.is_empty() { Ok(()) } else { Err(Error::DatasetChanged { path: path.to_path_buf(), differences }) }
+            if differences.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::DatasetChanged { path: path.to_path_buf(), differences })
+            }
         }
         (None, Some(_)) => {
             if progress {
-                eprintln!("warning: {} records no dataset fingerprint (an older checkpoint): resuming without checking that the data is the same", path.display());
+                eprintln!(
+                    "warning: {} records no dataset fingerprint (an older checkpoint): resuming without checking that the data is the same",
+                    path.display()
+                );
             }
             Ok(())
         }
@@ -827,7 +864,8 @@ mod tests {
         let dev = Default::default();
         let model = LinearConfig::new(3, 2).init::<A>(&dev);
         let x = Tensor::<A, 2>::from_data(TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5, 4.0, -1.0], [2, 3]), &dev);
-        let grads_of = || GradientsParams::from_grads(model.forward(x.clone()).sum().mul_scalar(10.0).backward(), &model);
+        let grads_of =
+            || GradientsParams::from_grads(model.forward(x.clone()).sum().mul_scalar(10.0).backward(), &model);
         let read = |g: &GradientsParams| -> Vec<f32> {
             let w: Tensor<Flex<f32>, 2> = g.get(model.weight.id).unwrap();
             let b: Tensor<Flex<f32>, 1> = g.get(model.bias.as_ref().unwrap().id).unwrap();

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 use pnpt_model::anomaly_map::{anomaly_map, gaussian_blur, gaussian_kernel, image_scores, raw_anomaly_map};
-use pnpt_model::hpe::{patchify, unpatchify, Hpe, HpeInverse};
+use pnpt_model::hpe::{Hpe, HpeInverse, patchify, unpatchify};
 use pnpt_model::loss::{pnpt_loss, stream_loss};
 use pnpt_model::{ConcatMode, FeatureSpec, ModelConfig, Pnpt, PnptConfig, Reconstruction, ScoreMode};
 use rand::SeedableRng;
@@ -90,9 +90,9 @@ fn every_module_has_the_documented_shapes() {
     let f = random_feats(&spec, 2, 2);
     let p = random_feats(&spec, 2, 3);
     let r = model.forward(&f, Some(&p)).unwrap();
-    for i in 0..3 {
-        assert_eq!(r.sample[i].dims(), f[i].dims());
-        assert_eq!(r.prior.as_ref().unwrap()[i].dims(), f[i].dims());
+    for (i, fi) in f.iter().enumerate() {
+        assert_eq!(r.sample[i].dims(), fi.dims());
+        assert_eq!(r.prior.as_ref().unwrap()[i].dims(), fi.dims());
     }
     let map = anomaly_map(&f, &r.fused(0.5), [32, 32], 4.0);
     assert_eq!(map.dims(), [2, 32, 32]);
@@ -204,8 +204,16 @@ fn loss_hand_worked_tiny_case() {
     // Image 0: scale 0 a=(1,0) b=(1,1): 1 - 1/√2; scale 1 a=(1,2) b=(2,4): 0; scale 2 a=(1,0)
     // b=(0,1): 1. Self stream = that; prior stream = exact (0). Image 1: identical (0).
     // Batch mean: (2 - 1/√2) / 2.
-    let input = [t4(vec![1., 0., 5., 5.], [2, 2, 1, 1]), t4(vec![1., 2., 5., 5.], [2, 2, 1, 1]), t4(vec![1., 0., 5., 5.], [2, 2, 1, 1])];
-    let sample = [t4(vec![1., 1., 5., 5.], [2, 2, 1, 1]), t4(vec![2., 4., 5., 5.], [2, 2, 1, 1]), t4(vec![0., 1., 5., 5.], [2, 2, 1, 1])];
+    let input = [
+        t4(vec![1., 0., 5., 5.], [2, 2, 1, 1]),
+        t4(vec![1., 2., 5., 5.], [2, 2, 1, 1]),
+        t4(vec![1., 0., 5., 5.], [2, 2, 1, 1]),
+    ];
+    let sample = [
+        t4(vec![1., 1., 5., 5.], [2, 2, 1, 1]),
+        t4(vec![2., 4., 5., 5.], [2, 2, 1, 1]),
+        t4(vec![0., 1., 5., 5.], [2, 2, 1, 1]),
+    ];
     let recon = Reconstruction { prior: Some(input.clone()), sample };
     let expected = (2.0 - 1.0 / 2f32.sqrt()) / 2.0;
     let got = vals(pnpt_loss(&input, &recon))[0];
@@ -312,10 +320,14 @@ fn images_do_not_leak_across_the_batch_or_streams() {
         let f = random_feats(&spec, 2, 31);
         let p = random_feats(&spec, 2, 32);
         let both = model.forward(&f, Some(&p)).unwrap();
-        let one = model.forward(&f.clone().map(|t| t.narrow(0, 1, 1)), Some(&p.clone().map(|t| t.narrow(0, 1, 1)))).unwrap();
+        let one =
+            model.forward(&f.clone().map(|t| t.narrow(0, 1, 1)), Some(&p.clone().map(|t| t.narrow(0, 1, 1)))).unwrap();
         for i in 0..3 {
             let d1 = max_abs_diff(vals(both.sample[i].clone().narrow(0, 1, 1)), vals(one.sample[i].clone()));
-            let d2 = max_abs_diff(vals(both.prior.as_ref().unwrap()[i].clone().narrow(0, 1, 1)), vals(one.prior.as_ref().unwrap()[i].clone()));
+            let d2 = max_abs_diff(
+                vals(both.prior.as_ref().unwrap()[i].clone().narrow(0, 1, 1)),
+                vals(one.prior.as_ref().unwrap()[i].clone()),
+            );
             assert!(d1 < 1e-4 && d2 < 1e-4, "shared={shared} scale {i}: {d1} {d2}");
         }
     }
@@ -425,7 +437,8 @@ fn ablation_switches_change_the_parameter_count_as_expected() {
 #[test]
 fn planned_forward_equals_plain_forward() {
     let spec = small_spec();
-    for (concat, use_prior) in [(ConcatMode::Channels, true), (ConcatMode::Tokens, true), (ConcatMode::Channels, false)] {
+    for (concat, use_prior) in [(ConcatMode::Channels, true), (ConcatMode::Tokens, true), (ConcatMode::Channels, false)]
+    {
         let cfg = ModelConfig { concat, use_prior, ..small_config() };
         let model = Pnpt::<B>::new(&cfg, spec, &dev()).unwrap();
         let pool = random_feats(&spec, 3, 51); // three classes
@@ -476,6 +489,7 @@ fn host_image_score_matches_tensor_score() {
 /// The tests run in the workspace's dev profile, optimised at `opt-level = 3`: the build script
 /// must not take it for an unoptimised build (which would make `Detector::load` warn).
 #[test]
+#[allow(clippy::assertions_on_constants)] // the constant is what the build script decided
 fn the_optimised_test_profile_is_not_flagged_unoptimised() {
     assert!(!pnpt_model::detector::UNOPTIMISED);
 }

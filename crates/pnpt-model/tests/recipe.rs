@@ -5,7 +5,9 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use pnpt_model::config::LrSchedule;
-use pnpt_model::train::{epoch_len, epoch_order, learning_rate, train_model, EpochStats, FeatureSet, TrainOptions, CHECKPOINT_FILE};
+use pnpt_model::train::{
+    CHECKPOINT_FILE, EpochStats, FeatureSet, TrainOptions, epoch_len, epoch_order, learning_rate, train_model,
+};
 use pnpt_model::{PnptConfig, TrainConfig};
 use pnpt_prompt::{PoolBuilder, PromptPool};
 use rand::SeedableRng;
@@ -59,7 +61,10 @@ fn tiny_set(cfg: &PnptConfig) -> (FeatureSet<B>, PromptPool<B>) {
     let mut builder = PoolBuilder::<B>::new();
     for name in ["a", "b", "c"] {
         let idx: Vec<i64> = (0..n).filter(|&i| names[i] == name).map(|i| i as i64).collect();
-        let it = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(idx.clone(), [idx.len()]), &dev());
+        let it = Tensor::<B, 1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(idx.clone(), [idx.len()]),
+            &dev(),
+        );
         builder.add(name, &feats.clone().map(|t| t.select(0, it.clone()))).unwrap();
     }
     let pool = builder.build(cfg.distance).unwrap();
@@ -84,7 +89,13 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn schedule_by_hand() {
-    let t = TrainConfig { lr: 2e-3, schedule: LrSchedule::WarmupCosine, warmup_steps: 10, min_lr_ratio: 0.05, ..TrainConfig::default() };
+    let t = TrainConfig {
+        lr: 2e-3,
+        schedule: LrSchedule::WarmupCosine,
+        warmup_steps: 10,
+        min_lr_ratio: 0.05,
+        ..TrainConfig::default()
+    };
     let lr = |s| learning_rate(&t, s, 110);
     assert!((lr(0) - 2e-4).abs() < 1e-15, "first step {}", lr(0));
     assert!((lr(9) - 2e-3).abs() < 1e-15, "end of warm-up {}", lr(9));
@@ -98,7 +109,8 @@ fn schedule_by_hand() {
 
 #[test]
 fn sampler_balanced_permutation_and_deterministic() {
-    let names: Vec<String> = ["x", "y", "y", "x", "z", "y", "x", "x", "x", "x", "x"].iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> =
+        ["x", "y", "y", "x", "z", "y", "x", "x", "x", "x", "x"].iter().map(|s| s.to_string()).collect();
     let n = names.len(); // 11 images, 3 categories -> 4 of each
     let order = epoch_order(&names, true, &mut ChaCha8Rng::seed_from_u64(1));
     assert_eq!(order.len(), 12);
@@ -130,7 +142,10 @@ fn config_json_and_validation() {
     assert_eq!(cfg.train.grad_clip_norm, Some(1.0));
     cfg.validate().unwrap();
     let d = PnptConfig::cpu().train;
-    assert_eq!((d.schedule, d.class_balanced, d.grad_clip_norm, d.time_budget_seconds), (LrSchedule::Constant, false, None, None));
+    assert_eq!(
+        (d.schedule, d.class_balanced, d.grad_clip_norm, d.time_budget_seconds),
+        (LrSchedule::Constant, false, None, None)
+    );
     for bad in [
         r#"{"train": {"min_lr_ratio": 1.5}}"#,
         r#"{"train": {"grad_clip_norm": 0}}"#,
@@ -140,7 +155,8 @@ fn config_json_and_validation() {
         assert!(cfg.validate().unwrap_err().to_string().contains("train."), "{bad}");
     }
     // Epoch statistics of older checkpoints still read.
-    let old: EpochStats = serde_json::from_str(r#"{"epoch": 1, "loss": 0.5, "seconds": 2.0, "images_per_second": 3.0}"#).unwrap();
+    let old: EpochStats =
+        serde_json::from_str(r#"{"epoch": 1, "loss": 0.5, "seconds": 2.0, "images_per_second": 3.0}"#).unwrap();
     assert_eq!((old.lr, old.planned_epochs), (0.0, 0));
 }
 
@@ -166,7 +182,11 @@ fn resumed_equals_uninterrupted_with_the_recipe() {
     assert!((straight.history[1].lr - t.lr * t.min_lr_ratio).abs() < 1e-15, "ends at the floor");
 
     let dir = tempfile::tempdir().unwrap();
-    let first = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), stop_after_epoch: Some(1), ..Default::default() };
+    let first = TrainOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        stop_after_epoch: Some(1),
+        ..Default::default()
+    };
     let part = train_model::<A>(&cfg, &set, &pool, &dev(), &first).unwrap();
     assert!(!part.completed);
     assert_eq!(part.history.len(), 1);

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::io::{bytes_to_f32, f32_to_bytes, read_container, write_container};
@@ -39,9 +39,7 @@ impl FromStr for Distance {
         match s.trim().to_ascii_lowercase().as_str() {
             "euclidean" | "l2" => Ok(Distance::Euclidean),
             "cosine" | "cos" => Ok(Distance::Cosine),
-            other => Err(Error::InvalidInput(format!(
-                "unknown distance `{other}`: expected euclidean or cosine"
-            ))),
+            other => Err(Error::InvalidInput(format!("unknown distance `{other}`: expected euclidean or cosine"))),
         }
     }
 }
@@ -81,15 +79,15 @@ fn check_batch<B: Backend>(
                 t.dims()[0]
             )));
         }
-        if let Some(shapes) = expected {
-            if chw(t) != shapes[scale] {
-                return Err(Error::ShapeMismatch {
-                    category: category.to_string(),
-                    scale,
-                    expected: shapes[scale],
-                    got: chw(t),
-                });
-            }
+        if let Some(shapes) = expected
+            && chw(t) != shapes[scale]
+        {
+            return Err(Error::ShapeMismatch {
+                category: category.to_string(),
+                scale,
+                expected: shapes[scale],
+                got: chw(t),
+            });
         }
     }
     Ok(n)
@@ -154,14 +152,9 @@ impl<B: Backend> PoolBuilder<B> {
         if self.names.is_empty() {
             return Err(Error::Empty);
         }
-        let means: Vec<[Tensor<B, 4>; 3]> = self
-            .sums
-            .into_iter()
-            .zip(&self.counts)
-            .map(|(sum, &n)| sum.map(|t| t.div_scalar(n as f32)))
-            .collect();
-        let priors: [Tensor<B, 4>; 3] =
-            [0, 1, 2].map(|s| Tensor::cat(means.iter().map(|m| m[s].clone()).collect(), 0));
+        let means: Vec<[Tensor<B, 4>; 3]> =
+            self.sums.into_iter().zip(&self.counts).map(|(sum, &n)| sum.map(|t| t.div_scalar(n as f32))).collect();
+        let priors: [Tensor<B, 4>; 3] = [0, 1, 2].map(|s| Tensor::cat(means.iter().map(|m| m[s].clone()).collect(), 0));
         let codes = global_code(&priors);
         Ok(PromptPool { names: self.names, counts: self.counts, codes, priors, distance })
     }
@@ -346,7 +339,8 @@ impl<B: Backend> PromptPool<B> {
         }
         let code_dim: usize = header.shapes.iter().map(|s| s[0]).sum();
         let tensor = |i: usize, shape: Vec<usize>| -> Result<TensorData> {
-            let values = bytes_to_f32(&blobs[i]).ok_or_else(|| bad(format!("tensor {i}: length not a multiple of 4")))?;
+            let values =
+                bytes_to_f32(&blobs[i]).ok_or_else(|| bad(format!("tensor {i}: length not a multiple of 4")))?;
             let want: usize = shape.iter().product();
             if values.len() != want {
                 return Err(bad(format!("tensor {i}: {} values, shape {shape:?} needs {want}", values.len())));
@@ -370,11 +364,7 @@ pub fn retrieval_accuracy<S: AsRef<str>>(names: &[String], predicted: &[usize], 
     if predicted.is_empty() || predicted.len() != truth.len() {
         return None;
     }
-    let hits = predicted
-        .iter()
-        .zip(truth)
-        .filter(|(p, t)| names.get(**p).is_some_and(|n| n == t.as_ref()))
-        .count();
+    let hits = predicted.iter().zip(truth).filter(|(p, t)| names.get(**p).is_some_and(|n| n == t.as_ref())).count();
     Some(hits as f64 / predicted.len() as f64)
 }
 
@@ -437,7 +427,14 @@ mod tests {
         b.add("high", &feats([5.0, 5.0, 5.0], 1)).unwrap();
         let pool = b.build(Distance::Euclidean).unwrap();
         let q = [0, 1, 2].map(|s| {
-            Tensor::cat(vec![feats([0.4, 0.4, 0.4], 1)[s].clone(), feats([0.6, 0.6, 0.6], 1)[s].clone(), feats([4.0, 4.0, 4.0], 1)[s].clone()], 0)
+            Tensor::cat(
+                vec![
+                    feats([0.4, 0.4, 0.4], 1)[s].clone(),
+                    feats([0.6, 0.6, 0.6], 1)[s].clone(),
+                    feats([4.0, 4.0, 4.0], 1)[s].clone(),
+                ],
+                0,
+            )
         });
         let r = pool.retrieve(&q).unwrap();
         assert_eq!(r.indices, vec![0, 1, 2]);

@@ -9,7 +9,9 @@ pub enum Error {
     #[error("prompt pool: no category was added, so there is no normal prior to retrieve")]
     Empty,
     /// A batch of features does not have the shape the pool was started with.
-    #[error("prompt pool: category `{category}`, scale {scale}: feature shape {got:?} differs from {expected:?} (every image must give the same [C, H, W] per scale)")]
+    #[error(
+        "prompt pool: category `{category}`, scale {scale}: feature shape {got:?} differs from {expected:?} (every image must give the same [C, H, W] per scale)"
+    )]
     ShapeMismatch {
         /// The category being added or queried (`<query>` at retrieval time).
         category: String,
@@ -33,7 +35,9 @@ pub enum Error {
     },
     /// A saved file's bytes differ from the SHA-256 recorded when it was written (bit rot, a
     /// partial copy, an edit): nothing in it is used.
-    #[error("{path}: checksum mismatch (SHA-256 {actual}, written as {expected}): the file is corrupt or was changed after it was saved")]
+    #[error(
+        "{path}: checksum mismatch (SHA-256 {actual}, written as {expected}): the file is corrupt or was changed after it was saved"
+    )]
     Checksum {
         /// The file.
         path: PathBuf,

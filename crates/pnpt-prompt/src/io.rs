@@ -14,7 +14,7 @@
 use std::fs;
 use std::path::Path;
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Error, Result};
 
@@ -55,12 +55,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes a container file atomically: `magic`, a JSON `header`, then `blobs`.
-pub fn write_container<H: Serialize>(
-    path: &Path,
-    magic: &[u8; 8],
-    header: &H,
-    blobs: &[&[u8]],
-) -> Result<()> {
+pub fn write_container<H: Serialize>(path: &Path, magic: &[u8; 8], header: &H, blobs: &[&[u8]]) -> Result<()> {
     let header = serde_json::to_vec(header).map_err(|e| format_err(path, e.to_string()))?;
     let total = 8 + 4 + 8 + header.len() + 4 + blobs.iter().map(|b| 8 + b.len()).sum::<usize>() + 32;
     let mut out = Vec::with_capacity(total);
@@ -85,7 +80,10 @@ pub fn read_container<H: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Resu
     let bytes = fs::read(path).map_err(io_err(path))?;
     if bytes.len() < 12 || &bytes[..8] != magic {
         let found = String::from_utf8_lossy(&bytes[..bytes.len().min(8)]).into_owned();
-        return Err(format_err(path, format!("expected a {} file (magic {:?}), found {found:?}", kind(magic), String::from_utf8_lossy(magic))));
+        return Err(format_err(
+            path,
+            format!("expected a {} file (magic {:?}), found {found:?}", kind(magic), String::from_utf8_lossy(magic)),
+        ));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let body = match version {
@@ -103,7 +101,9 @@ pub fn read_container<H: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Resu
             }
             body
         }
-        v => return Err(format_err(path, format!("container version {v}, this build reads 1 and {CONTAINER_VERSION}"))),
+        v => {
+            return Err(format_err(path, format!("container version {v}, this build reads 1 and {CONTAINER_VERSION}")));
+        }
     };
     let mut cursor = Cursor { bytes: body, pos: 12, path };
     let header_len = cursor.u64()? as usize;
@@ -139,9 +139,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            format_err(self.path, format!("truncated: wanted {n} bytes at offset {}", self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| format_err(self.path, format!("truncated: wanted {n} bytes at offset {}", self.pos)))?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -159,9 +161,10 @@ pub fn f32_to_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Little-endian bytes to `f32`s; `None` when the length is not a multiple of 4.
 pub fn bytes_to_f32(bytes: &[u8]) -> Option<Vec<f32>> {
-    (bytes.len() % 4 == 0).then(|| {
-        bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
-    })
+    bytes
+        .len()
+        .is_multiple_of(4)
+        .then(|| bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
 }
 
 #[cfg(test)]
@@ -224,7 +227,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.json");
         fs::write(&path, b"abc").unwrap();
-        assert_eq!(read_verified(&path, "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD").unwrap(), b"abc");
+        assert_eq!(
+            read_verified(&path, "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD").unwrap(),
+            b"abc"
+        );
         fs::write(&path, b"abd").unwrap();
         assert!(matches!(read_verified(&path, &sha256_hex(b"abc")), Err(Error::Checksum { .. })));
     }

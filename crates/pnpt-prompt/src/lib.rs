@@ -37,5 +37,5 @@ mod cs_npp;
 mod error;
 pub mod io;
 
-pub use cs_npp::{global_code, retrieval_accuracy, Distance, PoolBuilder, PromptPool, Retrieval};
+pub use cs_npp::{Distance, PoolBuilder, PromptPool, Retrieval, global_code, retrieval_accuracy};
 pub use error::{Error, Result};

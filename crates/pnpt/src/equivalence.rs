@@ -30,7 +30,7 @@
 use burn::{
     module::Module,
     record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder},
-    tensor::{backend::Backend, TensorData},
+    tensor::{TensorData, backend::Backend},
 };
 
 use crate::{Error, Result};
@@ -93,7 +93,12 @@ pub fn module_from_bytes<B: Backend, M: Module<B>>(module: M, bytes: &[u8], devi
 }
 
 /// Compares two lists of outputs element by element.
-pub fn compare(case: &str, reference: &[TensorData], other: &[TensorData], tol: Tolerance) -> Result<EquivalenceReport> {
+pub fn compare(
+    case: &str,
+    reference: &[TensorData],
+    other: &[TensorData],
+    tol: Tolerance,
+) -> Result<EquivalenceReport> {
     if reference.len() != other.len() {
         return Err(Error::Equivalence(format!(
             "{case}: {} outputs on the reference backend, {} on the other",

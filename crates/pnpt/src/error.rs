@@ -16,7 +16,9 @@ pub enum Error {
         feature: &'static str,
     },
     /// The backend is compiled in but the device cannot be used (no driver, no adapter, bad index).
-    #[error("device `{device}` is not usable ({reason}); the backend's own message is above: usually a missing driver (libcuda.so for CUDA, a Vulkan/Metal/DX12 adapter for wgpu) or a device index out of range")]
+    #[error(
+        "device `{device}` is not usable ({reason}); the backend's own message is above: usually a missing driver (libcuda.so for CUDA, a Vulkan/Metal/DX12 adapter for wgpu) or a device index out of range"
+    )]
     DeviceUnavailable {
         /// The device the user asked for.
         device: String,

@@ -27,10 +27,10 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
-use pnpt_model::detector::{BatchOutput, Detector};
 use pnpt_model::ScoringMethod;
+use pnpt_model::detector::{BatchOutput, Detector};
 use pnpt_prompt::io::write_atomic;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::heatmap::{self, ColourScale};
 use crate::{Error, Result};
@@ -178,7 +178,8 @@ pub fn metric_values(m: &CategoryMetrics, retrieval: f64) -> [f64; 8] {
 
 /// One `M` object of `report.json`; non-finite values become `null` (serde_json's rule).
 fn metrics_json(m: &CategoryMetrics, retrieval: f64) -> Value {
-    let mut obj: Map<String, Value> = METRIC_COLUMNS.iter().zip(metric_values(m, retrieval)).map(|((k, _), v)| (k.to_string(), json!(v))).collect();
+    let mut obj: Map<String, Value> =
+        METRIC_COLUMNS.iter().zip(metric_values(m, retrieval)).map(|((k, _), v)| (k.to_string(), json!(v))).collect();
     obj.insert("image_threshold".into(), json!(m.image_threshold));
     obj.insert("pixel_threshold".into(), json!(m.pixel_threshold));
     Value::Object(obj)
@@ -189,12 +190,14 @@ impl Report {
     pub fn to_json(&self) -> String {
         let categories: Map<String, Value> =
             self.categories.iter().map(|c| (c.name.clone(), metrics_json(&c.metrics, c.retrieval_accuracy))).collect();
-        let skipped: Map<String, Value> = self.skipped.iter().map(|(c, r)| (c.clone(), Value::from(r.as_str()))).collect();
+        let skipped: Map<String, Value> =
+            self.skipped.iter().map(|(c, r)| (c.clone(), Value::from(r.as_str()))).collect();
         let methods: Map<String, Value> = self
             .methods
             .iter()
             .map(|m| {
-                let cats: Map<String, Value> = m.categories.iter().map(|(c, x)| (c.clone(), metrics_json(x, f64::NAN))).collect();
+                let cats: Map<String, Value> =
+                    m.categories.iter().map(|(c, x)| (c.clone(), metrics_json(x, f64::NAN))).collect();
                 (m.method.clone(), json!({"categories": cats, "mean": metrics_json(&m.mean, f64::NAN)}))
             })
             .collect();
@@ -258,7 +261,11 @@ impl Report {
         }
         row(&mut s, "**mean**", &self.mean, self.mean_retrieval_accuracy);
         if self.methods.len() > 1 {
-            let _ = writeln!(s, "\nScoring method `{}` above. Every method on the same test images (image AUROC / pixel AUROC / AUPRO):\n", self.method);
+            let _ = writeln!(
+                s,
+                "\nScoring method `{}` above. Every method on the same test images (image AUROC / pixel AUROC / AUPRO):\n",
+                self.method
+            );
             s.push_str("| category |");
             for m in &self.methods {
                 let _ = write!(s, " {} |", m.method);
@@ -306,7 +313,8 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
     let size = detector.config().input_size as usize;
     let own = detector.config().scoring.method;
     let weight = detector.config().scoring.memory_weight;
-    let methods: Vec<ScoringMethod> = if detector.memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
+    let methods: Vec<ScoringMethod> =
+        if detector.memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
     let mut per_method: Vec<Vec<(String, CategoryMetrics)>> = vec![Vec::new(); methods.len()];
     let mut categories = Vec::new();
     let mut skipped = Vec::new();
@@ -338,7 +346,11 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         let truth = vec![cat.name.as_str(); n];
         let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
         let thresholds = detector.thresholds();
-        let scale = ColourScale::for_category(&out.maps, thresholds.for_category(&cat.name), thresholds.pixel_median.get(&cat.name).copied());
+        let scale = ColourScale::for_category(
+            &out.maps,
+            thresholds.for_category(&cat.name),
+            thresholds.pixel_median.get(&cat.name).copied(),
+        );
         let heatmap_dir = options.out_dir.as_deref().filter(|_| options.heatmaps);
         if let Some(dir) = heatmap_dir {
             heatmap::write_category(dir, &cat.name, &cat.test, &out.maps, &masks, size, &scale)?;
@@ -355,14 +367,24 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
                 heatmap: heatmap_dir.map(|_| heatmap::relative_path(&cat.name, s)),
             })
             .collect();
-        categories.push(CategoryReport { name: cat.name.clone(), metrics, retrieval_accuracy, images: n, scale, results });
+        categories.push(CategoryReport {
+            name: cat.name.clone(),
+            metrics,
+            retrieval_accuracy,
+            images: n,
+            scale,
+            results,
+        });
     }
     if categories.is_empty() {
         return Err(Error::NothingToEvaluate);
     }
-    let mean_of = |all: Vec<CategoryMetrics>| pnpt_metrics::mean(&all).map_err(|source| Error::CategoryMetrics { category: "<mean>".into(), source });
+    let mean_of = |all: Vec<CategoryMetrics>| {
+        pnpt_metrics::mean(&all).map_err(|source| Error::CategoryMetrics { category: "<mean>".into(), source })
+    };
     let mean = mean_of(categories.iter().map(|c| c.metrics.clone()).collect())?;
-    let mean_retrieval_accuracy = categories.iter().map(|c| c.retrieval_accuracy).sum::<f64>() / categories.len() as f64;
+    let mean_retrieval_accuracy =
+        categories.iter().map(|c| c.retrieval_accuracy).sum::<f64>() / categories.len() as f64;
     let mut method_reports = Vec::with_capacity(methods.len());
     for (m, cats) in methods.iter().zip(per_method) {
         let mean = mean_of(cats.iter().map(|c| c.1.clone()).collect())?;
@@ -396,8 +418,15 @@ pub(crate) mod tests {
     /// per-image results, a training history and two methods; shared with `html`'s tests.
     pub(crate) fn sample_report() -> Report {
         let m = CategoryMetrics {
-            image_auroc: 0.5, image_ap: 0.25, image_f1_max: 0.75, image_threshold: 1.5, pixel_auroc: f64::NAN,
-            pixel_ap: 0.1, pixel_f1_max: 0.2, pixel_threshold: 2.5, aupro: 0.3,
+            image_auroc: 0.5,
+            image_ap: 0.25,
+            image_f1_max: 0.75,
+            image_threshold: 1.5,
+            pixel_auroc: f64::NAN,
+            pixel_ap: 0.1,
+            pixel_f1_max: 0.2,
+            pixel_threshold: 2.5,
+            aupro: 0.3,
         };
         let m2 = CategoryMetrics { image_auroc: 0.875, aupro: 0.625, ..m.clone() };
         let scale = ColourScale { lo: 0.5, hi: 1.5, threshold: Some(1.0), centred: true, held_out: false };
@@ -408,9 +437,15 @@ pub(crate) mod tests {
             anomalous: defect != "good",
             heatmap: Some(format!("heatmaps/c/{defect}_{i:03}.png")),
         };
-        let results = vec![result("good", 0, 0.2), result("good", 1, 1.2), result("crack", 0, 0.9), result("crack", 1, 2.0)];
+        let results =
+            vec![result("good", 0, 0.2), result("good", 1, 1.2), result("crack", 0, 0.9), result("crack", 1, 2.0)];
         let category = |name: &str, metrics: &CategoryMetrics| CategoryReport {
-            name: name.into(), metrics: metrics.clone(), retrieval_accuracy: 1.0, images: 4, scale, results: results.clone(),
+            name: name.into(),
+            metrics: metrics.clone(),
+            retrieval_accuracy: 1.0,
+            images: 4,
+            scale,
+            results: results.clone(),
         };
         Report {
             categories: vec![category("a\"b", &m), category("<x>&y", &m2)],
@@ -424,12 +459,23 @@ pub(crate) mod tests {
             ms_per_image: 3.0,
             method: "pnpt".into(),
             methods: vec![
-                MethodReport { method: "pnpt".into(), categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2.clone())], mean: m.clone() },
-                MethodReport { method: "memory".into(), categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2)], mean: m },
+                MethodReport {
+                    method: "pnpt".into(),
+                    categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2.clone())],
+                    mean: m.clone(),
+                },
+                MethodReport {
+                    method: "memory".into(),
+                    categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2)],
+                    mean: m,
+                },
             ],
             extra: [
                 ("validation".to_string(), json!({"chosen": 2})),
-                ("history".to_string(), json!([{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}, {"epoch": 3, "loss": 0.4}])),
+                (
+                    "history".to_string(),
+                    json!([{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}, {"epoch": 3, "loss": 0.4}]),
+                ),
             ]
             .into_iter()
             .collect(),
@@ -451,15 +497,24 @@ pub(crate) mod tests {
             assert!(v["mean"].get(key).is_some(), "{key}");
         }
         let images = &v["images"]["<x>&y"];
-        assert_eq!((images["colour_scale"]["threshold"].as_f64(), images["colour_scale"]["centred"].as_bool()), (Some(1.0), Some(true)));
+        assert_eq!(
+            (images["colour_scale"]["threshold"].as_f64(), images["colour_scale"]["centred"].as_bool()),
+            (Some(1.0), Some(true))
+        );
         assert_eq!(images["results"][3]["heatmap"], "heatmaps/c/crack_001.png");
-        assert_eq!((images["results"][3]["score"].as_f64(), images["results"][3]["anomalous"].as_bool()), (Some(2.0), Some(true)));
+        assert_eq!(
+            (images["results"][3]["score"].as_f64(), images["results"][3]["anomalous"].as_bool()),
+            (Some(2.0), Some(true))
+        );
     }
 
     #[test]
     fn markdown_states_every_colour_scale() {
         let md = sample_report().to_markdown();
         assert!(md.contains("| a\"b | 0.500 | NaN | 0.300 |"), "{md}");
-        assert!(md.contains("* <x>&y: lo 0.5000 (median test-map pixel), threshold 1.0000 (middle of the bar), hi 1.5000"), "{md}");
+        assert!(
+            md.contains("* <x>&y: lo 0.5000 (median test-map pixel), threshold 1.0000 (middle of the bar), hi 1.5000"),
+            "{md}"
+        );
     }
 }

@@ -26,8 +26,8 @@
 
 use std::path::Path;
 
-use pnpt_data::image::{imageops, ImageFormat, Rgb, RgbImage};
 use pnpt_data::Sample;
+use pnpt_data::image::{ImageFormat, Rgb, RgbImage, imageops};
 use pnpt_model::detector::quantile_of;
 use pnpt_prompt::io::write_atomic;
 
@@ -117,7 +117,14 @@ pub fn jet(x: f32) -> [u8; 3] {
 /// or outside the `side × side` grid (so regions touching the border are closed too).
 fn on_edge(side: usize, x: usize, y: usize, inside: impl Fn(usize, usize) -> bool) -> bool {
     inside(x, y)
-        && (x == 0 || y == 0 || x + 1 == side || y + 1 == side || !inside(x - 1, y) || !inside(x + 1, y) || !inside(x, y - 1) || !inside(x, y + 1))
+        && (x == 0
+            || y == 0
+            || x + 1 == side
+            || y + 1 == side
+            || !inside(x - 1, y)
+            || !inside(x + 1, y)
+            || !inside(x, y - 1)
+            || !inside(x, y + 1))
 }
 
 fn blend(base: [u8; 3], colour: [u8; 3], alpha: f32) -> Rgb<u8> {
@@ -213,7 +220,8 @@ pub fn write_category(
         let image = pnpt_data::decode_rgb(&s.path)?;
         let img = render(&image, map, (!s.masks.is_empty()).then_some(mask), size, scale);
         let mut bytes = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
+        img.write_to(&mut bytes, ImageFormat::Png)
+            .map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
         write_atomic(&path, bytes.get_ref())?;
     }
     Ok(())

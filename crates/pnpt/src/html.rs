@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::evaluate::{metric_values, CategoryReport, ImageResult, Report, COLOUR_RULE, METRIC_COLUMNS};
+use crate::evaluate::{COLOUR_RULE, CategoryReport, ImageResult, METRIC_COLUMNS, Report, metric_values};
 
 /// Gallery size per category: highest-scoring normal images, lowest-scoring anomalous images,
 /// and correct ones.
@@ -71,7 +71,11 @@ pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
     let (mut tp, mut fp) = (0usize, 0usize);
     let mut points = vec![(0.0, 0.0)];
     for (i, &(score, label)) in order.iter().enumerate() {
-        if label { tp += 1 } else { fp += 1 }
+        if label {
+            tp += 1
+        } else {
+            fp += 1
+        }
         if order.get(i + 1).is_none_or(|next| next.0.total_cmp(&score).is_ne()) {
             points.push((fp as f64 / negatives, tp as f64 / positives));
         }
@@ -117,24 +121,33 @@ impl Frame {
 
     /// Ranges of zero width are widened so every point maps somewhere finite.
     fn new(x: (f64, f64), y: (f64, f64)) -> Self {
-        let widen = |(a, b): (f64, f64)| if b > a { (a, b) } else { (a - 0.5 * a.abs().max(1e-9), b + 0.5 * b.abs().max(1e-9)) };
+        let widen = |(a, b): (f64, f64)| {
+            if b > a { (a, b) } else { (a - 0.5 * a.abs().max(1e-9), b + 0.5 * b.abs().max(1e-9)) }
+        };
         Self { x: widen(x), y: widen(y) }
     }
 
     fn at(&self, x: f64, y: f64) -> (f64, f64) {
         let (l, r, t, b) = Self::M;
-        (l + (x - self.x.0) / (self.x.1 - self.x.0) * (Self::W - l - r), Self::H - b - (y - self.y.0) / (self.y.1 - self.y.0) * (Self::H - t - b))
+        (
+            l + (x - self.x.0) / (self.x.1 - self.x.0) * (Self::W - l - r),
+            Self::H - b - (y - self.y.0) / (self.y.1 - self.y.0) * (Self::H - t - b),
+        )
     }
 
     fn polyline(&self, points: &[(f64, f64)], attrs: &str) -> String {
-        let pts: Vec<String> = points.iter().map(|&(x, y)| self.at(x, y)).map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let pts: Vec<String> =
+            points.iter().map(|&(x, y)| self.at(x, y)).map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
         format!("<polyline fill=\"none\" {attrs} points=\"{}\"/>", pts.join(" "))
     }
 
     /// A dot at `(x, y)` with a hover text.
     fn dot(&self, x: f64, y: f64, r: f64, colour: &str, title: &str) -> String {
         let (cx, cy) = self.at(x, y);
-        format!("<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{r}\" fill=\"{colour}\"><title>{}</title></circle>", escape(title))
+        format!(
+            "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{r}\" fill=\"{colour}\"><title>{}</title></circle>",
+            escape(title)
+        )
     }
 
     /// The whole `<svg>`: axes box, three ticks per axis, axis labels, then `body`.
@@ -179,11 +192,17 @@ impl Frame {
 /// `train_mvtec` stores `FitReport::history`); entries without both numbers are left out.
 fn loss_history(report: &Report) -> Vec<(f64, f64)> {
     let Some(Value::Array(epochs)) = report.extra.get("history") else { return Vec::new() };
-    epochs.iter().filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get("loss")?.as_f64()?))).filter(|p| p.0.is_finite() && p.1.is_finite()).collect()
+    epochs
+        .iter()
+        .filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get("loss")?.as_f64()?)))
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect()
 }
 
 fn loss_svg(history: &[(f64, f64)]) -> String {
-    let range = |f: fn(&(f64, f64)) -> f64| history.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let range = |f: fn(&(f64, f64)) -> f64| {
+        history.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+    };
     let (lo, hi) = range(|p| p.1);
     let pad = 0.05 * (hi - lo);
     let frame = Frame::new(range(|p| p.0), (lo - pad, hi + pad));
@@ -224,10 +243,13 @@ fn gallery(c: &CategoryReport) -> Vec<(&'static str, Vec<&ImageResult>)> {
     let mut by_score: Vec<&ImageResult> = c.results.iter().collect();
     by_score.sort_by(|a, b| b.score.total_cmp(&a.score));
     let normal_high: Vec<&ImageResult> = by_score.iter().copied().filter(|r| !r.anomalous).take(GALLERY.0).collect();
-    let anomalous_low: Vec<&ImageResult> = by_score.iter().rev().copied().filter(|r| r.anomalous).take(GALLERY.1).collect();
+    let anomalous_low: Vec<&ImageResult> =
+        by_score.iter().rev().copied().filter(|r| r.anomalous).take(GALLERY.1).collect();
     let shown = |r: &ImageResult| normal_high.iter().chain(&anomalous_low).any(|s| std::ptr::eq(*s, r));
     // The clearest correct ones: the highest-scoring detections and the lowest-scoring passes.
-    let correct = |anomalous: bool| by_score.iter().copied().filter(move |r| r.anomalous == anomalous && r.flagged(threshold) == Some(anomalous));
+    let correct = |anomalous: bool| {
+        by_score.iter().copied().filter(move |r| r.anomalous == anomalous && r.flagged(threshold) == Some(anomalous))
+    };
     let mut right: Vec<&ImageResult> = correct(true).filter(|r| !shown(r)).take(GALLERY.2 / 2).collect();
     let rest = GALLERY.2 - right.len();
     right.extend(correct(false).rev().filter(|r| !shown(r)).take(rest));
@@ -250,7 +272,8 @@ fn card(s: &mut String, r: &ImageResult, threshold: Option<f32>) {
         None => s.push_str("<p>(heat maps were not written)</p>"),
     }
     let t = threshold.map_or("none".into(), |t| format!("{t:.4}"));
-    let _ = write!(s, "<figcaption><b>{text}</b> · {name} · score {:.4} · threshold {t}</figcaption></figure>", r.score);
+    let _ =
+        write!(s, "<figcaption><b>{text}</b> · {name} · score {:.4} · threshold {t}</figcaption></figure>", r.score);
 }
 
 impl Report {
@@ -274,7 +297,12 @@ impl Report {
         let rows = self.categories.iter().map(|c| (Some(c.name.as_str()), &c.metrics, c.retrieval_accuracy));
         for (name, m, r) in rows.chain([(None, &self.mean, self.mean_retrieval_accuracy)]) {
             let category = name.map(|n| format!(" data-category=\"{}\"", escape(n))).unwrap_or_default();
-            let _ = write!(s, "<tr{}><td class=\"l\">{}</td>", if name.is_none() { " class=\"mean\"" } else { "" }, escape(name.unwrap_or("mean")));
+            let _ = write!(
+                s,
+                "<tr{}><td class=\"l\">{}</td>",
+                if name.is_none() { " class=\"mean\"" } else { "" },
+                escape(name.unwrap_or("mean"))
+            );
             for ((key, _), v) in METRIC_COLUMNS.iter().zip(metric_values(m, r)) {
                 let _ = write!(s, "<td{category} data-metric=\"{key}\">{v:.3}</td>");
             }
@@ -282,14 +310,23 @@ impl Report {
         }
         s.push_str("</tbody></table>\n");
         if self.methods.len() > 1 {
-            let _ = write!(s, "<p>Every scoring method on the same test images (image AUROC / pixel AUROC / AUPRO; <b>{}</b> above):</p>\n<table><tr><th>category</th>", escape(&self.method));
+            let _ = write!(
+                s,
+                "<p>Every scoring method on the same test images (image AUROC / pixel AUROC / AUPRO; <b>{}</b> above):</p>\n<table><tr><th>category</th>",
+                escape(&self.method)
+            );
             for m in &self.methods {
                 let _ = write!(s, "<th>{}</th>", escape(&m.method));
             }
             s.push_str("</tr>\n");
             let names = self.categories.iter().map(|c| c.name.as_str()).chain(["mean"]);
             for (i, name) in names.enumerate() {
-                let _ = write!(s, "<tr{}><td class=\"l\">{}</td>", if i == self.categories.len() { " class=\"mean\"" } else { "" }, escape(name));
+                let _ = write!(
+                    s,
+                    "<tr{}><td class=\"l\">{}</td>",
+                    if i == self.categories.len() { " class=\"mean\"" } else { "" },
+                    escape(name)
+                );
                 for m in &self.methods {
                     let x = m.categories.get(i).map_or(&m.mean, |c| &c.1);
                     let _ = write!(s, "<td>{:.3} / {:.3} / {:.3}</td>", x.image_auroc, x.pixel_auroc, x.aupro);
@@ -322,9 +359,18 @@ impl Report {
                 c.metrics.image_auroc
             );
         }
-        let _ = write!(s, "</div>\n<h2>Heat maps</h2>\n<p>{}</p>\n<table><tr><th>category</th><th>colour scale</th></tr>\n", escape(COLOUR_RULE));
+        let _ = write!(
+            s,
+            "</div>\n<h2>Heat maps</h2>\n<p>{}</p>\n<table><tr><th>category</th><th>colour scale</th></tr>\n",
+            escape(COLOUR_RULE)
+        );
         for c in &self.categories {
-            let _ = writeln!(s, "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>", escape(&c.name), escape(&c.scale.describe()));
+            let _ = writeln!(
+                s,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+                escape(&c.name),
+                escape(&c.scale.describe())
+            );
         }
         s.push_str("</table>\n");
         for c in &self.categories {

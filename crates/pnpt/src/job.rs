@@ -22,16 +22,16 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
-use pnpt_data::{synthetic::SyntheticConfig, Dataset};
+use pnpt_data::{Dataset, synthetic::SyntheticConfig};
 use pnpt_model::train::split_holdout;
 use pnpt_model::{Detector, PnptConfig, ScoringMethod, TrainOptions};
-use serde_json::{json, Map};
+use serde_json::{Map, json};
 
-use crate::backend::{run_on, BackendTask, DeviceSpec};
-use crate::evaluate::{evaluate, EvaluateOptions, Report};
+use crate::Result;
+use crate::backend::{BackendTask, DeviceSpec, run_on};
+use crate::evaluate::{EvaluateOptions, Report, evaluate};
 use crate::train::train;
 use crate::validation::ValidationOptions;
-use crate::Result;
 
 /// Where the configuration comes from and what overrides it (the job's command-line options).
 #[derive(Debug, Clone, Default)]
@@ -138,7 +138,19 @@ pub struct JobOptions {
 impl JobOptions {
     /// Defaults: synthetic data, every category, CPU, output `pnpt-out`, heat maps, verbose.
     pub fn new(config: PnptConfig) -> Self {
-        Self { data: None, categories: None, device: DeviceSpec::Cpu, config, out: PathBuf::from("pnpt-out"), resume: false, heatmaps: true, evaluate: None, method: None, rescore: false, verbose: true }
+        Self {
+            data: None,
+            categories: None,
+            device: DeviceSpec::Cpu,
+            config,
+            out: PathBuf::from("pnpt-out"),
+            resume: false,
+            heatmaps: true,
+            evaluate: None,
+            method: None,
+            rescore: false,
+            verbose: true,
+        }
     }
 }
 
@@ -179,7 +191,10 @@ pub fn parse_duration(text: &str) -> Result<f64> {
     };
     match number.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v * unit),
-        _ => Err(pnpt_model::Error::Config(format!("time budget `{text}`: expected a positive duration such as 900s, 15m or 1h")).into()),
+        _ => Err(pnpt_model::Error::Config(format!(
+            "time budget `{text}`: expected a positive duration such as 900s, 15m or 1h"
+        ))
+        .into()),
     }
 }
 
@@ -193,7 +208,9 @@ pub fn parse_whole(flag: &str, text: &str, max: u64) -> Result<u64> {
         Ok(n) if n <= max => Ok(n),
         Ok(_) => Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max }),
         // Only digits but too many of them: out of range, not "not a number".
-        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max }),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => {
+            Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max })
+        }
         Err(_) => Err(crate::Error::NotANumber { flag: flag.into(), value: v.into() }),
     }
 }
@@ -223,7 +240,10 @@ pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathB
             if !same {
                 return Err(crate::Error::Resume {
                     path: r.to_path_buf(),
-                    reason: format!("a run resumes in its own folder, not in --out {} (leave --out out, or copy the folder first)", o.display()),
+                    reason: format!(
+                        "a run resumes in its own folder, not in --out {} (leave --out out, or copy the folder first)",
+                        o.display()
+                    ),
                 });
             }
             Ok((r.to_path_buf(), true))
@@ -235,10 +255,22 @@ pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathB
 
 /// Prints every validation candidate, marking the chosen one.
 fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
-    log(format!("validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC / AUPRO):", v.normal_images, v.anomalous_images));
+    log(format!(
+        "validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC / AUPRO):",
+        v.normal_images, v.anomalous_images
+    ));
     for (i, c) in v.candidates.iter().enumerate() {
         let mark = if i == v.chosen { "  <- chosen" } else { "" };
-        log(format!("  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4} / {:.4}{mark}", c.method.to_string(), c.memory_weight, c.score.to_string(), if c.positional { " positional" } else { "" }, c.image_auroc, c.pixel_auroc, c.aupro));
+        log(format!(
+            "  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4} / {:.4}{mark}",
+            c.method.to_string(),
+            c.memory_weight,
+            c.score.to_string(),
+            if c.positional { " positional" } else { "" },
+            c.image_auroc,
+            c.pixel_auroc,
+            c.aupro
+        ));
     }
 }
 
@@ -258,11 +290,12 @@ fn prepare_out(out: &Path) -> Result<()> {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = stale_pid(&name) {
-                if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                    let path = entry.path();
-                    let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-                }
+            if let Some(pid) = stale_pid(&name)
+                && pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let path = entry.path();
+                let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             }
         }
     }
@@ -316,7 +349,10 @@ impl BackendTask for Job {
         if args.resume && args.evaluate.is_none() {
             let checkpoint = args.out.join("checkpoint").join(pnpt_model::train::CHECKPOINT_FILE);
             if !checkpoint.is_file() {
-                return Err(crate::Error::Resume { path: checkpoint, reason: "no checkpoint to resume from (start without --resume)".into() });
+                return Err(crate::Error::Resume {
+                    path: checkpoint,
+                    reason: "no checkpoint to resume from (start without --resume)".into(),
+                });
             }
             log(format!("resuming from {}", checkpoint.display()));
         }
@@ -347,9 +383,13 @@ impl BackendTask for Job {
             Some(dir) => {
                 let mut detector = Detector::<B::InnerBackend>::load(dir, &device)?;
                 log(format!("evaluating the saved detector {}", dir.display()));
-                let unseen: Vec<String> = dataset.names().into_iter().filter(|n| !detector.categories().contains(n)).collect();
+                let unseen: Vec<String> =
+                    dataset.names().into_iter().filter(|n| !detector.categories().contains(n)).collect();
                 if !unseen.is_empty() {
-                    log(format!("warning: the detector was not trained on {}: their images are scored against the nearest trained class", unseen.join(", ")));
+                    log(format!(
+                        "warning: the detector was not trained on {}: their images are scored against the nearest trained class",
+                        unseen.join(", ")
+                    ));
                     extra.insert("unseen_categories".into(), json!(unseen));
                 }
                 if let Some(m) = args.method {
@@ -357,18 +397,30 @@ impl BackendTask for Job {
                     detector.set_scoring(m, c.scoring.memory_weight)?;
                     let (_, holdout) = split_holdout(&dataset, c.scoring.calibration_fraction, c.train.seed);
                     detector.calibrate(&holdout)?;
-                    log(format!("scoring method {m}; thresholds recalibrated on {} held-out images of the data", holdout.len()));
+                    log(format!(
+                        "scoring method {m}; thresholds recalibrated on {} held-out images of the data",
+                        holdout.len()
+                    ));
                 }
                 if args.rescore {
                     let t0 = std::time::Instant::now();
-                    let validation = ValidationOptions { seed: detector.config().train.seed, select: args.method.is_none(), ..Default::default() };
+                    let validation = ValidationOptions {
+                        seed: detector.config().train.seed,
+                        select: args.method.is_none(),
+                        ..Default::default()
+                    };
                     if let Some(v) = crate::train::rescore(&mut detector, &dataset, &validation)? {
                         log_validation(&log, &v);
                         extra.insert("validation".into(), json!(v));
                     }
                     let detector_dir = args.out.join("detector");
                     detector.save(&detector_dir)?;
-                    log(format!("scoring re-fitted in {:.1} s ({}); detector saved to {}", t0.elapsed().as_secs_f64(), detector.config().scoring.rule(), detector_dir.display()));
+                    log(format!(
+                        "scoring re-fitted in {:.1} s ({}); detector saved to {}",
+                        t0.elapsed().as_secs_f64(),
+                        detector.config().scoring.rule(),
+                        detector_dir.display()
+                    ));
                     (detector, 0.0, Some(detector_dir))
                 } else {
                     (detector, 0.0, None)
@@ -384,25 +436,47 @@ impl BackendTask for Job {
                     dataset: Some(fingerprint),
                     ..Default::default()
                 };
-                let validation = ValidationOptions { seed: args.config.train.seed, select: args.method.is_none(), ..Default::default() };
+                let validation = ValidationOptions {
+                    seed: args.config.train.seed,
+                    select: args.method.is_none(),
+                    ..Default::default()
+                };
                 let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, &validation)?;
                 let fit = &report.fit;
                 for e in &fit.history {
-                    let v = e.validation.map(|(i, p)| format!("  validation (pnpt) {i:.4} / {p:.4}")).unwrap_or_default();
-                    log(format!("epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s{v}", e.epoch, e.loss, e.seconds, e.images_per_second));
+                    let v =
+                        e.validation.map(|(i, p)| format!("  validation (pnpt) {i:.4} / {p:.4}")).unwrap_or_default();
+                    log(format!(
+                        "epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s{v}",
+                        e.epoch, e.loss, e.seconds, e.images_per_second
+                    ));
                 }
                 log(format!(
                     "features {:.1} s, patch memory {:.1} s, training {:.1} s, positional statistics {:.1} s, validation {:.1} s ({} train, {} held-out images)",
-                    fit.feature_seconds, fit.memory_seconds, fit.train_seconds, fit.positional_seconds, report.validation_seconds, fit.train_images, fit.holdout_images
+                    fit.feature_seconds,
+                    fit.memory_seconds,
+                    fit.train_seconds,
+                    fit.positional_seconds,
+                    report.validation_seconds,
+                    fit.train_images,
+                    fit.holdout_images
                 ));
                 if let Some(v) = &report.validation {
                     log_validation(&log, v);
                     extra.insert("validation".into(), json!(v));
                 }
                 if let Some(m) = detector.memory() {
-                    let banks: Map<String, serde_json::Value> =
-                        m.names().iter().zip(m.sizes()).zip(m.candidates()).map(|((n, k), c)| (n.clone(), json!({"bank": k, "patches": c}))).collect();
-                    extra.insert("memory".into(), json!({"dim": m.dim(), "seconds": fit.memory_seconds, "classes": banks}));
+                    let banks: Map<String, serde_json::Value> = m
+                        .names()
+                        .iter()
+                        .zip(m.sizes())
+                        .zip(m.candidates())
+                        .map(|((n, k), c)| (n.clone(), json!({"bank": k, "patches": c})))
+                        .collect();
+                    extra.insert(
+                        "memory".into(),
+                        json!({"dim": m.dim(), "seconds": fit.memory_seconds, "classes": banks}),
+                    );
                 }
                 extra.insert("history".into(), json!(fit.history));
                 extra.insert(
@@ -412,7 +486,11 @@ impl BackendTask for Job {
                 let detector_dir = args.out.join("detector");
                 detector.save(&detector_dir)?;
                 log(format!("detector saved to {}", detector_dir.display()));
-                (detector, fit.feature_seconds + fit.memory_seconds + fit.train_seconds + fit.positional_seconds, Some(detector_dir))
+                (
+                    detector,
+                    fit.feature_seconds + fit.memory_seconds + fit.train_seconds + fit.positional_seconds,
+                    Some(detector_dir),
+                )
             }
         };
         let config = detector.config().clone();
@@ -455,7 +533,10 @@ mod tests {
         let real = ConfigChoice::default().build_for(Some(Path::new("data"))).unwrap();
         assert_eq!((real.input_size, real.train.epochs), (256, 3));
         assert_eq!(ConfigChoice { epochs: Some(4), ..Default::default() }.build_for(None).unwrap().train.epochs, 4);
-        let c = ConfigChoice { epochs: Some(2), seed: Some(7), method: Some(ScoringMethod::Pnpt), ..Default::default() }.build().unwrap();
+        let c =
+            ConfigChoice { epochs: Some(2), seed: Some(7), method: Some(ScoringMethod::Pnpt), ..Default::default() }
+                .build()
+                .unwrap();
         assert_eq!((c.train.epochs, c.train.seed, c.scoring.method), (2, 7, ScoringMethod::Pnpt));
         assert!(ConfigChoice { preset: "nope".into(), ..Default::default() }.build().is_err());
     }

@@ -18,10 +18,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use pnpt_data::{Dataset, Sample};
 use pnpt_model::detector::FitReport;
 use pnpt_model::train::split_holdout;
-use pnpt_model::{fit_with, Detector, PnptConfig, ScoringMethod, TrainOptions};
+use pnpt_model::{Detector, PnptConfig, ScoringMethod, TrainOptions, fit_with};
 
-use crate::validation::{validate, Validation, ValidationOptions, ValidationSet};
 use crate::Result;
+use crate::validation::{Validation, ValidationOptions, ValidationSet, validate};
 
 /// What [`train`] returns besides the detector.
 #[derive(Debug, Clone)]
@@ -49,7 +49,11 @@ pub fn train<B: AutodiffBackend>(
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
     // Built once, before training: the per-epoch validation and the final choice use the
     // same images.
-    let set = if holdout.is_empty() { None } else { Some(ValidationSet::build(&holdout, &train_set, config.input_size, validation)?) };
+    let set = if holdout.is_empty() {
+        None
+    } else {
+        Some(ValidationSet::build(&holdout, &train_set, config.input_size, validation)?)
+    };
     let mut epoch_seconds = 0.0;
     // The last epoch's model is the detector's: its score comes from the final validation below
     // (the same images, rule and map), not from a second pass.
@@ -57,7 +61,9 @@ pub fn train<B: AutodiffBackend>(
         match (&set, validation.per_epoch && !last) {
             (Some(set), true) => {
                 let t0 = std::time::Instant::now();
-                let scores = set.score_pnpt(d, validation.batch_size).map_err(|e| pnpt_model::Error::Invalid(format!("per-epoch validation: {e}")))?;
+                let scores = set
+                    .score_pnpt(d, validation.batch_size)
+                    .map_err(|e| pnpt_model::Error::Invalid(format!("per-epoch validation: {e}")))?;
                 epoch_seconds += t0.elapsed().as_secs_f64();
                 Ok(Some(scores))
             }
@@ -67,8 +73,13 @@ pub fn train<B: AutodiffBackend>(
     let (mut detector, mut fit_report) = fit_with::<B>(config, dataset, device, options, &mut on_epoch)?;
     let t0 = std::time::Instant::now();
     let result = choose(&mut detector, &holdout, set.as_ref(), validation)?;
-    if let (Some(v), Some(last), true, true) = (&result, fit_report.history.last_mut(), validation.per_epoch, fit_report.completed) {
-        let own = v.candidates.iter().find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == config.scoring.score);
+    if let (Some(v), Some(last), true, true) =
+        (&result, fit_report.history.last_mut(), validation.per_epoch, fit_report.completed)
+    {
+        let own = v
+            .candidates
+            .iter()
+            .find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == config.scoring.score);
         last.validation = own.map(|c| (c.image_auroc, c.pixel_auroc));
     }
     let validation_seconds = t0.elapsed().as_secs_f64() + epoch_seconds;
@@ -77,7 +88,12 @@ pub fn train<B: AutodiffBackend>(
 
 /// Validates every candidate on the held-out images and, when `options.select` is set,
 /// switches to the best and recalibrates the thresholds for it.
-fn choose<B: Backend>(detector: &mut Detector<B>, holdout: &[Sample], set: Option<&ValidationSet>, options: &ValidationOptions) -> Result<Option<Validation>> {
+fn choose<B: Backend>(
+    detector: &mut Detector<B>,
+    holdout: &[Sample],
+    set: Option<&ValidationSet>,
+    options: &ValidationOptions,
+) -> Result<Option<Validation>> {
     let result = match set {
         Some(set) => Some(validate(detector, set, options)?),
         None => None,
@@ -98,16 +114,28 @@ fn choose<B: Backend>(detector: &mut Detector<B>, holdout: &[Sample], set: Optio
 /// and thresholds from the held-out split, then the choice among the candidates as in
 /// [`train`]. For detectors saved before positional statistics existed; the weights are
 /// untouched, so the result is what training with this version would have given.
-pub fn rescore<B: Backend>(detector: &mut Detector<B>, dataset: &Dataset, validation: &ValidationOptions) -> Result<Option<Validation>> {
+pub fn rescore<B: Backend>(
+    detector: &mut Detector<B>,
+    dataset: &Dataset,
+    validation: &ValidationOptions,
+) -> Result<Option<Validation>> {
     let config = detector.config().clone();
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
     let known = detector.categories().to_vec();
     if let Some(c) = train_set.iter().find(|s| !known.contains(&s.category)) {
-        return Err(crate::Error::Validation(format!("category `{}` of {} is not one the detector was trained on", c.category, dataset.root.display())));
+        return Err(crate::Error::Validation(format!(
+            "category `{}` of {} is not one the detector was trained on",
+            c.category,
+            dataset.root.display()
+        )));
     }
     let parts = detector.sample_components(&train_set, config.train.feature_batch, true, false)?;
     detector.fit_positional(&parts)?;
     detector.calibrate(&holdout)?;
-    let set = if holdout.is_empty() { None } else { Some(ValidationSet::build(&holdout, &train_set, config.input_size, validation)?) };
+    let set = if holdout.is_empty() {
+        None
+    } else {
+        Some(ValidationSet::build(&holdout, &train_set, config.input_size, validation)?)
+    };
     choose(detector, &holdout, set.as_ref(), validation)
 }

@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
-use pnpt_data::image::DynamicImage;
-use pnpt_data::pseudo_anomaly::{resize_to, synthesize, PseudoAnomalyConfig};
 use pnpt_data::Sample;
+use pnpt_data::image::DynamicImage;
+use pnpt_data::pseudo_anomaly::{PseudoAnomalyConfig, resize_to, synthesize};
 use pnpt_model::{Components, Detector, ScoreMode, ScoringMethod, ScoringRule};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -52,7 +52,16 @@ pub struct ValidationOptions {
 
 impl Default for ValidationOptions {
     fn default() -> Self {
-        Self { per_image: 3, seed: 0, weights: vec![0.1, 0.25, 0.5, 0.75], score_rules: vec![ScoreMode::Max, ScoreMode::TopKMean(100)], donors: 8, batch_size: 8, select: true, per_epoch: true }
+        Self {
+            per_image: 3,
+            seed: 0,
+            weights: vec![0.1, 0.25, 0.5, 0.75],
+            score_rules: vec![ScoreMode::Max, ScoreMode::TopKMean(100)],
+            donors: 8,
+            batch_size: 8,
+            select: true,
+            per_epoch: true,
+        }
     }
 }
 
@@ -96,7 +105,12 @@ impl Candidate {
 
     /// The scoring rule this candidate stands for.
     pub fn rule(&self) -> ScoringRule {
-        ScoringRule { method: self.method, memory_weight: self.memory_weight, score: self.score, positional: self.positional }
+        ScoringRule {
+            method: self.method,
+            memory_weight: self.memory_weight,
+            score: self.score,
+            positional: self.positional,
+        }
     }
 }
 
@@ -183,13 +197,20 @@ impl ValidationSet {
 
     /// Per category, the metrics of every rule in `rules`, from one pass of the model (PNPT's
     /// map, and the memory's when a rule needs it); AUPRO only when `aupro` is set (else 0).
-    pub fn score<B: Backend>(&self, detector: &Detector<B>, rules: &[ScoringRule], batch_size: usize, aupro: bool) -> Result<Vec<BTreeMap<String, Scores>>> {
+    pub fn score<B: Backend>(
+        &self,
+        detector: &Detector<B>,
+        rules: &[ScoringRule],
+        batch_size: usize,
+        aupro: bool,
+    ) -> Result<Vec<BTreeMap<String, Scores>>> {
         let memory = rules.iter().any(|r| r.method.uses_memory());
         let mut per_rule = vec![BTreeMap::new(); rules.len()];
         for CategorySet { name, images, labels, masks, pixel_labels } in &self.categories {
             let parts: Components = detector.image_components(images, batch_size, true, memory)?;
             let metric = |e| Error::CategoryMetrics { category: name.to_string(), source: e };
-            let outs = rules.iter().map(|rule| detector.combine_with(&parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
+            let outs =
+                rules.iter().map(|rule| detector.combine_with(&parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
             // The metrics (a sort of every pixel per rule) dominate: one rule per thread.
             let scores: Vec<Scores> = outs
                 .par_iter()
@@ -197,7 +218,15 @@ impl ValidationSet {
                     let image_auroc = pnpt_metrics::auroc(&out.scores, labels).map_err(metric)?;
                     let (pixel_auroc, aupro) = if aupro {
                         // Pixel AUROC and AUPRO from one sort of the pixels.
-                        let m = pnpt_metrics::pixel_metrics(&out.maps, masks, labels.len(), parts.size, parts.size, pnpt_metrics::AUPRO_FPR_LIMIT).map_err(metric)?;
+                        let m = pnpt_metrics::pixel_metrics(
+                            &out.maps,
+                            masks,
+                            labels.len(),
+                            parts.size,
+                            parts.size,
+                            pnpt_metrics::AUPRO_FPR_LIMIT,
+                        )
+                        .map_err(metric)?;
                         (m.auroc, m.aupro)
                     } else {
                         (pnpt_metrics::auroc(&out.maps, pixel_labels).map_err(metric)?, 0.0)
@@ -216,7 +245,12 @@ impl ValidationSet {
     /// standardised, with the detector's image-score rule: what [`crate::train::train`] records
     /// after every epoch.
     pub fn score_pnpt<B: Backend>(&self, detector: &Detector<B>, batch_size: usize) -> Result<(f64, f64)> {
-        let rule = ScoringRule { method: ScoringMethod::Pnpt, memory_weight: 0.0, score: detector.config().scoring.score, positional: false };
+        let rule = ScoringRule {
+            method: ScoringMethod::Pnpt,
+            memory_weight: 0.0,
+            score: detector.config().scoring.score,
+            positional: false,
+        };
         let per = self.score(detector, &[rule], batch_size, false)?.remove(0);
         let n = per.len().max(1) as f64;
         Ok((per.values().map(|v| v.image_auroc).sum::<f64>() / n, per.values().map(|v| v.pixel_auroc).sum::<f64>() / n))
@@ -225,14 +259,22 @@ impl ValidationSet {
 
 /// Scores every candidate on a validation set built by [`ValidationSet::build`] from the
 /// detector's held-out images. Needs at least one held-out image.
-pub fn validate<B: Backend>(detector: &Detector<B>, set: &ValidationSet, options: &ValidationOptions) -> Result<Validation> {
+pub fn validate<B: Backend>(
+    detector: &Detector<B>,
+    set: &ValidationSet,
+    options: &ValidationOptions,
+) -> Result<Validation> {
     let has_memory = detector.memory().is_some();
     let mut methods: Vec<(ScoringMethod, f64)> = vec![(ScoringMethod::Pnpt, 0.0)];
     if has_memory {
         methods.push((ScoringMethod::Memory, 1.0));
         methods.extend(options.weights.iter().map(|&w| (ScoringMethod::Fused, w)));
     }
-    let rules = if options.score_rules.is_empty() { vec![detector.config().scoring.score] } else { options.score_rules.clone() };
+    let rules = if options.score_rules.is_empty() {
+        vec![detector.config().scoring.score]
+    } else {
+        options.score_rules.clone()
+    };
     let positional: &[bool] = if detector.positional().is_empty() { &[false] } else { &[false, true] };
     let candidates: Vec<ScoringRule> = methods
         .iter()
@@ -244,7 +286,9 @@ pub fn validate<B: Backend>(detector: &Detector<B>, set: &ValidationSet, options
         })
         .collect();
     if set.normal_images == 0 {
-        return Err(Error::Validation("no held-out normal image to validate on (scoring.calibration_fraction is 0?)".into()));
+        return Err(Error::Validation(
+            "no held-out normal image to validate on (scoring.calibration_fraction is 0?)".into(),
+        ));
     }
     let per_candidate = set.score(detector, &candidates, options.batch_size, true)?;
     let candidates: Vec<Candidate> = candidates

@@ -14,10 +14,7 @@ pub type B = Flex<f32>;
 pub fn golden_dir() -> Option<PathBuf> {
     let shared = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
     if !shared.is_dir() {
-        eprintln!(
-            "SKIP: {} is missing (no shared data in this checkout)",
-            shared.display()
-        );
+        eprintln!("SKIP: {} is missing (no shared data in this checkout)", shared.display());
         return None;
     }
     Some(shared.join("golden"))

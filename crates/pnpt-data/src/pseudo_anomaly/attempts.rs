@@ -6,9 +6,7 @@ use super::canvas::Canvas;
 use super::cut_paste::cut_paste;
 use super::drawn::{colour_spot, hole, scratch, stain};
 use super::layout::Prepared;
-use super::{
-    MAX_AREA_FRACTION, MIN_AREA_FRACTION, MIN_DELTA, PseudoAnomaly, PseudoAnomalyConfig, PseudoKind,
-};
+use super::{MAX_AREA_FRACTION, MIN_AREA_FRACTION, MIN_DELTA, PseudoAnomaly, PseudoAnomalyConfig, PseudoKind};
 use crate::DataError;
 use crate::rnd::{Rnd, splitmix};
 
@@ -41,14 +39,9 @@ pub(super) fn make_one(
         let kind = if attempt < SAME_KIND_ATTEMPTS {
             base
         } else {
-            PseudoKind::ALL
-                [(base.index() + 1 + attempt - SAME_KIND_ATTEMPTS) % PseudoKind::ALL.len()]
+            PseudoKind::ALL[(base.index() + 1 + attempt - SAME_KIND_ATTEMPTS) % PseudoKind::ALL.len()]
         };
-        let mut cv = Canvas {
-            p,
-            out: p.img.as_raw().clone(),
-            scale,
-        };
+        let mut cv = Canvas { p, out: p.img.as_raw().clone(), scale };
         draw(kind, &mut cv, source, normals, donors, &mut rng);
         let mut out = cv.out;
         let (mask, count) = finalize(p.img.as_raw(), &mut out);
@@ -68,30 +61,14 @@ pub(super) fn make_one(
         }
     }
     let Some((_, out, mask, kind)) = best else {
-        return Err(DataError::NoVisibleDefect {
-            index: source,
-            variant,
-            attempts: ATTEMPTS,
-        });
+        return Err(DataError::NoVisibleDefect { index: source, variant, attempts: ATTEMPTS });
     };
     let s = p.s as u32;
     let image = RgbImage::from_raw(s, s, out).expect("buffer is size*size*3");
-    Ok(PseudoAnomaly {
-        image,
-        mask,
-        kind,
-        source,
-    })
+    Ok(PseudoAnomaly { image, mask, kind, source })
 }
 
-fn draw(
-    kind: PseudoKind,
-    cv: &mut Canvas<'_>,
-    src: usize,
-    normals: &[Prepared],
-    donors: &[Prepared],
-    rng: &mut Rnd,
-) {
+fn draw(kind: PseudoKind, cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], donors: &[Prepared], rng: &mut Rnd) {
     match kind {
         PseudoKind::CutPaste => cut_paste(cv, src, normals, donors, rng),
         PseudoKind::Scratch => scratch(cv, rng),

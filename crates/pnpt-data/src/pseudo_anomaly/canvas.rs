@@ -12,11 +12,7 @@ pub(super) struct Canvas<'a> {
 impl Canvas<'_> {
     pub(super) fn clean(&self, i: usize) -> [f32; 3] {
         let r = self.p.img.as_raw();
-        [
-            r[3 * i] as f32 / 255.0,
-            r[3 * i + 1] as f32 / 255.0,
-            r[3 * i + 2] as f32 / 255.0,
-        ]
+        [r[3 * i] as f32 / 255.0, r[3 * i + 1] as f32 / 255.0, r[3 * i + 2] as f32 / 255.0]
     }
     pub(super) fn put(&mut self, i: usize, v: [f32; 3]) {
         if let Some(a) = &self.p.allowed
@@ -49,11 +45,7 @@ pub(super) fn smoothstep(a: f32, b: f32, x: f32) -> f32 {
 }
 
 pub(super) fn mix3(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
-    [
-        a[0] + (b[0] - a[0]) * t,
-        a[1] + (b[1] - a[1]) * t,
-        a[2] + (b[2] - a[2]) * t,
-    ]
+    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
 }
 
 pub(super) fn luma(c: [f32; 3]) -> f32 {

@@ -7,24 +7,12 @@ use super::layout::Prepared;
 use super::shape::{Shape, area, place_blob};
 use crate::rnd::Rnd;
 
-pub(super) fn cut_paste(
-    cv: &mut Canvas<'_>,
-    src: usize,
-    normals: &[Prepared],
-    donors: &[Prepared],
-    rng: &mut Rnd,
-) {
+pub(super) fn cut_paste(cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], donors: &[Prepared], rng: &mut Rnd) {
     let p = cv.p;
     let n = p.s * p.s;
     let a = area(rng, n, 0.008, 0.025) * cv.scale;
     let rect = rng.chance(1.0 / 3.0);
-    let dst = place_blob(p, rng, |r, c| {
-        if rect {
-            Shape::rect(c, a, r)
-        } else {
-            Shape::blob(c, a, 2.5, r)
-        }
-    });
+    let dst = place_blob(p, rng, |r, c| if rect { Shape::rect(c, a, r) } else { Shape::blob(c, a, 2.5, r) });
     let (donor, same) = if !donors.is_empty() {
         (&donors[rng.below_u64(donors.len())], false)
     } else if normals.len() > 1 {
@@ -48,11 +36,7 @@ pub(super) fn cut_paste(
     let theta = rng.range(-20.0f32, 20.0).to_radians();
     let (ct, st) = (theta.cos(), theta.sin());
     let g = 1.0 + rng.sign() * rng.range(0.06, 0.15);
-    let gain = [
-        g + rng.range(-0.03, 0.03),
-        g + rng.range(-0.03, 0.03),
-        g + rng.range(-0.03, 0.03),
-    ];
+    let gain = [g + rng.range(-0.03, 0.03), g + rng.range(-0.03, 0.03), g + rng.range(-0.03, 0.03)];
     for (i, x, y, _) in dst.pixels(p.s, 1.0) {
         let (ox, oy) = (x - dst.cx, y - dst.cy);
         let sx = from.0 + ct * ox - st * oy;

@@ -6,11 +6,7 @@ use crate::rnd::Rnd;
 fn dist_to_segment(px: f32, py: f32, a: (f32, f32), b: (f32, f32)) -> f32 {
     let (vx, vy) = (b.0 - a.0, b.1 - a.1);
     let len2 = vx * vx + vy * vy;
-    let t = if len2 > 0.0 {
-        (((px - a.0) * vx + (py - a.1) * vy) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if len2 > 0.0 { (((px - a.0) * vx + (py - a.1) * vy) / len2).clamp(0.0, 1.0) } else { 0.0 };
     (px - a.0 - t * vx).hypot(py - a.1 - t * vy)
 }
 
@@ -21,8 +17,7 @@ pub(super) fn scratch(cv: &mut Canvas<'_>, rng: &mut Rnd) {
     // 1–3 px wide at 256 px (never under 1.4 px, so diagonal curves stay connected).
     let width = rng.range(1.4, 3.0) * (sf / 256.0).max(1.0);
     let hw = width / 2.0;
-    let len = (area(rng, n, 0.0045, 0.012) * cv.scale / width)
-        .clamp(0.2 * cv.scale.sqrt() * sf, 0.8 * sf);
+    let len = (area(rng, n, 0.0045, 0.012) * cv.scale / width).clamp(0.2 * cv.scale.sqrt() * sf, 0.8 * sf);
     let curve = |rng: &mut Rnd, m: (f32, f32)| {
         let ang = rng.range(0.0, std::f32::consts::PI);
         let (ux, uy) = (ang.cos(), ang.sin());
@@ -35,10 +30,7 @@ pub(super) fn scratch(cv: &mut Canvas<'_>, rng: &mut Rnd) {
             .map(|k| {
                 let t = k as f32 / 48.0;
                 let w = [(1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t];
-                (
-                    w[0] * p0.0 + w[1] * p1.0 + w[2] * p2.0,
-                    w[0] * p0.1 + w[1] * p1.1 + w[2] * p2.1,
-                )
+                (w[0] * p0.0 + w[1] * p1.0 + w[2] * p2.0, w[0] * p0.1 + w[1] * p1.1 + w[2] * p2.1)
             })
             .collect::<Vec<_>>()
     };
@@ -100,11 +92,7 @@ pub(super) fn scratch(cv: &mut Canvas<'_>, rng: &mut Rnd) {
         let d = dist[(y - by0) * bw + (x - bx0)];
         let a = strength * (1.0 - 0.35 * (d / hw).powi(2));
         let c = cv.clean(i);
-        let v = if bright {
-            mix3(c, [1.0; 3], a)
-        } else {
-            mix3(c, [0.0; 3], a)
-        };
+        let v = if bright { mix3(c, [1.0; 3], a) } else { mix3(c, [0.0; 3], a) };
         cv.put(i, v);
     }
 }
@@ -114,12 +102,7 @@ pub(super) fn stain(cv: &mut Canvas<'_>, rng: &mut Rnd) {
     let a = area(rng, p.s * p.s, 0.01, 0.028) * cv.scale;
     let shape = place_blob(p, rng, |r, c| Shape::blob(c, a, 2.0, r));
     // Rust, oil/dirt, yellowish residue, greenish film: darken and tint.
-    let tints = [
-        [0.80, 0.48, 0.26],
-        [0.45, 0.42, 0.38],
-        [0.90, 0.80, 0.40],
-        [0.55, 0.68, 0.45],
-    ];
+    let tints = [[0.80, 0.48, 0.26], [0.45, 0.42, 0.38], [0.90, 0.80, 0.40], [0.55, 0.68, 0.45]];
     let tint = tints[rng.below_u64(tints.len())];
     let dark = rng.range(0.35, 0.65);
     let amax = rng.range(0.7, 0.95);
@@ -129,11 +112,7 @@ pub(super) fn stain(cv: &mut Canvas<'_>, rng: &mut Rnd) {
         let mottle = 0.85 + 0.15 * (x * f + ph1).sin() * (y * f + ph2).sin();
         let alpha = amax * (1.0 - smoothstep(0.5, 1.0, d)) * mottle;
         let c = cv.clean(i);
-        let target = [
-            c[0] * tint[0] * dark,
-            c[1] * tint[1] * dark,
-            c[2] * tint[2] * dark,
-        ];
+        let target = [c[0] * tint[0] * dark, c[1] * tint[1] * dark, c[2] * tint[2] * dark];
         cv.put(i, mix3(c, target, alpha));
     }
 }

@@ -39,9 +39,7 @@ impl Prepared {
         let raw_fg: Vec<bool> = (0..n)
             .map(|i| {
                 let (x, y) = (i % s, i / s);
-                let d: f32 = (0..3)
-                    .map(|c| (smooth[i][c] - bg.at(c, x, y, s)).abs())
-                    .sum();
+                let d: f32 = (0..3).map(|c| (smooth[i][c] - bg.at(c, x, y, s)).abs()).sum();
                 d > FG_THRESHOLD as f32
             })
             .collect();
@@ -49,13 +47,7 @@ impl Prepared {
         let fg = dilate(&erode(&raw_fg, s, 1), s, 1);
         let count = fg.iter().filter(|&&f| f).count();
         if (count as f32) < MIN_FG_FRACTION * n as f32 {
-            return Self {
-                img,
-                s,
-                centres: None,
-                centre_count: 0,
-                allowed: None,
-            };
+            return Self { img, s, centres: None, centre_count: 0, allowed: None };
         }
         // Object or texture? A stationary texture differs from its border colour as often on
         // the border as inside; an object on a background mostly does not reach the border.
@@ -67,13 +59,7 @@ impl Prepared {
             let closed = erode(&dilate(&fg, s, 2 * r), s, 2 * r);
             dilate(&closed, s, r)
         });
-        Self {
-            img,
-            s,
-            centres: Some(fg),
-            centre_count: count,
-            allowed,
-        }
+        Self { img, s, centres: Some(fg), centre_count: count, allowed }
     }
 
     /// Whether a defect may change the pixel at (x, y) (pixel coordinates, centre at +0.5).
@@ -104,12 +90,7 @@ impl Prepared {
         }
         // Objects hugging the border (or tiny ones): any qualifying pixel.
         let k = rng.below_u64(self.centre_count);
-        let i = c
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| **f)
-            .nth(k)
-            .map_or(0, |(i, _)| i);
+        let i = c.iter().enumerate().filter(|(_, f)| **f).nth(k).map_or(0, |(i, _)| i);
         ((i % self.s) as f32 + rng.u(), (i / self.s) as f32 + rng.u())
     }
 }
@@ -127,8 +108,7 @@ fn box3(raw: &[u8], s: usize) -> Vec<[f32; 3]> {
                     }
                 }
             }
-            let k = ((x.min(1) + (x + 1 < s) as usize + 1) * (y.min(1) + (y + 1 < s) as usize + 1))
-                as f32;
+            let k = ((x.min(1) + (x + 1 < s) as usize + 1) * (y.min(1) + (y + 1 < s) as usize + 1)) as f32;
             out[y * s + x] = [acc[0] / k, acc[1] / k, acc[2] / k];
         }
     }
@@ -140,10 +120,7 @@ struct Plane([[f32; 3]; 3]);
 
 impl Plane {
     fn at(&self, c: usize, x: usize, y: usize, s: usize) -> f32 {
-        let (u, v) = (
-            (x as f32 + 0.5) / s as f32 - 0.5,
-            (y as f32 + 0.5) / s as f32 - 0.5,
-        );
+        let (u, v) = ((x as f32 + 0.5) / s as f32 - 0.5, (y as f32 + 0.5) / s as f32 - 0.5);
         let p = self.0[c];
         p[0] + p[1] * u + p[2] * v
     }
@@ -163,9 +140,7 @@ fn background(smooth: &[[f32; 3]], s: usize, border: &[usize]) -> Plane {
     let inliers: Vec<usize> = border
         .iter()
         .copied()
-        .filter(|&i| {
-            (0..3).map(|c| (smooth[i][c] - med[c]).abs()).sum::<f32>() <= 2.0 * FG_THRESHOLD as f32
-        })
+        .filter(|&i| (0..3).map(|c| (smooth[i][c] - med[c]).abs()).sum::<f32>() <= 2.0 * FG_THRESHOLD as f32)
         .collect();
     if inliers.len() < border.len() / 2 {
         return flat;
@@ -174,10 +149,7 @@ fn background(smooth: &[[f32; 3]], s: usize, border: &[usize]) -> Plane {
     let mut m = [[0f64; 3]; 3];
     let mut rhs = [[0f64; 3]; 3];
     for &i in &inliers {
-        let (u, v) = (
-            ((i % s) as f64 + 0.5) / s as f64 - 0.5,
-            ((i / s) as f64 + 0.5) / s as f64 - 0.5,
-        );
+        let (u, v) = (((i % s) as f64 + 0.5) / s as f64 - 0.5, ((i / s) as f64 + 0.5) / s as f64 - 0.5);
         let f = [1.0, u, v];
         for r in 0..3 {
             for k in 0..3 {
@@ -189,8 +161,7 @@ fn background(smooth: &[[f32; 3]], s: usize, border: &[usize]) -> Plane {
         }
     }
     let det = |a: &[[f64; 3]; 3]| {
-        a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
-            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
             + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
     };
     let d = det(&m);
@@ -220,11 +191,7 @@ pub(super) fn dilate(m: &[bool], s: usize, r: usize) -> Vec<bool> {
         let mut out = vec![false; s * s];
         for line in 0..s {
             let at = |t: usize| {
-                if horizontal {
-                    line * s + t
-                } else {
-                    t * s + line
-                }
+                if horizontal { line * s + t } else { t * s + line }
             };
             let mut count = (0..r.min(s)).filter(|&t| src[at(t)]).count();
             for t in 0..s {

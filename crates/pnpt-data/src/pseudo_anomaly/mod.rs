@@ -99,13 +99,8 @@ pub enum PseudoKind {
 
 impl PseudoKind {
     /// All kinds, in the order outputs cycle through them.
-    pub const ALL: [PseudoKind; 5] = [
-        PseudoKind::CutPaste,
-        PseudoKind::Scratch,
-        PseudoKind::Stain,
-        PseudoKind::Hole,
-        PseudoKind::ColourSpot,
-    ];
+    pub const ALL: [PseudoKind; 5] =
+        [PseudoKind::CutPaste, PseudoKind::Scratch, PseudoKind::Stain, PseudoKind::Hole, PseudoKind::ColourSpot];
 
     /// The snake_case name (as in serde and `Display`).
     pub fn name(self) -> &'static str {
@@ -143,11 +138,7 @@ pub struct PseudoAnomalyConfig {
 
 impl Default for PseudoAnomalyConfig {
     fn default() -> Self {
-        Self {
-            size: 256,
-            per_image: 2,
-            seed: 0x5053_4555_0001,
-        }
+        Self { size: 256, per_image: 2, seed: 0x5053_4555_0001 }
     }
 }
 
@@ -155,10 +146,7 @@ impl PseudoAnomalyConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<(), DataError> {
         if !(MIN_SIZE..=MAX_SIZE).contains(&self.size) {
-            return Err(invalid(format!(
-                "size {} is outside {MIN_SIZE}..={MAX_SIZE}",
-                self.size
-            )));
+            return Err(invalid(format!("size {} is outside {MIN_SIZE}..={MAX_SIZE}", self.size)));
         }
         if self.per_image == 0 {
             return Err(invalid("per_image must be at least 1".into()));
@@ -206,39 +194,24 @@ pub fn synthesize(
         return Err(invalid("no normal images given".into()));
     }
     for (what, list) in [("normal", normals), ("donor", donors)] {
-        if let Some(i) = list
-            .iter()
-            .position(|im| im.width() == 0 || im.height() == 0)
-        {
+        if let Some(i) = list.iter().position(|im| im.width() == 0 || im.height() == 0) {
             let (w, h) = list[i].dimensions();
             return Err(invalid(format!("{what} image #{i} is empty ({w}x{h})")));
         }
     }
-    let total = normals
-        .len()
-        .checked_mul(config.per_image)
-        .filter(|&t| t <= MAX_OUTPUTS)
-        .ok_or_else(|| {
-            invalid(format!(
-                "{} normals x {} per_image is more than {MAX_OUTPUTS} anomalies",
-                normals.len(),
-                config.per_image
-            ))
-        })?;
+    let total = normals.len().checked_mul(config.per_image).filter(|&t| t <= MAX_OUTPUTS).ok_or_else(|| {
+        invalid(format!(
+            "{} normals x {} per_image is more than {MAX_OUTPUTS} anomalies",
+            normals.len(),
+            config.per_image
+        ))
+    })?;
     let prepare = |im: &RgbImage| Prepared::new(resize_to(im, config.size));
     let normals: Vec<Prepared> = normals.par_iter().map(prepare).collect();
     let donors: Vec<Prepared> = donors.par_iter().map(prepare).collect();
     let results: Vec<Result<PseudoAnomaly, DataError>> = (0..total)
         .into_par_iter()
-        .map(|g| {
-            make_one(
-                &normals,
-                &donors,
-                config,
-                g / config.per_image,
-                g % config.per_image,
-            )
-        })
+        .map(|g| make_one(&normals, &donors, config, g / config.per_image, g % config.per_image))
         .collect();
     // Sequential, so the reported error is the first in output order, not the first finished.
     results.into_iter().collect()

@@ -43,25 +43,9 @@ impl Shape {
         Self::new(c, h * e, h / e, [(0.0, 0.0); 3], true, rng)
     }
 
-    fn new(
-        c: (f32, f32),
-        ax: f32,
-        ay: f32,
-        wobble: [(f32, f32); 3],
-        rect: bool,
-        rng: &mut Rnd,
-    ) -> Self {
+    fn new(c: (f32, f32), ax: f32, ay: f32, wobble: [(f32, f32); 3], rect: bool, rng: &mut Rnd) -> Self {
         let a = rng.range(0.0, std::f32::consts::PI);
-        Self {
-            cx: c.0,
-            cy: c.1,
-            cos: a.cos(),
-            sin: a.sin(),
-            ax: ax.max(0.5),
-            ay: ay.max(0.5),
-            wobble,
-            rect,
-        }
+        Self { cx: c.0, cy: c.1, cos: a.cos(), sin: a.sin(), ax: ax.max(0.5), ay: ay.max(0.5), wobble, rect }
     }
 
     /// Normalised distance of point (x, y) from the centre: <= 1 inside, 1 on the outline.
@@ -77,23 +61,14 @@ impl Shape {
             return 0.0;
         }
         let th = v.atan2(u);
-        let w = 1.0
-            + self
-                .wobble
-                .iter()
-                .zip(HARMONICS)
-                .map(|((a, p), h)| a * (h * th + p).sin())
-                .sum::<f32>();
+        let w = 1.0 + self.wobble.iter().zip(HARMONICS).map(|((a, p), h)| a * (h * th + p).sin()).sum::<f32>();
         rho / w
     }
 
     /// A radius enclosing the whole shape.
     pub(super) fn bound(&self) -> f32 {
-        let k = if self.rect {
-            std::f32::consts::SQRT_2
-        } else {
-            1.0 + self.wobble.iter().map(|(a, _)| a).sum::<f32>()
-        };
+        let k =
+            if self.rect { std::f32::consts::SQRT_2 } else { 1.0 + self.wobble.iter().map(|(a, _)| a).sum::<f32>() };
         self.ax.max(self.ay) * k
     }
 
@@ -132,30 +107,18 @@ impl Shape {
                 }
             }
         }
-        if inside == 0 {
-            0.0
-        } else {
-            ok as f32 / inside as f32
-        }
+        if inside == 0 { 0.0 } else { ok as f32 / inside as f32 }
     }
 }
 
 /// Tries a few centres and keeps the shape lying most on the object (the first with 75 %).
-pub(super) fn place_blob(
-    p: &Prepared,
-    rng: &mut Rnd,
-    make: impl Fn(&mut Rnd, (f32, f32)) -> Shape,
-) -> Shape {
+pub(super) fn place_blob(p: &Prepared, rng: &mut Rnd, make: impl Fn(&mut Rnd, (f32, f32)) -> Shape) -> Shape {
     let mut best: Option<(f32, Shape)> = None;
     for _ in 0..PLACEMENTS {
         // Margin from a trial shape, so the centre keeps the defect mostly inside the image.
         let probe = make(rng, (0.0, 0.0));
         let c = p.pick_centre(rng, probe.bound() * 0.7);
-        let shape = Shape {
-            cx: c.0,
-            cy: c.1,
-            ..probe
-        };
+        let shape = Shape { cx: c.0, cy: c.1, ..probe };
         let cov = shape.coverage(p);
         if best.as_ref().is_none_or(|(b, _)| cov > *b) {
             best = Some((cov, shape));
@@ -164,8 +127,7 @@ pub(super) fn place_blob(
             break;
         }
     }
-    best.map(|(_, s)| s)
-        .unwrap_or_else(|| make(rng, (0.0, 0.0)))
+    best.map(|(_, s)| s).unwrap_or_else(|| make(rng, (0.0, 0.0)))
 }
 
 /// Typical area (pixels) of a blob defect: a share of the image drawn from `lo..hi`.

@@ -8,8 +8,7 @@ use super::layout::{dilate, erode};
 use super::*;
 
 fn hash(x: u32, y: u32, k: u32) -> u32 {
-    let mut h =
-        x.wrapping_mul(0x9E37_79B1) ^ y.wrapping_mul(0x85EB_CA77) ^ k.wrapping_mul(0xC2B2_AE3D);
+    let mut h = x.wrapping_mul(0x9E37_79B1) ^ y.wrapping_mul(0x85EB_CA77) ^ k.wrapping_mul(0xC2B2_AE3D);
     h ^= h >> 15;
     h = h.wrapping_mul(0x2C1B_3C6D);
     h ^ (h >> 12)
@@ -53,11 +52,7 @@ fn disc(s: u32, k: u32) -> RgbImage {
 }
 
 fn cfg(size: u32, per_image: usize, seed: u64) -> PseudoAnomalyConfig {
-    PseudoAnomalyConfig {
-        size,
-        per_image,
-        seed,
-    }
+    PseudoAnomalyConfig { size, per_image, seed }
 }
 
 /// Checks the mask invariants against the clean image; returns the number of mask pixels.
@@ -71,11 +66,7 @@ fn check_mask(clean: &RgbImage, a: &PseudoAnomaly) -> usize {
         match a.mask[i] {
             0 => assert_eq!(d, 0, "{} changed pixel {i} outside its mask", a.kind),
             1 => {
-                assert!(
-                    d >= MIN_DELTA,
-                    "{} mask pixel {i} changed by only {d}",
-                    a.kind
-                );
+                assert!(d >= MIN_DELTA, "{} mask pixel {i} changed by only {d}", a.kind);
                 count += 1;
             }
             v => panic!("mask value {v} is not 0/1"),
@@ -100,10 +91,7 @@ fn same_seed_same_bytes_whatever_the_thread_count() {
     let donors = [texture(128, 3)];
     let c = cfg(128, 3, 11);
     let a = synthesize(&normals, &donors, &c).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let b = pool.install(|| synthesize(&normals, &donors, &c)).unwrap();
     assert_eq!(a.len(), 6);
     assert_eq!(a, b);
@@ -153,11 +141,7 @@ fn object_masks_are_exactly_the_changes_sized_and_on_the_object() {
                 m == 1 && (x - c).hypot(y - c) <= r
             })
             .count();
-        assert!(
-            on as f32 >= 0.9 * count as f32,
-            "{}: only {on} of {count} mask pixels on the disc",
-            a.kind
-        );
+        assert!(on as f32 >= 0.9 * count as f32, "{}: only {on} of {count} mask pixels on the disc", a.kind);
     }
 }
 
@@ -167,11 +151,7 @@ fn small_object_on_black_gets_its_defects() {
     let s = 128u32;
     let img = RgbImage::from_fn(s, s, |x, y| {
         let d = (x as f32 + 0.5 - 96.0).hypot(y as f32 + 0.5 - 36.0);
-        if d <= 20.0 {
-            Rgb([180, 200, 90])
-        } else {
-            Rgb([0, 0, 0])
-        }
+        if d <= 20.0 { Rgb([180, 200, 90]) } else { Rgb([0, 0, 0]) }
     });
     let out = synthesize(std::slice::from_ref(&img), &[], &cfg(s, 5, 9)).unwrap();
     for a in &out {
@@ -226,12 +206,7 @@ fn cut_paste_takes_its_patch_from_a_donor() {
     let a = &out[0];
     assert_eq!(a.kind, PseudoKind::CutPaste);
     let count = check_mask(&grey, a);
-    let red_px = a
-        .image
-        .pixels()
-        .zip(&a.mask)
-        .filter(|(p, m)| **m == 1 && p.0[0] as i32 > p.0[1] as i32 + 100)
-        .count();
+    let red_px = a.image.pixels().zip(&a.mask).filter(|(p, m)| **m == 1 && p.0[0] as i32 > p.0[1] as i32 + 100).count();
     assert!(red_px as f32 >= 0.9 * count as f32, "{red_px}/{count}");
 }
 
@@ -260,14 +235,7 @@ fn bad_configs_are_errors() {
     assert!(msg(synthesize(&ok, &[], &cfg(32, 0, 0))).contains("per_image"));
     assert!(msg(synthesize(&[], &[], &cfg(32, 1, 0))).contains("no normal images"));
     let empty = RgbImage::new(0, 5);
-    assert!(
-        msg(synthesize(
-            &[ok[0].clone(), empty.clone()],
-            &[],
-            &cfg(32, 1, 0)
-        ))
-        .contains("normal image #1 is empty")
-    );
+    assert!(msg(synthesize(&[ok[0].clone(), empty.clone()], &[], &cfg(32, 1, 0))).contains("normal image #1 is empty"));
     assert!(msg(synthesize(&ok, &[empty], &cfg(32, 1, 0))).contains("donor image #0"));
     assert!(msg(synthesize(&ok, &[], &cfg(32, MAX_OUTPUTS + 1, 0))).contains("per_image is more"));
     assert!(msg(synthesize(&ok, &[], &cfg(32, usize::MAX, 0))).contains("per_image is more"));
@@ -285,11 +253,7 @@ fn layout_tells_object_texture_and_flat_apart() {
     assert!(flat.centres.is_none() && flat.allowed.is_none());
     // A dot under 2 % of the image: treated as flat (defects anywhere).
     let dot = Prepared::new(RgbImage::from_fn(64, 64, |x, y| {
-        if (28..33).contains(&x) && (28..33).contains(&y) {
-            Rgb([255; 3])
-        } else {
-            Rgb([0; 3])
-        }
+        if (28..33).contains(&x) && (28..33).contains(&y) { Rgb([255; 3]) } else { Rgb([0; 3]) }
     }));
     assert!(dot.centres.is_none());
 }
@@ -308,20 +272,11 @@ fn morphology_round_trips_a_point() {
 #[test]
 fn names_and_serde() {
     assert_eq!(PseudoKind::ColourSpot.to_string(), "colour_spot");
-    assert_eq!(
-        serde_json::to_string(&PseudoKind::CutPaste).unwrap(),
-        "\"cut_paste\""
-    );
+    assert_eq!(serde_json::to_string(&PseudoKind::CutPaste).unwrap(), "\"cut_paste\"");
     let k: PseudoKind = serde_json::from_str("\"hole\"").unwrap();
     assert_eq!(k, PseudoKind::Hole);
     let c: PseudoAnomalyConfig = serde_json::from_str("{\"per_image\": 3}").unwrap();
-    assert_eq!(
-        c,
-        PseudoAnomalyConfig {
-            per_image: 3,
-            ..Default::default()
-        }
-    );
+    assert_eq!(c, PseudoAnomalyConfig { per_image: 3, ..Default::default() });
     assert_eq!(PseudoAnomalyConfig::default().size, 256);
     assert_eq!(PseudoAnomalyConfig::default().per_image, 2);
 }
@@ -332,18 +287,10 @@ fn defects_come_small_and_full_size() {
     // over more than a factor of 10.
     let normal = texture(256, 9);
     let out = synthesize(std::slice::from_ref(&normal), &[], &cfg(256, 40, 4)).unwrap();
-    let fracs: Vec<f32> = out
-        .iter()
-        .map(|a| check_mask(&normal, a) as f32 / a.mask.len() as f32)
-        .collect();
+    let fracs: Vec<f32> = out.iter().map(|a| check_mask(&normal, a) as f32 / a.mask.len() as f32).collect();
     let small = fracs.iter().filter(|&&f| f < 0.002).count();
     let large = fracs.iter().filter(|&&f| f > 0.004).count();
-    assert!(
-        small >= 8 && large >= 8,
-        "{small} small and {large} large of 40: {fracs:?}"
-    );
-    let (lo, hi) = fracs
-        .iter()
-        .fold((1f32, 0f32), |(lo, hi), &f| (lo.min(f), hi.max(f)));
+    assert!(small >= 8 && large >= 8, "{small} small and {large} large of 40: {fracs:?}");
+    let (lo, hi) = fracs.iter().fold((1f32, 0f32), |(lo, hi), &f| (lo.min(f), hi.max(f)));
     assert!(hi / lo > 10.0, "areas {lo}..{hi}");
 }

@@ -11,11 +11,7 @@ fn count_pngs(dir: &Path) -> usize {
     rd.flatten()
         .map(|e| {
             let p = e.path();
-            if p.is_dir() {
-                count_pngs(&p)
-            } else {
-                (p.extension().is_some_and(|x| x == "png")) as usize
-            }
+            if p.is_dir() { count_pngs(&p) } else { (p.extension().is_some_and(|x| x == "png")) as usize }
         })
         .sum()
 }
@@ -57,10 +53,8 @@ pub fn ensure_synthetic(dir: &Path, cfg: &SyntheticConfig) -> Result<PathBuf, Da
         return Ok(target);
     }
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".synthetic-partial-")
-        .tempdir_in(dir)
-        .map_err(|e| DataError::io(dir, e))?;
+    let tmp =
+        tempfile::Builder::new().prefix(".synthetic-partial-").tempdir_in(dir).map_err(|e| DataError::io(dir, e))?;
     generate(tmp.path(), cfg)?;
     if target.exists() {
         // Stale (older version) or incomplete: replace it.
@@ -81,11 +75,7 @@ pub fn ensure_synthetic(dir: &Path, cfg: &SyntheticConfig) -> Result<PathBuf, Da
         }
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp_path);
-            if is_complete(&target, cfg) {
-                Ok(target)
-            } else {
-                Err(DataError::io(&target, e))
-            }
+            if is_complete(&target, cfg) { Ok(target) } else { Err(DataError::io(&target, e)) }
         }
     }
 }

@@ -41,12 +41,7 @@ impl Default for SyntheticConfig {
 impl SyntheticConfig {
     /// Checks the ranges; `path` only labels the error.
     pub fn validate(&self, path: &Path) -> Result<(), DataError> {
-        let bad = |reason: String| {
-            Err(DataError::InvalidConfig {
-                path: path.to_path_buf(),
-                reason,
-            })
-        };
+        let bad = |reason: String| Err(DataError::InvalidConfig { path: path.to_path_buf(), reason });
         if !(32..=1024).contains(&self.size) {
             return bad(format!("synthetic size {} is outside 32..=1024", self.size));
         }
@@ -73,12 +68,7 @@ impl SyntheticConfig {
     /// entry.
     pub fn folder_name(&self) -> String {
         let json = serde_json::to_string(self).unwrap_or_default();
-        format!(
-            "synthetic-v{GENERATOR_VERSION}-seed{}-{}px-{:016x}",
-            self.seed,
-            self.size,
-            fnv1a(json.as_bytes())
-        )
+        format!("synthetic-v{GENERATOR_VERSION}-seed{}-{}px-{:016x}", self.seed, self.size, fnv1a(json.as_bytes()))
     }
 
     /// Number of PNG files (images and masks) a complete dataset holds.
@@ -88,7 +78,5 @@ impl SyntheticConfig {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x1000_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x1000_0000_01b3))
 }

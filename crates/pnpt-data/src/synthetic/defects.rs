@@ -19,29 +19,14 @@ use crate::rnd::Rnd;
 const TRIES: usize = 24;
 
 /// Stain colours: rust, oil, mould, ink, dried white residue.
-const STAINS: [[f32; 3]; 5] = [
-    [0.58, 0.27, 0.08],
-    [0.16, 0.13, 0.10],
-    [0.30, 0.52, 0.18],
-    [0.18, 0.26, 0.62],
-    [0.90, 0.89, 0.84],
-];
+const STAINS: [[f32; 3]; 5] =
+    [[0.58, 0.27, 0.08], [0.16, 0.13, 0.10], [0.30, 0.52, 0.18], [0.18, 0.26, 0.62], [0.90, 0.89, 0.84]];
 /// Colour-spot colours: saturated paints and black.
-const PAINTS: [[f32; 3]; 5] = [
-    [0.85, 0.12, 0.10],
-    [0.12, 0.28, 0.85],
-    [0.15, 0.62, 0.22],
-    [0.95, 0.82, 0.12],
-    [0.06, 0.06, 0.07],
-];
+const PAINTS: [[f32; 3]; 5] =
+    [[0.85, 0.12, 0.10], [0.12, 0.28, 0.85], [0.15, 0.62, 0.22], [0.95, 0.82, 0.12], [0.06, 0.06, 0.07]];
 /// Stray fibre colours.
-const FIBRES: [[f32; 3]; 5] = [
-    [0.10, 0.12, 0.32],
-    [0.05, 0.05, 0.05],
-    [0.78, 0.12, 0.12],
-    [0.94, 0.94, 0.92],
-    [0.12, 0.50, 0.20],
-];
+const FIBRES: [[f32; 3]; 5] =
+    [[0.10, 0.12, 0.32], [0.05, 0.05, 0.05], [0.78, 0.12, 0.12], [0.94, 0.94, 0.92], [0.12, 0.50, 0.20]];
 
 /// Draws `defect` on `scene` (whose quantised pixels are `clean`) and returns the image and its
 /// 0/255 mask. `scene_rng` is the stream the scene was drawn from, for structural redraws;
@@ -114,23 +99,12 @@ fn keep_changed(clean: &[u8], out: &[[f32; 3]]) -> (Vec<u8>, Vec<u8>, usize, f32
             sum += d as u64;
         }
     }
-    let mean = if area > 0 {
-        sum as f32 / area as f32
-    } else {
-        0.0
-    };
+    let mean = if area > 0 { sum as f32 / area as f32 } else { 0.0 };
     (image, mask, area, mean)
 }
 
 /// One attempt at the defect: the full float image with it drawn in.
-fn draw(
-    scene: &Scene,
-    defect: Defect,
-    kind: SynthKind,
-    index: usize,
-    rng: &mut Rnd,
-    scene_rng: &Rnd,
-) -> Vec<[f32; 3]> {
+fn draw(scene: &Scene, defect: Defect, kind: SynthKind, index: usize, rng: &mut Rnd, scene_rng: &Rnd) -> Vec<[f32; 3]> {
     let s = scene.s;
     let k = s as f32 / 128.0;
     // Line half-widths scale with the image but stay wide enough to cover whole pixels.
@@ -182,21 +156,13 @@ fn draw(
                 true,
                 |x, y| a * stroke.alpha(x, y),
                 |c, _| {
-                    if bright {
-                        mix3(c, [0.97, 0.96, 0.93], 0.8)
-                    } else {
-                        scale3(c, 0.25)
-                    }
+                    if bright { mix3(c, [0.97, 0.96, 0.93], 0.8) } else { scale3(c, 0.25) }
                 },
             );
         }
         Defect::Crack => {
             let start = pick_point(scene, rng, 10.0 * k);
-            let len = if kind.is_texture() {
-                rng.range(32.0, 60.0)
-            } else {
-                rng.range(26.0, 45.0)
-            } * k;
+            let len = if kind.is_texture() { rng.range(32.0, 60.0) } else { rng.range(26.0, 45.0) } * k;
             let w = if kind.is_texture() {
                 hw(rng.range(0.8, 1.15))
             } else {
@@ -233,11 +199,7 @@ fn draw(
                 let bn = bp.len().max(2) as f32 - 1.0;
                 let b0 = (0.75 * bw).max(0.6);
                 strokes.push(Stroke {
-                    pts: bp
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &(x, y))| (x, y, lerp(b0, 0.6 * b0, i as f32 / bn)))
-                        .collect(),
+                    pts: bp.iter().enumerate().map(|(i, &(x, y))| (x, y, lerp(b0, 0.6 * b0, i as f32 / bn))).collect(),
                 });
             }
             let bbox = union_bbox(strokes.iter().map(Stroke::bbox), 0.0);
@@ -250,11 +212,7 @@ fn draw(
                 |x, y| a * strokes.iter().map(|st| st.alpha(x, y)).fold(0.0, f32::max),
                 // Dark, except on dark glass, where a crack catches the light.
                 |c, _| {
-                    if luma(c) >= 0.33 {
-                        scale3(c, 0.12)
-                    } else {
-                        mix3(c, [0.85, 0.88, 0.86], 0.75)
-                    }
+                    if luma(c) >= 0.33 { scale3(c, 0.12) } else { mix3(c, [0.85, 0.88, 0.86], 0.75) }
                 },
             );
         }
@@ -262,11 +220,7 @@ fn draw(
             let (cx, cy) = pick_point(scene, rng, 12.0 * k);
             let r0 = (rng.range(4.5, 9.0) * k).max(1.5);
             // Fabric frays: a rougher edge than a drilled or knocked-out hole.
-            let rough = if kind.is_texture() && kind != SynthKind::Wood {
-                0.3
-            } else {
-                0.15
-            };
+            let rough = if kind.is_texture() && kind != SynthKind::Wood { 0.3 } else { 0.15 };
             let blob = Blob::new(r0, rough, rng);
             let rim = 1.8 * k.max(0.5);
             let bbox = square(cx, cy, blob.reach() + rim);
@@ -348,33 +302,12 @@ fn draw(
             let len = rng.range(40.0, 75.0) * k;
             let w = hw(rng.range(0.7, 1.0));
             let pts = curl(start, rng.range(0.0, TAU), len, 1.5 * k.max(0.4), rng);
-            let fibre = Stroke {
-                pts: pts.iter().map(|&(x, y)| (x, y, w)).collect(),
-            };
+            let fibre = Stroke { pts: pts.iter().map(|&(x, y)| (x, y, w)).collect() };
             let off = k.max(0.7);
-            let shadow = Stroke {
-                pts: pts
-                    .iter()
-                    .map(|&(x, y)| (x + off, y + off, 1.2 * w))
-                    .collect(),
-            };
+            let shadow = Stroke { pts: pts.iter().map(|&(x, y)| (x + off, y + off, 1.2 * w)).collect() };
             let col = contrasting(rng, &FIBRES, mean_along(scene, &fibre), 0.4);
-            paint(
-                scene,
-                &mut out,
-                shadow.bbox(),
-                true,
-                |x, y| 0.45 * shadow.alpha(x, y),
-                |c, _| scale3(c, 0.5),
-            );
-            paint(
-                scene,
-                &mut out,
-                fibre.bbox(),
-                true,
-                |x, y| fibre.alpha(x, y),
-                |_, _| col,
-            );
+            paint(scene, &mut out, shadow.bbox(), true, |x, y| 0.45 * shadow.alpha(x, y), |c, _| scale3(c, 0.5));
+            paint(scene, &mut out, fibre.bbox(), true, |x, y| fibre.alpha(x, y), |_, _| col);
         }
         Defect::Missing => {
             let (cx, cy) = pick_outline(scene, rng);
@@ -405,27 +338,18 @@ fn draw(
             let fault = match index % 3 {
                 0 => {
                     let count = 1 + rng.below(3);
-                    PrintFault::Missing {
-                        first: rng.below(4 - count),
-                        count,
-                    }
+                    PrintFault::Missing { first: rng.below(4 - count), count }
                 }
                 1 => {
                     let a = rng.range(0.0, TAU);
-                    PrintFault::Smear {
-                        dir: (a.cos(), a.sin()),
-                        len: rng.range(4.0, 8.0) * k,
-                    }
+                    PrintFault::Smear { dir: (a.cos(), a.sin()), len: rng.range(4.0, 8.0) * k }
                 }
                 _ => PrintFault::Shift {
                     da: rng.sign() * rng.range(6.0, 10.0) * k,
                     db: rng.sign() * rng.range(3.0, 5.0) * k,
                 },
             };
-            let mods = Mods {
-                bend: None,
-                print: Some(fault),
-            };
+            let mods = Mods { bend: None, print: Some(fault) };
             out = render_scene(kind, s, &mut scene_rng.clone(), &mods).img;
         }
     }
@@ -466,14 +390,7 @@ fn paint(
 }
 
 /// A jagged random walk of `len` from `start`: the heading jitters at every step.
-fn walk(
-    start: (f32, f32),
-    heading: f32,
-    len: f32,
-    step: f32,
-    jitter: f32,
-    rng: &mut Rnd,
-) -> Vec<(f32, f32)> {
+fn walk(start: (f32, f32), heading: f32, len: f32, step: f32, jitter: f32, rng: &mut Rnd) -> Vec<(f32, f32)> {
     let n = (len / step).ceil().max(1.0) as usize;
     let (mut x, mut y, mut h) = (start.0, start.1, heading);
     let mut pts = vec![(x, y)];
@@ -512,23 +429,13 @@ impl Blob {
     /// `rough` is the total relative wobble of the radius.
     fn new(r0: f32, rough: f32, rng: &mut Rnd) -> Self {
         let mut harmonics = [(0.0, 0.0, 0.0); 4];
-        for (h, (f, share)) in
-            harmonics
-                .iter_mut()
-                .zip([(2.0, 0.35), (3.0, 0.3), (5.0, 0.2), (7.0, 0.15)])
-        {
+        for (h, (f, share)) in harmonics.iter_mut().zip([(2.0, 0.35), (3.0, 0.3), (5.0, 0.2), (7.0, 0.15)]) {
             *h = (rough * share * rng.range(0.3, 1.0), f, rng.range(0.0, TAU));
         }
         Self { r0, harmonics }
     }
     fn radius(&self, th: f32) -> f32 {
-        self.r0
-            * (1.0
-                + self
-                    .harmonics
-                    .iter()
-                    .map(|&(a, f, p)| a * (f * th + p).sin())
-                    .sum::<f32>())
+        self.r0 * (1.0 + self.harmonics.iter().map(|&(a, f, p)| a * (f * th + p).sin()).sum::<f32>())
     }
     /// Largest radius.
     fn reach(&self) -> f32 {
@@ -543,11 +450,7 @@ impl Blob {
 /// Picks a colour of `palette` that differs from `surface` by at least `min` in some channel
 /// (the most different one if none does), so the defect stands out.
 fn contrasting(rng: &mut Rnd, palette: &[[f32; 3]], surface: [f32; 3], min: f32) -> [f32; 3] {
-    let ok: Vec<[f32; 3]> = palette
-        .iter()
-        .copied()
-        .filter(|&c| max_diff(c, surface) >= min)
-        .collect();
+    let ok: Vec<[f32; 3]> = palette.iter().copied().filter(|&c| max_diff(c, surface) >= min).collect();
     if ok.is_empty() {
         palette
             .iter()
@@ -567,11 +470,7 @@ fn mean_of(scene: &Scene, idx: impl Iterator<Item = usize>) -> [f32; 3] {
         }
         n += 1;
     }
-    if n == 0 {
-        [0.5; 3]
-    } else {
-        scale3(sum, 1.0 / n as f32)
-    }
+    if n == 0 { [0.5; 3] } else { scale3(sum, 1.0 / n as f32) }
 }
 
 /// Mean colour of the object under a stroke's points.
@@ -592,10 +491,7 @@ fn mean_near(scene: &Scene, cx: f32, cy: f32, r: f32) -> [f32; 3] {
     let s = scene.s;
     let lo = |v: f32| ((v - r).floor().max(0.0) as usize).min(s);
     let hi = |v: f32| ((v + r).ceil().max(0.0) as usize).min(s);
-    mean_of(
-        scene,
-        (lo(cy)..hi(cy)).flat_map(|y| (lo(cx)..hi(cx)).map(move |x| y * s + x)),
-    )
+    mean_of(scene, (lo(cy)..hi(cy)).flat_map(|y| (lo(cx)..hi(cx)).map(move |x| y * s + x)))
 }
 
 /// A random point on the object (any point for textures), away from the border.
@@ -623,9 +519,7 @@ fn pick_outline(scene: &Scene, rng: &mut Rnd) -> (f32, f32) {
                 && y > 0
                 && x + 1 < s
                 && y + 1 < s
-                && [i - 1, i + 1, i - s, i + s]
-                    .iter()
-                    .any(|&j| !scene.on_object(j))
+                && [i - 1, i + 1, i - s, i + s].iter().any(|&j| !scene.on_object(j))
         })
         .collect();
     if outline.is_empty() {

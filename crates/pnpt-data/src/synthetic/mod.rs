@@ -87,14 +87,8 @@ pub enum SynthKind {
 
 impl SynthKind {
     /// All six, in category order (the three textures, then the three objects).
-    pub const ALL: [SynthKind; 6] = [
-        SynthKind::Weave,
-        SynthKind::Wood,
-        SynthKind::Carpet,
-        SynthKind::Bottle,
-        SynthKind::Screw,
-        SynthKind::Capsule,
-    ];
+    pub const ALL: [SynthKind; 6] =
+        [SynthKind::Weave, SynthKind::Wood, SynthKind::Carpet, SynthKind::Bottle, SynthKind::Screw, SynthKind::Capsule];
 
     /// Folder name of the category.
     pub fn name(self) -> &'static str {

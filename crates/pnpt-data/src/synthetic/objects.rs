@@ -106,11 +106,7 @@ pub(super) fn screw(sc: &mut Scene, rng: &mut Rnd, mods: &Mods) {
                 b = phi.sin() * da + phi.cos() * db;
             }
             // Shaft half-width tapers to a point over the tip.
-            let hw = if a > a_tip {
-                w * (1.0 - (a - a_tip) / (a1 - a_tip)).max(0.05)
-            } else {
-                w
-            };
+            let hw = if a > a_tip { w * (1.0 - (a - a_tip) / (a1 - a_tip)).max(0.05) } else { w };
             let sd_shaft = (b.abs() - hw).max(a0 - a).max(a - a1);
             let sd_head = (b.abs() - head_w).max(head0 - a).max(a - a0);
             let c_shaft = (0.5 - sd_shaft).clamp(0.0, 1.0);
@@ -192,12 +188,7 @@ impl Print {
                 continue;
             }
             let gx = x0 + g as f32 * (gw + gap);
-            glyphs.push(Stroke {
-                pts: shape
-                    .iter()
-                    .map(|&(u, v)| (gx + u * gw, y0 + v * gh, hw))
-                    .collect(),
-            });
+            glyphs.push(Stroke { pts: shape.iter().map(|&(u, v)| (gx + u * gw, y0 + v * gh, hw)).collect() });
         }
         let smear = match fault {
             Some(PrintFault::Smear { dir, len }) => Some((dir, len)),
@@ -205,18 +196,11 @@ impl Print {
         };
         let grow = smear.map_or(0.0, |(_, len)| len);
         let bbox = union_bbox(glyphs.iter().map(Stroke::bbox), grow);
-        Self {
-            glyphs,
-            bbox,
-            smear,
-        }
+        Self { glyphs, bbox, smear }
     }
 
     fn ink(&self, a: f32, b: f32) -> f32 {
-        self.glyphs
-            .iter()
-            .map(|g| g.alpha(a, b))
-            .fold(0.0, f32::max)
+        self.glyphs.iter().map(|g| g.alpha(a, b)).fold(0.0, f32::max)
     }
 
     /// Ink coverage at object point (a, b).

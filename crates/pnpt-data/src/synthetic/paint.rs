@@ -37,11 +37,7 @@ pub(super) fn lerp(a: f32, b: f32, t: f32) -> f32 {
     a + (b - a) * t
 }
 pub(super) fn mix3(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
-    [
-        lerp(a[0], b[0], t),
-        lerp(a[1], b[1], t),
-        lerp(a[2], b[2], t),
-    ]
+    [lerp(a[0], b[0], t), lerp(a[1], b[1], t), lerp(a[2], b[2], t)]
 }
 pub(super) fn scale3(a: [f32; 3], k: f32) -> [f32; 3] {
     [a[0] * k, a[1] * k, a[2] * k]
@@ -58,11 +54,7 @@ pub(super) fn max_diff(a: [f32; 3], b: [f32; 3]) -> f32 {
 }
 pub(super) fn tint(base: [f32; 3], rng: &mut Rnd, amount: f32) -> [f32; 3] {
     let g = rng.range(-amount, amount);
-    [
-        base[0] + g + rng.range(-amount, amount) * 0.5,
-        base[1] + g,
-        base[2] + g + rng.range(-amount, amount) * 0.5,
-    ]
+    [base[0] + g + rng.range(-amount, amount) * 0.5, base[1] + g, base[2] + g + rng.range(-amount, amount) * 0.5]
 }
 
 /// A polyline with a half-width per vertex (interpolated along each segment): scratches,
@@ -80,11 +72,7 @@ impl Stroke {
             let ((ax, ay, ha), (bx, by, hb)) = (w[0], w[1]);
             let (vx, vy) = (bx - ax, by - ay);
             let len2 = vx * vx + vy * vy;
-            let t = if len2 > 0.0 {
-                (((x - ax) * vx + (y - ay) * vy) / len2).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
+            let t = if len2 > 0.0 { (((x - ax) * vx + (y - ay) * vy) / len2).clamp(0.0, 1.0) } else { 0.0 };
             let (dx, dy) = (x - ax - t * vx, y - ay - t * vy);
             best = best.min((dx * dx + dy * dy).sqrt() - lerp(ha, hb, t));
         }
@@ -97,16 +85,9 @@ impl Stroke {
     /// Bounding box (x0, y0, x1, y1) including the widest half-width and a pixel of margin.
     pub(super) fn bbox(&self) -> [f32; 4] {
         let hw = self.pts.iter().map(|p| p.2).fold(0.0, f32::max) + 1.0;
-        self.pts
-            .iter()
-            .fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, &(x, y, _)| {
-                [
-                    b[0].min(x - hw),
-                    b[1].min(y - hw),
-                    b[2].max(x + hw),
-                    b[3].max(y + hw),
-                ]
-            })
+        self.pts.iter().fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, &(x, y, _)| {
+            [b[0].min(x - hw), b[1].min(y - hw), b[2].max(x + hw), b[3].max(y + hw)]
+        })
     }
 }
 
@@ -114,11 +95,6 @@ impl Stroke {
 /// when there are none.
 pub(super) fn union_bbox(boxes: impl Iterator<Item = [f32; 4]>, grow: f32) -> [f32; 4] {
     boxes.fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, g| {
-        [
-            b[0].min(g[0] - grow),
-            b[1].min(g[1] - grow),
-            b[2].max(g[2] + grow),
-            b[3].max(g[3] + grow),
-        ]
+        [b[0].min(g[0] - grow), b[1].min(g[1] - grow), b[2].max(g[2] + grow), b[3].max(g[3] + grow)]
     })
 }

@@ -24,8 +24,7 @@ pub struct Rendered {
 /// `bent` elsewhere than on the screw becomes `missing` on objects and `crack` on textures,
 /// `print` elsewhere than on the capsule becomes `stain`, `missing` on a texture becomes `hole`.
 pub fn render(cfg: &SyntheticConfig, kind: SynthKind, split: SynthSplit, index: usize) -> Rendered {
-    let seed =
-        splitmix(splitmix(splitmix(cfg.seed ^ splitmix(kind.id())) ^ split.id()) ^ index as u64);
+    let seed = splitmix(splitmix(splitmix(cfg.seed ^ splitmix(kind.id())) ^ split.id()) ^ index as u64);
     let mut rng = Rnd::new(seed);
     let s = cfg.size as usize;
     // A structural defect redraws the same scene with a fault; starting from this copy of the
@@ -34,9 +33,7 @@ pub fn render(cfg: &SyntheticConfig, kind: SynthKind, split: SynthSplit, index: 
     let scene = render_scene(kind, s, &mut rng, &Mods::default());
     let clean = scene.quantised();
     let (image, mask) = match split {
-        SynthSplit::TestDefect(defect) => {
-            defects::apply(&scene, &clean, defect, kind, index, &mut rng, &scene_rng)
-        }
+        SynthSplit::TestDefect(defect) => defects::apply(&scene, &clean, defect, kind, index, &mut rng, &scene_rng),
         SynthSplit::Train | SynthSplit::TestGood => (clean.clone(), vec![0u8; s * s]),
     };
     let to_rgb = |v: Vec<u8>| RgbImage::from_raw(s as u32, s as u32, v).unwrap_or_default();
@@ -65,10 +62,7 @@ pub(super) fn q(v: f32) -> u8 {
 
 impl Scene {
     pub(super) fn quantised(&self) -> Vec<u8> {
-        self.img
-            .iter()
-            .flat_map(|p| [q(p[0]), q(p[1]), q(p[2])])
-            .collect()
+        self.img.iter().flat_map(|p| [q(p[0]), q(p[1]), q(p[2])]).collect()
     }
     pub(super) fn on_object(&self, i: usize) -> bool {
         self.cover[i] > 0.5
@@ -105,10 +99,7 @@ impl Pose {
     pub(super) fn local_at(&self, x: f32, y: f32) -> (f32, f32) {
         let px = x - self.c - self.dx;
         let py = y - self.c - self.dy;
-        (
-            self.cos * px + self.sin * py,
-            -self.sin * px + self.cos * py,
-        )
+        (self.cos * px + self.sin * py, -self.sin * px + self.cos * py)
     }
 }
 
@@ -116,13 +107,7 @@ impl Pose {
 /// (the random stream is consumed identically either way, so pose, lighting and noise match).
 pub(super) fn render_scene(kind: SynthKind, s: usize, rng: &mut Rnd, mods: &Mods) -> Scene {
     let n = s * s;
-    let mut sc = Scene {
-        s,
-        img: vec![[0f32; 3]; n],
-        bg: vec![[0f32; 3]; n],
-        cover: vec![1f32; n],
-        axis: 0.0,
-    };
+    let mut sc = Scene { s, img: vec![[0f32; 3]; n], bg: vec![[0f32; 3]; n], cover: vec![1f32; n], axis: 0.0 };
     match kind {
         SynthKind::Weave => textures::weave(&mut sc, rng),
         SynthKind::Wood => textures::wood(&mut sc, rng),
@@ -141,10 +126,7 @@ pub(super) fn render_scene(kind: SynthKind, s: usize, rng: &mut Rnd, mods: &Mods
     for y in 0..s {
         for x in 0..s {
             let i = y * s + x;
-            let l = gain
-                * (1.0
-                    + gx * ((x as f32 + 0.5) / s as f32 - 0.5)
-                    + gy * ((y as f32 + 0.5) / s as f32 - 0.5));
+            let l = gain * (1.0 + gx * ((x as f32 + 0.5) / s as f32 - 0.5) + gy * ((y as f32 + 0.5) / s as f32 - 0.5));
             let nz = rng.gauss() * sigma;
             for (c, w) in wb.iter().enumerate() {
                 sc.img[i][c] = sc.img[i][c] * l * w + nz;

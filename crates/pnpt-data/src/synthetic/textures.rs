@@ -27,11 +27,7 @@ pub(super) fn weave(sc: &mut Scene, rng: &mut Rnd) {
             let (i, j) = (cx.floor() as i64, cy.floor() as i64);
             let (fx, fy) = (cx - cx.floor(), cy - cy.floor());
             // Over-under: the thread on top alternates like a checkerboard.
-            let (col, across, along) = if (i + j).rem_euclid(2) == 0 {
-                (warp, fy, fx)
-            } else {
-                (weft, fx, fy)
-            };
+            let (col, across, along) = if (i + j).rem_euclid(2) == 0 { (warp, fy, fx) } else { (weft, fx, fy) };
             let v = (0.55 + 0.45 * (PI * across).sin()) * (0.85 + 0.15 * (PI * along).sin());
             let uneven = 1.0 + 0.05 * yarn.at(i, j);
             sc.img[y * s + x] = scale3(col, v * uneven);
@@ -46,16 +42,8 @@ pub(super) fn wood(sc: &mut Scene, rng: &mut Rnd) {
     let k = s as f32 / 128.0;
     let pose = Pose::new(s, 5.0, 0.0, rng);
     let p = rng.range(10.0, 14.0) * k;
-    let (a1, l1, f1) = (
-        rng.range(0.3, 0.8),
-        rng.range(60.0, 180.0) * k,
-        rng.range(0.0, 6.3),
-    );
-    let (a2, l2, f2) = (
-        rng.range(0.05, 0.25),
-        rng.range(15.0, 40.0) * k,
-        rng.range(0.0, 6.3),
-    );
+    let (a1, l1, f1) = (rng.range(0.3, 0.8), rng.range(60.0, 180.0) * k, rng.range(0.0, 6.3));
+    let (a2, l2, f2) = (rng.range(0.05, 0.25), rng.range(15.0, 40.0) * k, rng.range(0.0, 6.3));
     let off = rng.range(0.0, 1.0);
     let light = tint([0.78, 0.57, 0.35], rng, 0.03);
     let dark = tint([0.52, 0.33, 0.18], rng, 0.03);
@@ -63,8 +51,7 @@ pub(super) fn wood(sc: &mut Scene, rng: &mut Rnd) {
     for y in 0..s {
         for x in 0..s {
             let (lx, ly) = pose.local(x, y);
-            let t =
-                lx / p + a1 * (TAU * ly / l1 + f1).sin() + a2 * (TAU * ly / l2 + f2).sin() + off;
+            let t = lx / p + a1 * (TAU * ly / l1 + f1).sin() + a2 * (TAU * ly / l2 + f2).sin() + off;
             let ring = 0.5 + 0.5 * (TAU * t).sin();
             let st = streaks.sample(lx / (1.7 * k), ly / (30.0 * k));
             let v = (ring * ring * 0.85 + 0.08 * st + 0.07).clamp(0.0, 1.0);
@@ -91,10 +78,7 @@ pub(super) fn carpet(sc: &mut Scene, rng: &mut Rnd) {
     for y in 0..s {
         for x in 0..s {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-            let v: f32 = octaves
-                .iter()
-                .map(|(l, c, a)| a * l.sample(fx / c, fy / c))
-                .sum();
+            let v: f32 = octaves.iter().map(|(l, c, a)| a * l.sample(fx / c, fy / c)).sum();
             sc.img[y * s + x] = scale3(base, 1.0 + contrast * v);
         }
     }

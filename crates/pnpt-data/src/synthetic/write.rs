@@ -11,21 +11,12 @@ use serde::{Deserialize, Serialize};
 use super::{GENERATOR_VERSION, STAMP_FILE, SynthKind, SynthSplit, SyntheticConfig, render};
 use crate::DataError;
 
-fn write_png(
-    path: &Path,
-    w: u32,
-    h: u32,
-    data: &[u8],
-    color: ExtendedColorType,
-) -> Result<(), DataError> {
+fn write_png(path: &Path, w: u32, h: u32, data: &[u8], color: ExtendedColorType) -> Result<(), DataError> {
     let file = fs::File::create(path).map_err(|e| DataError::io(path, e))?;
     let mut out = BufWriter::new(file);
     PngEncoder::new_with_quality(&mut out, CompressionType::Fast, PngFilter::Adaptive)
         .write_image(data, w, h, color)
-        .map_err(|e| DataError::Encode {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| DataError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
     out.flush().map_err(|e| DataError::io(path, e))
 }
 
@@ -65,22 +56,10 @@ pub fn generate(root: &Path, cfg: &SyntheticConfig) -> Result<(), DataError> {
         let train = dir(cat.join("train").join("good"))?;
         let test_good = dir(cat.join("test").join("good"))?;
         for i in 0..cfg.train_good {
-            jobs.push((
-                kind,
-                SynthSplit::Train,
-                i,
-                train.join(format!("{i:03}.png")),
-                None,
-            ));
+            jobs.push((kind, SynthSplit::Train, i, train.join(format!("{i:03}.png")), None));
         }
         for i in 0..cfg.test_good {
-            jobs.push((
-                kind,
-                SynthSplit::TestGood,
-                i,
-                test_good.join(format!("{i:03}.png")),
-                None,
-            ));
+            jobs.push((kind, SynthSplit::TestGood, i, test_good.join(format!("{i:03}.png")), None));
         }
         let defects = kind.defects();
         for d in 0..cfg.test_defective {
@@ -101,21 +80,9 @@ pub fn generate(root: &Path, cfg: &SyntheticConfig) -> Result<(), DataError> {
         .par_iter()
         .map(|(kind, split, i, img_path, mask_path)| {
             let r = render(cfg, *kind, *split, *i);
-            write_png(
-                img_path,
-                cfg.size,
-                cfg.size,
-                r.image.as_raw(),
-                ExtendedColorType::Rgb8,
-            )?;
+            write_png(img_path, cfg.size, cfg.size, r.image.as_raw(), ExtendedColorType::Rgb8)?;
             if let Some(mp) = mask_path {
-                write_png(
-                    mp,
-                    cfg.size,
-                    cfg.size,
-                    r.mask.as_raw(),
-                    ExtendedColorType::L8,
-                )?;
+                write_png(mp, cfg.size, cfg.size, r.mask.as_raw(), ExtendedColorType::L8)?;
             }
             Ok(())
         })
@@ -140,9 +107,7 @@ pub fn generate(root: &Path, cfg: &SyntheticConfig) -> Result<(), DataError> {
         config: cfg.clone(),
     };
     let stamp_path = root.join(STAMP_FILE);
-    let json = serde_json::to_string_pretty(&stamp).map_err(|e| DataError::Encode {
-        path: stamp_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let json = serde_json::to_string_pretty(&stamp)
+        .map_err(|e| DataError::Encode { path: stamp_path.clone(), reason: e.to_string() })?;
     fs::write(&stamp_path, json).map_err(|e| DataError::io(&stamp_path, e))
 }

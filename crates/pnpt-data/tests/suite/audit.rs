@@ -66,28 +66,99 @@ fn every_bad_input_is_one_typed_problem_naming_its_file() {
     type Break = fn(&Path) -> PathBuf;
     type Expect = fn(&DataError) -> bool;
     let cases: Vec<(&str, Break, Expect)> = vec![
-        ("truncated training image", |r| { let p = r.join("a/train/good/001.png"); truncate(&p); p }, |e| matches!(e, DataError::Corrupt { .. })),
-        ("truncated test image", |r| { let p = r.join("b/test/crack/000.png"); truncate(&p); p }, |e| matches!(e, DataError::Corrupt { .. })),
-        ("text file named .png (a PNG by its name, not by its bytes)", |r| bytes(&r.join("a/test/good/001.png"), b"not an image at all\n"), |e| matches!(e, DataError::Corrupt { .. })),
-        ("zero-byte image", |r| bytes(&r.join("a/train/good/002.png"), b""), |e| matches!(e, DataError::EmptyFile { .. })),
-        ("truncated mask", |r| { let p = r.join("a/ground_truth/crack/000_mask.png"); truncate(&p); p }, |e| matches!(e, DataError::Corrupt { .. })),
-        ("mask of another size", |r| png_mask(&r.join("b/ground_truth/crack/000_mask.png"), 8, 4, &[(1, 1)], 255), |e| matches!(e, DataError::MaskSizeMismatch { .. })),
-        ("same stem, two extensions", |r| { png(&r.join("a/train/good/000.bmp")); r.join("a/train/good/000.png") }, |e| matches!(e, DataError::NameCollision { .. })),
-        ("header of 20000 x 20000 pixels", |r| huge_header(&r.join("a/train/good/003.png"), 20_000, 20_000), |e| matches!(e, DataError::TooLarge { width: 20_000, height: 20_000, .. })),
-        ("dangling symlink", |r| { let p = r.join("a/train/good/004.png"); std::os::unix::fs::symlink(r.join("nowhere.png"), &p).unwrap(); p }, |e| matches!(e, DataError::Io { .. })),
-        ("symlink loop", |r| {
-            let (p, q) = (r.join("a/train/good/005.png"), r.join("a/train/good/006.png"));
-            std::os::unix::fs::symlink(&q, &p).unwrap();
-            std::os::unix::fs::symlink(&p, &q).unwrap();
-            p
-        }, |e| matches!(e, DataError::Io { .. })),
-        ("FIFO named .png", |r| {
-            let p = r.join("a/test/good/007.png");
-            let ok = std::process::Command::new("mkfifo").arg(&p).status().map(|s| s.success()).unwrap_or(false);
-            assert!(ok, "mkfifo failed");
-            p
-        }, |e| matches!(e, DataError::Io { .. })),
-        ("directory of images named .png is skipped, a file inside is not", |r| { let p = r.join("a/train/good/dir.png/x.png"); bytes(&p, b"x"); r.join("a/train/good/008.png") }, |_| false),
+        (
+            "truncated training image",
+            |r| {
+                let p = r.join("a/train/good/001.png");
+                truncate(&p);
+                p
+            },
+            |e| matches!(e, DataError::Corrupt { .. }),
+        ),
+        (
+            "truncated test image",
+            |r| {
+                let p = r.join("b/test/crack/000.png");
+                truncate(&p);
+                p
+            },
+            |e| matches!(e, DataError::Corrupt { .. }),
+        ),
+        (
+            "text file named .png (a PNG by its name, not by its bytes)",
+            |r| bytes(&r.join("a/test/good/001.png"), b"not an image at all\n"),
+            |e| matches!(e, DataError::Corrupt { .. }),
+        ),
+        (
+            "zero-byte image",
+            |r| bytes(&r.join("a/train/good/002.png"), b""),
+            |e| matches!(e, DataError::EmptyFile { .. }),
+        ),
+        (
+            "truncated mask",
+            |r| {
+                let p = r.join("a/ground_truth/crack/000_mask.png");
+                truncate(&p);
+                p
+            },
+            |e| matches!(e, DataError::Corrupt { .. }),
+        ),
+        (
+            "mask of another size",
+            |r| png_mask(&r.join("b/ground_truth/crack/000_mask.png"), 8, 4, &[(1, 1)], 255),
+            |e| matches!(e, DataError::MaskSizeMismatch { .. }),
+        ),
+        (
+            "same stem, two extensions",
+            |r| {
+                png(&r.join("a/train/good/000.bmp"));
+                r.join("a/train/good/000.png")
+            },
+            |e| matches!(e, DataError::NameCollision { .. }),
+        ),
+        (
+            "header of 20000 x 20000 pixels",
+            |r| huge_header(&r.join("a/train/good/003.png"), 20_000, 20_000),
+            |e| matches!(e, DataError::TooLarge { width: 20_000, height: 20_000, .. }),
+        ),
+        (
+            "dangling symlink",
+            |r| {
+                let p = r.join("a/train/good/004.png");
+                std::os::unix::fs::symlink(r.join("nowhere.png"), &p).unwrap();
+                p
+            },
+            |e| matches!(e, DataError::Io { .. }),
+        ),
+        (
+            "symlink loop",
+            |r| {
+                let (p, q) = (r.join("a/train/good/005.png"), r.join("a/train/good/006.png"));
+                std::os::unix::fs::symlink(&q, &p).unwrap();
+                std::os::unix::fs::symlink(&p, &q).unwrap();
+                p
+            },
+            |e| matches!(e, DataError::Io { .. }),
+        ),
+        (
+            "FIFO named .png",
+            |r| {
+                let p = r.join("a/test/good/007.png");
+                let ok = std::process::Command::new("mkfifo").arg(&p).status().map(|s| s.success()).unwrap_or(false);
+                assert!(ok, "mkfifo failed");
+                p
+            },
+            |e| matches!(e, DataError::Io { .. }),
+        ),
+        (
+            "directory of images named .png is skipped, a file inside is not",
+            |r| {
+                let p = r.join("a/train/good/dir.png/x.png");
+                bytes(&p, b"x");
+                r.join("a/train/good/008.png")
+            },
+            |_| false,
+        ),
     ];
     for (name, break_it, expect) in cases {
         let d = tempdir().unwrap();
@@ -142,7 +213,11 @@ fn empty_masks_and_one_sided_test_splits_are_warnings() {
     let audit = Dataset::open(r, None).unwrap().audit();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
     assert_eq!(audit.warnings.len(), 2, "{:?}", audit.warnings);
-    assert!(audit.warnings.iter().any(|w| w.contains("000.png") && w.contains("marks no pixel")), "{:?}", audit.warnings);
+    assert!(
+        audit.warnings.iter().any(|w| w.contains("000.png") && w.contains("marks no pixel")),
+        "{:?}",
+        audit.warnings
+    );
     assert!(audit.warnings.iter().any(|w| w.contains("\"b\"") && w.contains("0 anomalous")), "{:?}", audit.warnings);
     // A valid set has neither.
     let d = tempdir().unwrap();

@@ -4,21 +4,14 @@ use std::path::Path;
 
 use burn::backend::Flex;
 use pnpt_data::synthetic::{SyntheticConfig, generate};
-use pnpt_data::{
-    BatchIter, DataError, Dataset, Preprocess, Sample, decode_rgb, image_size, load_images,
-    load_mask,
-};
+use pnpt_data::{BatchIter, DataError, Dataset, Preprocess, Sample, decode_rgb, image_size, load_images, load_mask};
 use tempfile::tempdir;
 
 use crate::{bytes, png, png_mask, png_rgb};
 
 fn names(err: &DataError, p: &Path) {
     let msg = err.to_string();
-    assert!(
-        msg.contains(&p.display().to_string()),
-        "message {msg:?} does not name {}",
-        p.display()
-    );
+    assert!(msg.contains(&p.display().to_string()), "message {msg:?} does not name {}", p.display());
 }
 
 /// A minimal valid category.
@@ -32,17 +25,11 @@ fn missing_root() {
     let d = tempdir().unwrap();
     let p = d.path().join("nope");
     let e = Dataset::open(&p, None).unwrap_err();
-    assert!(
-        matches!(&e, DataError::MissingRoot { path } if path == &p),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::MissingRoot { path } if path == &p), "{e:?}");
     names(&e, &p);
     // A file is not a root either.
     let f = bytes(&d.path().join("file"), b"x");
-    assert!(matches!(
-        Dataset::open(&f, None),
-        Err(DataError::MissingRoot { .. })
-    ));
+    assert!(matches!(Dataset::open(&f, None), Err(DataError::MissingRoot { .. })));
 }
 
 #[test]
@@ -61,19 +48,13 @@ fn missing_split_folders() {
     let r = d.path();
     png(&r.join("b/test/good/000.png")); // no train/
     let e = Dataset::open(r, None).unwrap_err();
-    assert!(
-        matches!(&e, DataError::MissingSplit { path, .. } if path == &r.join("b/train")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::MissingSplit { path, .. } if path == &r.join("b/train")), "{e:?}");
 
     // A requested folder that is not a category says which split is missing.
     category(r, "ok");
     fs::create_dir_all(r.join("plain")).unwrap();
     let e = Dataset::open(r, Some(&["plain".to_string()])).unwrap_err();
-    assert!(
-        matches!(&e, DataError::MissingSplit { path, .. } if path == &r.join("plain/train")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::MissingSplit { path, .. } if path == &r.join("plain/train")), "{e:?}");
 }
 
 #[test]
@@ -91,10 +72,7 @@ fn category_without_training_images() {
     names(&e, &r.join("a/train/good"));
     // train/ without good/ at all: same error.
     fs::remove_dir_all(r.join("a/train/good")).unwrap();
-    assert!(matches!(
-        Dataset::open(r, None),
-        Err(DataError::NoTrainImages { .. })
-    ));
+    assert!(matches!(Dataset::open(r, None), Err(DataError::NoTrainImages { .. })));
 }
 
 #[test]
@@ -115,10 +93,7 @@ fn anomalous_image_without_mask() {
     names(&e, &img);
     // An empty LOCO mask folder does not count as a mask either.
     fs::create_dir_all(r.join("a/ground_truth/crack/000")).unwrap();
-    assert!(matches!(
-        Dataset::open(r, None),
-        Err(DataError::MissingMask { .. })
-    ));
+    assert!(matches!(Dataset::open(r, None), Err(DataError::MissingMask { .. })));
 }
 
 #[test]
@@ -137,10 +112,7 @@ fn mask_of_different_size() {
     names(&e, &mask);
     let e = load_mask(&ds.categories[0].test[0], 16).unwrap_err();
     assert!(matches!(e, DataError::MaskSizeMismatch { .. }), "{e:?}");
-    assert!(
-        e.to_string().contains("8x4") && e.to_string().contains("4x4"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("8x4") && e.to_string().contains("4x4"), "{e}");
 }
 
 #[test]
@@ -148,10 +120,7 @@ fn zero_byte_file() {
     let d = tempdir().unwrap();
     let p = bytes(&d.path().join("empty.png"), b"");
     let e = decode_rgb(&p).unwrap_err();
-    assert!(
-        matches!(&e, DataError::EmptyFile { path } if path == &p),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::EmptyFile { path } if path == &p), "{e:?}");
     names(&e, &p);
     assert!(matches!(image_size(&p), Err(DataError::EmptyFile { .. })));
     // Through a dataset: check() finds it without decoding pixels.
@@ -159,32 +128,21 @@ fn zero_byte_file() {
     category(&r, "a");
     bytes(&r.join("a/train/good/001.png"), b"");
     let e = Dataset::open(&r, None).unwrap().check().unwrap_err();
-    assert!(
-        matches!(&e, DataError::EmptyFile { path } if path.ends_with("001.png")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::EmptyFile { path } if path.ends_with("001.png")), "{e:?}");
 }
 
 #[test]
 fn truncated_and_garbage_files() {
     let d = tempdir().unwrap();
-    let good = png_rgb(&d.path().join("good.png"), 32, 32, |x, y| {
-        [x as u8 * 7, y as u8 * 5, 3]
-    });
+    let good = png_rgb(&d.path().join("good.png"), 32, 32, |x, y| [x as u8 * 7, y as u8 * 5, 3]);
     let all = fs::read(&good).unwrap();
     for cut in [8usize, 40, all.len() / 2, all.len() - 13] {
         let p = bytes(&d.path().join(format!("cut{cut}.png")), &all[..cut]);
         let e = decode_rgb(&p).unwrap_err();
-        assert!(
-            matches!(&e, DataError::Corrupt { path, .. } if path == &p),
-            "cut {cut}: {e:?}"
-        );
+        assert!(matches!(&e, DataError::Corrupt { path, .. } if path == &p), "cut {cut}: {e:?}");
         names(&e, &p);
     }
-    let p = bytes(
-        &d.path().join("garbage.png"),
-        b"this is not a png at all, just text",
-    );
+    let p = bytes(&d.path().join("garbage.png"), b"this is not a png at all, just text");
     let e = decode_rgb(&p).unwrap_err();
     assert!(matches!(&e, DataError::Corrupt { .. }), "{e:?}");
     names(&e, &p);
@@ -194,15 +152,9 @@ fn truncated_and_garbage_files() {
 fn unsupported_formats() {
     let d = tempdir().unwrap();
     // A GIF header: recognised, but not a supported format.
-    let gif = bytes(
-        &d.path().join("x.gif"),
-        b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
-    );
+    let gif = bytes(&d.path().join("x.gif"), b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
     let e = decode_rgb(&gif).unwrap_err();
-    assert!(
-        matches!(&e, DataError::UnsupportedFormat { path, .. } if path == &gif),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::UnsupportedFormat { path, .. } if path == &gif), "{e:?}");
     names(&e, &gif);
     // Text under an unknown extension: no format at all.
     let txt = bytes(&d.path().join("x.txt"), b"hello world");
@@ -211,11 +163,7 @@ fn unsupported_formats() {
     names(&e, &txt);
     // A TIFF hidden under .png is detected from its bytes.
     let tif = bytes(&d.path().join("t.png"), b"II*\0\x08\0\0\0\0\0\0\0\0\0\0\0");
-    assert!(
-        matches!(decode_rgb(&tif), Err(DataError::UnsupportedFormat { .. })),
-        "{:?}",
-        decode_rgb(&tif)
-    );
+    assert!(matches!(decode_rgb(&tif), Err(DataError::UnsupportedFormat { .. })), "{:?}", decode_rgb(&tif));
 }
 
 #[test]
@@ -224,10 +172,7 @@ fn empty_dataset() {
     bytes(&d.path().join("license.txt"), b"x");
     fs::create_dir_all(d.path().join("not_a_category/images")).unwrap();
     let e = Dataset::open(d.path(), None).unwrap_err();
-    assert!(
-        matches!(&e, DataError::EmptyDataset { path } if path == d.path()),
-        "{e:?}"
-    );
+    assert!(matches!(&e, DataError::EmptyDataset { path } if path == d.path()), "{e:?}");
     names(&e, d.path());
     // Nothing to batch.
     let e = load_images::<Flex>(&[], &Preprocess::imagenet(8), &Default::default()).unwrap_err();
@@ -243,9 +188,7 @@ fn unknown_category() {
     for bad in ["screw", "", "../x", "."] {
         let e = Dataset::open(r, Some(&["bottle".to_string(), bad.to_string()])).unwrap_err();
         match &e {
-            DataError::UnknownCategory {
-                name, available, ..
-            } => {
+            DataError::UnknownCategory { name, available, .. } => {
                 assert_eq!(name, bad);
                 assert_eq!(available, "bottle, cable");
             }
@@ -258,30 +201,14 @@ fn unknown_category() {
 #[test]
 fn invalid_configurations() {
     let d = tempdir().unwrap();
-    let cfg = SyntheticConfig {
-        size: 8,
-        ..Default::default()
-    };
+    let cfg = SyntheticConfig { size: 8, ..Default::default() };
     let e = generate(d.path(), &cfg).unwrap_err();
     assert!(matches!(&e, DataError::InvalidConfig { .. }), "{e:?}");
     names(&e, d.path());
-    let cfg = SyntheticConfig {
-        categories: vec![],
-        ..Default::default()
-    };
-    assert!(matches!(
-        generate(d.path(), &cfg),
-        Err(DataError::InvalidConfig { .. })
-    ));
-    let s = Sample {
-        path: png(&d.path().join("a.png")),
-        category: "c".into(),
-        defect: "good".into(),
-        masks: vec![],
-    };
-    let e = BatchIter::<Flex>::new(&[s], &Preprocess::imagenet(8), 0, None, &Default::default())
-        .err()
-        .unwrap();
+    let cfg = SyntheticConfig { categories: vec![], ..Default::default() };
+    assert!(matches!(generate(d.path(), &cfg), Err(DataError::InvalidConfig { .. })));
+    let s = Sample { path: png(&d.path().join("a.png")), category: "c".into(), defect: "good".into(), masks: vec![] };
+    let e = BatchIter::<Flex>::new(&[s], &Preprocess::imagenet(8), 0, None, &Default::default()).err().unwrap();
     assert!(matches!(e, DataError::InvalidConfig { .. }), "{e:?}");
 }
 
@@ -291,22 +218,10 @@ fn first_failure_in_list_order_is_reported() {
     let ok = png(&d.path().join("ok.png"));
     let empty = bytes(&d.path().join("empty.png"), b"");
     let junk = bytes(&d.path().join("junk.png"), b"junk junk junk");
-    let s = |p: &Path| Sample {
-        path: p.to_path_buf(),
-        category: "c".into(),
-        defect: "good".into(),
-        masks: vec![],
-    };
-    let samples: Vec<Sample> = [&ok, &ok, &empty, &ok, &junk]
-        .iter()
-        .map(|p| s(p))
-        .collect();
+    let s = |p: &Path| Sample { path: p.to_path_buf(), category: "c".into(), defect: "good".into(), masks: vec![] };
+    let samples: Vec<Sample> = [&ok, &ok, &empty, &ok, &junk].iter().map(|p| s(p)).collect();
     for _ in 0..5 {
-        let e = load_images::<Flex>(&samples, &Preprocess::imagenet(8), &Default::default())
-            .unwrap_err();
-        assert!(
-            matches!(&e, DataError::EmptyFile { path } if path == &empty),
-            "{e:?}"
-        );
+        let e = load_images::<Flex>(&samples, &Preprocess::imagenet(8), &Default::default()).unwrap_err();
+        assert!(matches!(&e, DataError::EmptyFile { path } if path == &empty), "{e:?}");
     }
 }

@@ -10,22 +10,12 @@ use crate::{bytes, png, png_mask, rel};
 fn listing(root: &Path, samples: &[Sample]) -> Vec<(String, String, Vec<String>)> {
     samples
         .iter()
-        .map(|s| {
-            (
-                s.defect.clone(),
-                rel(root, &s.path),
-                s.masks.iter().map(|m| rel(root, m)).collect(),
-            )
-        })
+        .map(|s| (s.defect.clone(), rel(root, &s.path), s.masks.iter().map(|m| rel(root, m)).collect()))
         .collect()
 }
 
 fn row(defect: &str, img: &str, masks: &[&str]) -> (String, String, Vec<String>) {
-    (
-        defect.into(),
-        img.into(),
-        masks.iter().map(|m| m.to_string()).collect(),
-    )
+    (defect.into(), img.into(), masks.iter().map(|m| m.to_string()).collect())
 }
 
 fn mvtec_ad_tree(r: &Path) {
@@ -40,20 +30,8 @@ fn mvtec_ad_tree(r: &Path) {
     ] {
         png(&r.join(f));
     }
-    png_mask(
-        &r.join("cable/ground_truth/crack/000_mask.png"),
-        4,
-        4,
-        &[(1, 1)],
-        255,
-    );
-    png_mask(
-        &r.join("cable/ground_truth/crack/001_mask.png"),
-        4,
-        4,
-        &[],
-        255,
-    );
+    png_mask(&r.join("cable/ground_truth/crack/000_mask.png"), 4, 4, &[(1, 1)], 255);
+    png_mask(&r.join("cable/ground_truth/crack/001_mask.png"), 4, 4, &[], 255);
     // Stray files and folders that are not categories.
     bytes(&r.join("readme.txt"), b"hello");
     bytes(&r.join("cable/license.txt"), b"CC");
@@ -72,24 +50,13 @@ fn mvtec_ad_layout() {
     let cable = ds.category("cable").unwrap();
     assert_eq!(
         listing(r, &cable.train),
-        [
-            row("good", "cable/train/good/000.png", &[]),
-            row("good", "cable/train/good/001.png", &[])
-        ]
+        [row("good", "cable/train/good/000.png", &[]), row("good", "cable/train/good/001.png", &[])]
     );
     assert_eq!(
         listing(r, &cable.test),
         [
-            row(
-                "crack",
-                "cable/test/crack/000.png",
-                &["cable/ground_truth/crack/000_mask.png"]
-            ),
-            row(
-                "crack",
-                "cable/test/crack/001.png",
-                &["cable/ground_truth/crack/001_mask.png"]
-            ),
+            row("crack", "cable/test/crack/000.png", &["cable/ground_truth/crack/000_mask.png"]),
+            row("crack", "cable/test/crack/001.png", &["cable/ground_truth/crack/001_mask.png"]),
             row("good", "cable/test/good/000.png", &[]),
         ]
     );
@@ -135,39 +102,19 @@ fn mvtec_3d_ad_rgb_layout() {
     assert_eq!(c.name, "cookie");
     assert_eq!(
         listing(r, &c.train),
-        [
-            row("good", "cookie/train/good/rgb/000.png", &[]),
-            row("good", "cookie/train/good/rgb/001.png", &[])
-        ]
+        [row("good", "cookie/train/good/rgb/000.png", &[]), row("good", "cookie/train/good/rgb/001.png", &[])]
     );
-    assert_eq!(
-        listing(r, &c.validation),
-        [row("good", "cookie/validation/good/rgb/000.png", &[])]
-    );
+    assert_eq!(listing(r, &c.validation), [row("good", "cookie/validation/good/rgb/000.png", &[])]);
     assert_eq!(
         listing(r, &c.test),
         [
             row("good", "cookie/test/good/rgb/000.png", &[]),
-            row(
-                "hole",
-                "cookie/test/hole/rgb/000.png",
-                &["cookie/test/hole/gt/000.png"]
-            ),
-            row(
-                "hole",
-                "cookie/test/hole/rgb/001.png",
-                &["cookie/test/hole/gt/001.png"]
-            ),
+            row("hole", "cookie/test/hole/rgb/000.png", &["cookie/test/hole/gt/000.png"]),
+            row("hole", "cookie/test/hole/rgb/001.png", &["cookie/test/hole/gt/001.png"]),
         ]
     );
     ds.check().unwrap();
-    assert_eq!(
-        load_mask(&c.test[2], 4)
-            .unwrap()
-            .iter()
-            .position(|&v| v == 1),
-        Some(3)
-    );
+    assert_eq!(load_mask(&c.test[2], 4).unwrap().iter().position(|&v| v == 1), Some(3));
 }
 
 #[test]
@@ -184,40 +131,13 @@ fn mvtec_loco_layout_merges_masks() {
     ] {
         png(&r.join(f));
     }
-    png_mask(
-        &r.join("box/ground_truth/logical_anomalies/000/000.png"),
-        4,
-        4,
-        &[(0, 0)],
-        243,
-    );
-    png_mask(
-        &r.join("box/ground_truth/logical_anomalies/000/001.png"),
-        4,
-        4,
-        &[(3, 3)],
-        12,
-    );
-    png_mask(
-        &r.join("box/ground_truth/logical_anomalies/001/000.png"),
-        4,
-        4,
-        &[(2, 1)],
-        255,
-    );
-    png_mask(
-        &r.join("box/ground_truth/structural_anomalies/000/000.png"),
-        4,
-        4,
-        &[(1, 2)],
-        255,
-    );
+    png_mask(&r.join("box/ground_truth/logical_anomalies/000/000.png"), 4, 4, &[(0, 0)], 243);
+    png_mask(&r.join("box/ground_truth/logical_anomalies/000/001.png"), 4, 4, &[(3, 3)], 12);
+    png_mask(&r.join("box/ground_truth/logical_anomalies/001/000.png"), 4, 4, &[(2, 1)], 255);
+    png_mask(&r.join("box/ground_truth/structural_anomalies/000/000.png"), 4, 4, &[(1, 2)], 255);
     let ds = Dataset::open(r, None).unwrap();
     let c = &ds.categories[0];
-    assert_eq!(
-        listing(r, &c.validation),
-        [row("good", "box/validation/good/000.png", &[])]
-    );
+    assert_eq!(listing(r, &c.validation), [row("good", "box/validation/good/000.png", &[])]);
     assert_eq!(
         listing(r, &c.test),
         [
@@ -225,10 +145,7 @@ fn mvtec_loco_layout_merges_masks() {
             row(
                 "logical_anomalies",
                 "box/test/logical_anomalies/000.png",
-                &[
-                    "box/ground_truth/logical_anomalies/000/000.png",
-                    "box/ground_truth/logical_anomalies/000/001.png"
-                ]
+                &["box/ground_truth/logical_anomalies/000/000.png", "box/ground_truth/logical_anomalies/000/001.png"]
             ),
             row(
                 "logical_anomalies",
@@ -254,20 +171,10 @@ fn visa_style_masks_without_suffix() {
     let r = d.path();
     png(&r.join("pcb1/train/good/0000.png"));
     png(&r.join("pcb1/test/bad/0001.png"));
-    png_mask(
-        &r.join("pcb1/ground_truth/bad/0001.png"),
-        4,
-        4,
-        &[(2, 2)],
-        255,
-    );
+    png_mask(&r.join("pcb1/ground_truth/bad/0001.png"), 4, 4, &[(2, 2)], 255);
     let ds = Dataset::open(r, None).unwrap();
     assert_eq!(
         listing(r, &ds.categories[0].test),
-        [row(
-            "bad",
-            "pcb1/test/bad/0001.png",
-            &["pcb1/ground_truth/bad/0001.png"]
-        )]
+        [row("bad", "pcb1/test/bad/0001.png", &["pcb1/ground_truth/bad/0001.png"])]
     );
 }

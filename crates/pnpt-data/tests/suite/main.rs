@@ -14,20 +14,14 @@ use pnpt_data::image::{GrayImage, Luma, Rgb, RgbImage};
 /// Writes an RGB PNG whose pixel (x, y) is `f(x, y)`, creating parent folders.
 pub fn png_rgb(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> PathBuf {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    RgbImage::from_fn(w, h, |x, y| Rgb(f(x, y)))
-        .save(path)
-        .unwrap();
+    RgbImage::from_fn(w, h, |x, y| Rgb(f(x, y))).save(path).unwrap();
     path.to_path_buf()
 }
 
 /// Writes an 8-bit grey PNG mask with the listed pixels set to `v`, others 0.
 pub fn png_mask(path: &Path, w: u32, h: u32, on: &[(u32, u32)], v: u8) -> PathBuf {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    GrayImage::from_fn(w, h, |x, y| {
-        Luma([if on.contains(&(x, y)) { v } else { 0 }])
-    })
-    .save(path)
-    .unwrap();
+    GrayImage::from_fn(w, h, |x, y| Luma([if on.contains(&(x, y)) { v } else { 0 }])).save(path).unwrap();
     path.to_path_buf()
 }
 
@@ -45,8 +39,5 @@ pub fn bytes(path: &Path, b: &[u8]) -> PathBuf {
 
 /// Path relative to a root, with `/` separators, for readable expectations.
 pub fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root)
-        .unwrap()
-        .to_string_lossy()
-        .replace('\\', "/")
+    p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/")
 }

@@ -5,8 +5,7 @@ use burn::backend::Flex;
 use pnpt_data::image::codecs::jpeg::JpegEncoder;
 use pnpt_data::image::{DynamicImage, Rgb, RgbImage, RgbaImage};
 use pnpt_data::{
-    BatchIter, Preprocess, Sample, decode_rgb, load_image, load_images, load_mask, load_masks,
-    resize_nearest, to_chw,
+    BatchIter, Preprocess, Sample, decode_rgb, load_image, load_images, load_mask, load_masks, resize_nearest, to_chw,
 };
 use tempfile::tempdir;
 
@@ -19,12 +18,7 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 }
 
 fn sample(path: std::path::PathBuf) -> Sample {
-    Sample {
-        path,
-        category: "c".into(),
-        defect: "good".into(),
-        masks: vec![],
-    }
+    Sample { path, category: "c".into(), defect: "good".into(), masks: vec![] }
 }
 
 /// The 2×2 image of the hand-worked normalisation example.
@@ -39,47 +33,30 @@ fn to_chw_normalises_by_hand() {
     let got = to_chw(&DynamicImage::ImageRgb8(two_by_two()), &pre);
     // (v/255 - 0.5) / std, worked out per pixel in row-major order, plane by plane.
     let g11 = (128.0 / 255.0 - 0.5) / 0.25;
-    let want = [
-        -1.0, 1.0, 1.0, -1.0, -2.0, 2.0, -2.0, g11, -0.5, 0.5, -0.3, 0.5,
-    ];
+    let want = [-1.0, 1.0, 1.0, -1.0, -2.0, 2.0, -2.0, g11, -0.5, 0.5, -0.3, 0.5];
     assert!(close(&got, &want), "{got:?}");
 }
 
 #[test]
 fn imagenet_constants() {
     let p = Preprocess::imagenet(256);
-    assert_eq!(
-        (p.size, p.mean, p.std),
-        (256, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    );
+    assert_eq!((p.size, p.mean, p.std), (256, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]));
     assert_eq!(p.len(), 3 * 256 * 256);
     // White in the red channel: (1 - 0.485) / 0.229.
     let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([255, 0, 0])));
     let v = to_chw(&img, &Preprocess::imagenet(1));
-    assert!(close(
-        &v,
-        &[(1.0 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225]
-    ));
+    assert!(close(&v, &[(1.0 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225]));
 }
 
 #[test]
 fn bilinear_upsample_matches_hand_values() {
     // Columns 0 and 200 → width 4: align_corners=False bilinear gives 0, 50, 150, 200.
     let img = RgbImage::from_fn(2, 2, |x, _| Rgb([if x == 0 { 0 } else { 200 }; 3]));
-    let v = to_chw(
-        &DynamicImage::ImageRgb8(img),
-        &Preprocess::new(4, [0.0; 3], [1.0; 3]),
-    );
-    let row: Vec<f32> = [0.0, 50.0, 150.0, 200.0]
-        .iter()
-        .map(|x| x / 255.0)
-        .collect();
+    let v = to_chw(&DynamicImage::ImageRgb8(img), &Preprocess::new(4, [0.0; 3], [1.0; 3]));
+    let row: Vec<f32> = [0.0, 50.0, 150.0, 200.0].iter().map(|x| x / 255.0).collect();
     for c in 0..3 {
         for y in 0..4 {
-            assert!(
-                close(&v[c * 16 + y * 4..c * 16 + y * 4 + 4], &row),
-                "c{c} y{y}: {v:?}"
-            );
+            assert!(close(&v[c * 16 + y * 4..c * 16 + y * 4 + 4], &row), "c{c} y{y}: {v:?}");
         }
     }
 }
@@ -89,14 +66,8 @@ fn triangle_downsample_is_antialiased() {
     // Row [0, 0, 255, 255] halved: the triangle spans two source pixels each side, so each output
     // mixes in its neighbour: (0.25*255)/1.75 = 36.4 → 36 and (1.5*255)/1.75 = 218.6 → 219.
     let img = RgbImage::from_fn(4, 4, |x, _| Rgb([if x < 2 { 0 } else { 255 }; 3]));
-    let v = to_chw(
-        &DynamicImage::ImageRgb8(img),
-        &Preprocess::new(2, [0.0; 3], [1.0; 3]),
-    );
-    let want: Vec<f32> = [36.0, 219.0, 36.0, 219.0]
-        .iter()
-        .map(|x| x / 255.0)
-        .collect();
+    let v = to_chw(&DynamicImage::ImageRgb8(img), &Preprocess::new(2, [0.0; 3], [1.0; 3]));
+    let want: Vec<f32> = [36.0, 219.0, 36.0, 219.0].iter().map(|x| x / 255.0).collect();
     assert!(close(&v[..4], &want), "{v:?}");
 }
 
@@ -105,15 +76,9 @@ fn nearest_resize_keeps_blocks() {
     let mut m = vec![0u8; 16];
     m[4 + 1] = 1; // (1, 1) of a 4×4
     assert_eq!(resize_nearest(&m, 4, 4, 2), [1, 0, 0, 0]);
-    assert_eq!(
-        resize_nearest(&[1, 0, 0, 1], 2, 2, 4),
-        [1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
-    );
+    assert_eq!(resize_nearest(&[1, 0, 0, 1], 2, 2, 4), [1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1]);
     // 3 → 2: sources floor(0.5*1.5)=0 and floor(1.5*1.5)=2.
-    assert_eq!(
-        resize_nearest(&[1, 0, 0, 0, 0, 0, 0, 0, 1], 3, 3, 2),
-        [1, 0, 0, 1]
-    );
+    assert_eq!(resize_nearest(&[1, 0, 0, 0, 0, 0, 0, 0, 1], 3, 3, 2), [1, 0, 0, 1]);
 }
 
 #[test]
@@ -122,15 +87,11 @@ fn decodes_gray_rgba_rgb16_palette_bmp_jpeg() {
     let p = d.path();
 
     let gray = p.join("gray.png");
-    pnpt_data::image::GrayImage::from_pixel(2, 1, pnpt_data::image::Luma([77]))
-        .save(&gray)
-        .unwrap();
+    pnpt_data::image::GrayImage::from_pixel(2, 1, pnpt_data::image::Luma([77])).save(&gray).unwrap();
     assert_eq!(decode_rgb(&gray).unwrap().as_raw(), &[77u8; 6]);
 
     let rgba = p.join("rgba.png");
-    RgbaImage::from_pixel(1, 1, pnpt_data::image::Rgba([10, 20, 30, 0]))
-        .save(&rgba)
-        .unwrap();
+    RgbaImage::from_pixel(1, 1, pnpt_data::image::Rgba([10, 20, 30, 0])).save(&rgba).unwrap();
     assert_eq!(decode_rgb(&rgba).unwrap().as_raw(), &[10, 20, 30]);
 
     // 16-bit RGB written with the png crate (big-endian samples): 0, 65535, 128*257.
@@ -142,8 +103,7 @@ fn decodes_gray_rgba_rgb16_palette_bmp_jpeg() {
         e.set_depth(png::BitDepth::Sixteen);
         let mut w = e.write_header().unwrap();
         let v: [u16; 3] = [0, 65535, 128 * 257];
-        w.write_image_data(&v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<_>>())
-            .unwrap();
+        w.write_image_data(&v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<_>>()).unwrap();
     }
     assert_eq!(decode_rgb(&rgb16).unwrap().as_raw(), &[0, 255, 128]);
 
@@ -155,20 +115,12 @@ fn decodes_gray_rgba_rgb16_palette_bmp_jpeg() {
         e.set_color(png::ColorType::Indexed);
         e.set_depth(png::BitDepth::Eight);
         e.set_palette(vec![255, 0, 0, 0, 0, 255]);
-        e.write_header()
-            .unwrap()
-            .write_image_data(&[0, 1, 1, 0])
-            .unwrap();
+        e.write_header().unwrap().write_image_data(&[0, 1, 1, 0]).unwrap();
     }
-    assert_eq!(
-        decode_rgb(&pal).unwrap().as_raw(),
-        &[255, 0, 0, 0, 0, 255, 0, 0, 255, 255, 0, 0]
-    );
+    assert_eq!(decode_rgb(&pal).unwrap().as_raw(), &[255, 0, 0, 0, 0, 255, 0, 0, 255, 255, 0, 0]);
 
     let bmp = p.join("x.bmp");
-    RgbImage::from_pixel(3, 2, Rgb([1, 2, 3]))
-        .save(&bmp)
-        .unwrap();
+    RgbImage::from_pixel(3, 2, Rgb([1, 2, 3])).save(&bmp).unwrap();
     assert_eq!(decode_rgb(&bmp).unwrap().as_raw(), &[1u8, 2, 3].repeat(6));
 
     // JPEG is lossy: a flat colour comes back within a few levels.
@@ -176,9 +128,7 @@ fn decodes_gray_rgba_rgb16_palette_bmp_jpeg() {
     {
         let f = fs::File::create(&jpg).unwrap();
         let img = RgbImage::from_pixel(16, 16, Rgb([200, 100, 50]));
-        JpegEncoder::new_with_quality(f, 95)
-            .encode_image(&img)
-            .unwrap();
+        JpegEncoder::new_with_quality(f, 95).encode_image(&img).unwrap();
     }
     let got = decode_rgb(&jpg).unwrap();
     assert_eq!(got.dimensions(), (16, 16));
@@ -210,12 +160,7 @@ fn masks_merge_binarise_and_resize() {
     // Two LOCO-style masks with non-255 labels: both count, merged by OR.
     let m1 = png_mask(&d.path().join("m1.png"), 4, 4, &[(0, 0)], 255);
     let m2 = png_mask(&d.path().join("m2.png"), 4, 4, &[(3, 3)], 1);
-    let s = Sample {
-        path: img.clone(),
-        category: "c".into(),
-        defect: "x".into(),
-        masks: vec![m1, m2],
-    };
+    let s = Sample { path: img.clone(), category: "c".into(), defect: "x".into(), masks: vec![m1, m2] };
     let mut want = vec![0u8; 16];
     want[0] = 1;
     want[15] = 1;
@@ -223,10 +168,7 @@ fn masks_merge_binarise_and_resize() {
     // Upsampled ×2: each set pixel becomes a 2×2 block.
     let up = load_mask(&s, 8).unwrap();
     assert_eq!(up.iter().map(|&v| v as usize).sum::<usize>(), 8);
-    assert_eq!(
-        (up[0], up[1], up[8], up[9], up[63], up[54]),
-        (1, 1, 1, 1, 1, 1)
-    );
+    assert_eq!((up[0], up[1], up[8], up[9], up[63], up[54]), (1, 1, 1, 1, 1, 1));
     // A 16-bit mask with value 1 (would vanish if scaled to 8 bits first) is anomalous.
     let m16 = d.path().join("m16.png");
     {
@@ -238,10 +180,7 @@ fn masks_merge_binarise_and_resize() {
         px[2 * 5 + 1] = 1; // pixel (1, 1) = 0x0001
         e.write_header().unwrap().write_image_data(&px).unwrap();
     }
-    let s16 = Sample {
-        masks: vec![m16],
-        ..s.clone()
-    };
+    let s16 = Sample { masks: vec![m16], ..s.clone() };
     let got = load_mask(&s16, 4).unwrap();
     assert_eq!(got.iter().position(|&v| v == 1), Some(5));
     assert_eq!(got.iter().filter(|&&v| v == 1).count(), 1);
@@ -265,25 +204,15 @@ fn load_images_builds_nchw_tensor() {
     assert_eq!(t.dims(), [2, 3, 2, 2]);
     let v = t.into_data().to_vec::<f32>().unwrap();
     let g11 = (128.0 / 255.0 - 0.5) / 0.25;
-    let first = [
-        -1.0, 1.0, 1.0, -1.0, -2.0, 2.0, -2.0, g11, -0.5, 0.5, -0.3, 0.5,
-    ];
-    let second = [
-        1.0, 1.0, 1.0, 1.0, -2.0, -2.0, -2.0, -2.0, 0.5, 0.5, 0.5, 0.5,
-    ];
+    let first = [-1.0, 1.0, 1.0, -1.0, -2.0, 2.0, -2.0, g11, -0.5, 0.5, -0.3, 0.5];
+    let second = [1.0, 1.0, 1.0, 1.0, -2.0, -2.0, -2.0, -2.0, 0.5, 0.5, 0.5, 0.5];
     assert!(close(&v[..12], &first), "{v:?}");
     assert!(close(&v[12..], &second), "{v:?}");
 }
 
 /// Seven 2×2 images whose red value encodes their index, to trace batches.
 fn indexed_samples(dir: &std::path::Path) -> Vec<Sample> {
-    (0..7u8)
-        .map(|i| {
-            sample(png_rgb(&dir.join(format!("{i}.png")), 2, 2, move |_, _| {
-                [i * 10, 0, 0]
-            }))
-        })
-        .collect()
+    (0..7u8).map(|i| sample(png_rgb(&dir.join(format!("{i}.png")), 2, 2, move |_, _| [i * 10, 0, 0]))).collect()
 }
 
 #[test]
@@ -308,10 +237,7 @@ fn batch_iter_ordered_and_shuffled() {
     assert_eq!(seen, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
 
     let order = |seed| -> Vec<usize> {
-        BatchIter::<B>::new(&samples, &pre, 2, Some(seed), &dev)
-            .unwrap()
-            .flat_map(|b| b.unwrap().1)
-            .collect()
+        BatchIter::<B>::new(&samples, &pre, 2, Some(seed), &dev).unwrap().flat_map(|b| b.unwrap().1).collect()
     };
     let (a, b, c) = (order(11), order(11), order(12));
     assert_eq!(a, b, "same seed, same order");
@@ -319,11 +245,7 @@ fn batch_iter_ordered_and_shuffled() {
     assert_ne!(a, (0..7).collect::<Vec<_>>(), "shuffled");
     let mut sorted = a.clone();
     sorted.sort();
-    assert_eq!(
-        sorted,
-        (0..7).collect::<Vec<_>>(),
-        "each sample exactly once"
-    );
+    assert_eq!(sorted, (0..7).collect::<Vec<_>>(), "each sample exactly once");
     assert_eq!(BatchIter::<B>::order(7, Some(11)), a);
 }
 
@@ -340,14 +262,7 @@ fn batch_iter_stops_after_error() {
     assert!(err.to_string().contains("4.png"), "{err}");
     assert!(it.next().is_none());
     // Dropping a half-consumed iterator must not hang or panic.
-    let mut it = BatchIter::<B>::new(
-        &indexed_samples(d.path()),
-        &pre,
-        1,
-        None,
-        &Default::default(),
-    )
-    .unwrap();
+    let mut it = BatchIter::<B>::new(&indexed_samples(d.path()), &pre, 1, None, &Default::default()).unwrap();
     it.next();
     drop(it);
 }

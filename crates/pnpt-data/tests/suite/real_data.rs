@@ -20,26 +20,14 @@ fn ad13_reads_completely() {
     assert_eq!(ds.categories.len(), 13);
     let bottle = ds.category("bottle").unwrap();
     assert_eq!((bottle.train.len(), bottle.test.len()), (209, 83));
-    assert_eq!(
-        bottle.defects(),
-        ["broken_large", "broken_small", "contamination", "good"]
-    );
+    assert_eq!(bottle.defects(), ["broken_large", "broken_small", "contamination", "good"]);
     assert_eq!(bottle.test.iter().filter(|s| !s.is_anomalous()).count(), 20);
-    for c in ds
-        .categories
-        .iter()
-        .filter(|c| c.name.starts_with("paper_"))
-    {
+    for c in ds.categories.iter().filter(|c| c.name.starts_with("paper_")) {
         assert_eq!((c.train.len(), c.test.len()), (32, 64), "{}", c.name);
     }
     for c in &ds.categories {
         for s in &c.test {
-            assert_eq!(
-                s.is_anomalous(),
-                !s.masks.is_empty(),
-                "{}",
-                s.path.display()
-            );
+            assert_eq!(s.is_anomalous(), !s.masks.is_empty(), "{}", s.path.display());
         }
     }
     // Every mask has its image's size.
