@@ -7,6 +7,46 @@ use burn::tensor::{Tensor, activation::relu, backend::Backend};
 
 use crate::config::ModelConfig;
 
+/// What every SACE and CSCD block is built from: the leaf blocks' share of [`ModelConfig`]
+/// (Burn's per-block config pattern), so a block never sees the whole model's configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockConfig {
+    /// Hidden size `C`.
+    pub hidden: usize,
+    /// Attention heads; must divide `hidden`.
+    pub heads: usize,
+    /// FFN expansion ratio.
+    pub ffn_ratio: usize,
+    /// Residual and FFN dropout.
+    pub dropout: f64,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl From<&ModelConfig> for BlockConfig {
+    fn from(m: &ModelConfig) -> Self {
+        Self {
+            hidden: m.hidden,
+            heads: m.heads,
+            ffn_ratio: m.ffn_ratio,
+            dropout: m.dropout,
+            layer_norm_eps: m.layer_norm_eps,
+        }
+    }
+}
+
+impl BlockConfig {
+    /// The attention sublayer.
+    pub fn attention<B: Backend>(&self, device: &B::Device) -> AttentionSublayer<B> {
+        AttentionSublayer::new(self, device)
+    }
+
+    /// The feed-forward sublayer.
+    pub fn feed_forward<B: Backend>(&self, device: &B::Device) -> FeedForwardSublayer<B> {
+        FeedForwardSublayer::new(self, device)
+    }
+}
+
 /// `LN(q + Dropout(MHA(q, kv, kv)))` — self-attention when `kv = q`, cross-attention otherwise.
 #[derive(Module, Debug)]
 pub struct AttentionSublayer<B: Backend> {
@@ -20,7 +60,7 @@ pub struct AttentionSublayer<B: Backend> {
 
 impl<B: Backend> AttentionSublayer<B> {
     /// Builds the sublayer for hidden size `cfg.hidden`.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
+    pub fn new(cfg: &BlockConfig, device: &B::Device) -> Self {
         let attention = MultiHeadAttentionConfig::new(cfg.hidden, cfg.heads)
             // Burn applies MHA's own dropout to the scores *before* softmax, unlike PyTorch;
             // keep it off and drop the residual branch instead.
@@ -63,7 +103,7 @@ pub struct FeedForwardSublayer<B: Backend> {
 
 impl<B: Backend> FeedForwardSublayer<B> {
     /// Builds the sublayer for hidden size `cfg.hidden`.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
+    pub fn new(cfg: &BlockConfig, device: &B::Device) -> Self {
         let inner = cfg.hidden * cfg.ffn_ratio;
         Self {
             fc1: LinearConfig::new(cfg.hidden, inner).init(device),

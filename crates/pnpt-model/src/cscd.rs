@@ -9,8 +9,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::block::{AttentionSublayer, FeedForwardSublayer};
-use crate::config::ModelConfig;
+use crate::block::{AttentionSublayer, BlockConfig, FeedForwardSublayer};
 
 /// One CSCD block.
 #[derive(Module, Debug)]
@@ -23,8 +22,8 @@ pub struct Cscd<B: Backend> {
 
 impl<B: Backend> Cscd<B> {
     /// Builds the block.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        Self { attention: AttentionSublayer::new(cfg, device), ffn: FeedForwardSublayer::new(cfg, device) }
+    pub fn new(cfg: &BlockConfig, device: &B::Device) -> Self {
+        Self { attention: cfg.attention(device), ffn: cfg.feed_forward(device) }
     }
 
     /// `patches: R_X(l) [B, L, C]`, `semantic: E_S(l) [B, N, C]` → `E_X(l) [B, L, C]`.

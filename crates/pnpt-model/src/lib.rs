@@ -35,11 +35,11 @@ pub mod sace;
 pub mod train;
 
 pub use config::{
-    ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, ScoringRule, TrainConfig,
+    ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, ScoringRule, TrainConfig, Variant,
 };
 pub use detector::{Components, Detector, DetectorHook, Prediction, Thresholds, fit, fit_with};
 pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
-pub use pnpt::{InferencePlan, Pnpt, Reconstruction};
+pub use pnpt::{InferencePlan, Pnpt, Reconstruction, Streams};
 pub use pnpt_memory::{MemoryConfig, PatchMemory};
 pub use train::{TrainOptions, train_model};

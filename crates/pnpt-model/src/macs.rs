@@ -58,8 +58,8 @@ pub fn forward_macs(config: &ModelConfig, spec: &FeatureSpec) -> ForwardMacs {
     let m = config.layers as u64;
     let grid = spec.grid_tokens() as u64;
     let l = sequence_length(spec, config.concat) as u64;
-    let n = if config.use_semantic_tokens { config.semantic_tokens as u64 } else { 0 };
-    let streams = if config.use_prior { 2 } else { 1 };
+    let n = if config.variant.has_semantic_tokens() { config.semantic_tokens as u64 } else { 0 };
+    let streams = if config.variant.has_prior() { 2 } else { 1 };
     let patch_sum: u64 = spec.patch_dims().iter().map(|&d| d as u64).sum();
     // Every scale has `grid` patches whatever the concat mode; only the merge differs.
     let merge = match config.concat {
@@ -67,8 +67,8 @@ pub fn forward_macs(config: &ModelConfig, spec: &FeatureSpec) -> ForwardMacs {
         ConcatMode::Tokens => 0,
     };
     let per_stream_layer_sace = attention(l + n, l + n, c) + ffn(l + n, c, r);
-    let per_stream_layer_cscd = if n > 0 && config.use_cscd { attention(l, n, c) + ffn(l, c, r) } else { 0 };
-    let fusion_layer = if n > 0 && config.use_prior { 2 * attention(n, n, c) + ffn(n, c, r) } else { 0 };
+    let per_stream_layer_cscd = if config.variant.has_cscd() { attention(l, n, c) + ffn(l, c, r) } else { 0 };
+    let fusion_layer = if config.variant.has_fusion() { 2 * attention(n, n, c) + ffn(n, c, r) } else { 0 };
     ForwardMacs {
         hpe: streams * (grid * patch_sum * c + merge),
         sace: streams * m * per_stream_layer_sace,
@@ -85,7 +85,7 @@ pub fn planned_forward_macs(config: &ModelConfig, spec: &FeatureSpec) -> Forward
     let c = config.hidden as u64;
     let grid = spec.grid_tokens() as u64;
     let patch_sum: u64 = spec.patch_dims().iter().map(|&d| d as u64).sum();
-    let streams = if config.use_prior { 2 } else { 1 };
+    let streams = if config.variant.has_prior() { 2 } else { 1 };
     ForwardMacs { hpe: grid * patch_sum * c, hpe_inverse: streams * grid * c * patch_sum, ..forward_macs(config, spec) }
 }
 
@@ -93,6 +93,7 @@ pub fn planned_forward_macs(config: &ModelConfig, spec: &FeatureSpec) -> Forward
 mod tests {
     use super::*;
     use crate::PnptConfig;
+    use crate::config::Variant;
 
     fn tiny() -> (ModelConfig, FeatureSpec) {
         let mut cfg = PnptConfig::cpu().model;
@@ -133,14 +134,13 @@ mod tests {
     #[test]
     fn ablations_remove_their_modules() {
         let (mut cfg, spec) = tiny();
-        cfg.use_prior = false;
+        cfg.variant = Variant::SingleStream;
         let single = forward_macs(&cfg, &spec);
         assert_eq!(single.fusion, 0);
         assert_eq!(single.sace, 1680);
-        cfg.use_prior = true;
-        cfg.use_cscd = false;
+        cfg.variant = Variant::NoCscd;
         assert_eq!(forward_macs(&cfg, &spec).cscd, 0);
-        cfg.use_semantic_tokens = false;
+        cfg.variant = Variant::NoSemanticTokens;
         let none = forward_macs(&cfg, &spec);
         // SACE over the single patch token: 4·64 + 2·1·1·8 = 272, FFN 256, two streams.
         assert_eq!((none.fusion, none.sace), (0, 2 * 528));

@@ -16,6 +16,7 @@ use burn::module::{Initializer, Module, Param};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::Rng;
 
+use crate::block::BlockConfig;
 use crate::config::ModelConfig;
 use crate::cscd::Cscd;
 use crate::hpe::{FeatureSpec, FoldedHpe, FoldedHpeInverse, Hpe, HpeInverse, sequence_length};
@@ -37,16 +38,93 @@ pub struct PnptLayer<B: Backend> {
     pub cscd_prior: Option<Cscd<B>>,
 }
 
-/// The reconstructions `F*_prior` and `F*_self`, each `[B, C_i, H_i, W_i]` ×3.
+/// Something per stream of Algorithm 1: the self (sample) stream, and the prior stream unless
+/// the model is the single-stream variant.
 #[derive(Debug, Clone)]
-pub struct Reconstruction<B: Backend> {
-    /// `F*_prior`; `None` in the single-stream ablation.
-    pub prior: Option<[Tensor<B, 4>; 3]>,
-    /// `F*_self`.
-    pub sample: [Tensor<B, 4>; 3],
+pub struct Streams<T> {
+    /// The self stream's.
+    pub sample: T,
+    /// The prior stream's; `None` in the single-stream variant.
+    pub prior: Option<T>,
 }
 
-impl<B: Backend> Reconstruction<B> {
+impl<T> Streams<T> {
+    /// Applies `f` to each stream.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Streams<U> {
+        Streams { sample: f(self.sample), prior: self.prior.map(f) }
+    }
+}
+
+impl<T, U> Streams<(T, U)> {
+    /// Splits per-stream pairs into a pair of streams.
+    pub fn unzip(self) -> (Streams<T>, Streams<U>) {
+        let (s0, s1) = self.sample;
+        let (p0, p1) = self.prior.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        (Streams { sample: s0, prior: p0 }, Streams { sample: s1, prior: p1 })
+    }
+}
+
+/// A block's input or output that can carry both streams as one batch: `join` stacks two
+/// along the batch axis, `split` undoes it at `b`.
+trait Batched: Sized {
+    fn join(a: Self, b: Self) -> Self;
+    fn split(self, b: usize) -> (Self, Self);
+}
+
+impl<B: Backend> Batched for Tensor<B, 3> {
+    fn join(a: Self, b: Self) -> Self {
+        Tensor::cat(vec![a, b], 0)
+    }
+    fn split(self, b: usize) -> (Self, Self) {
+        (self.clone().narrow(0, 0, b), self.narrow(0, b, b))
+    }
+}
+
+impl<T: Batched> Batched for Option<T> {
+    fn join(a: Self, b: Self) -> Self {
+        a.zip(b).map(|(a, b)| T::join(a, b))
+    }
+    fn split(self, b: usize) -> (Self, Self) {
+        self.map(|t| t.split(b)).unzip()
+    }
+}
+
+impl<T: Batched, U: Batched> Batched for (T, U) {
+    fn join(a: Self, b: Self) -> Self {
+        (T::join(a.0, b.0), U::join(a.1, b.1))
+    }
+    fn split(self, b: usize) -> (Self, Self) {
+        let ((t0, t1), (u0, u1)) = (self.0.split(b), self.1.split(b));
+        ((t0, u0), (t1, u1))
+    }
+}
+
+/// Runs `block` on both streams with the same semantics `sem`. Shared weights (`own_prior`
+/// absent): one call on a batch of `2B`, the same arithmetic as two calls but fewer, larger
+/// kernels. Separate weights: the prior stream goes through `own_prior`.
+fn per_stream<B: Backend, M, S: Batched + Clone, O: Batched>(
+    b: usize,
+    x: Streams<Tensor<B, 3>>,
+    sem: S,
+    block: &M,
+    own_prior: Option<&M>,
+    f: impl Fn(&M, Tensor<B, 3>, S) -> O,
+) -> Streams<O> {
+    match (x.prior, own_prior) {
+        (Some(prior), None) => {
+            let (sample, prior) = f(block, Batched::join(x.sample, prior), S::join(sem.clone(), sem)).split(b);
+            Streams { sample, prior: Some(prior) }
+        }
+        (prior, own) => {
+            Streams { sample: f(block, x.sample, sem.clone()), prior: prior.map(|p| f(own.unwrap_or(block), p, sem)) }
+        }
+    }
+}
+
+/// The reconstructions `F*_prior` and `F*_self`, each `[B, C_i, H_i, W_i]` ×3.
+pub type Reconstruction<B> = Streams<[Tensor<B, 4>; 3]>;
+
+impl<B: Backend> Streams<[Tensor<B, 4>; 3]> {
     /// Eq. 8: `F*_fuse = w F*_prior + (1 - w) F*_self` (just `F*_self` without a prior stream).
     pub fn fused(&self, w: f64) -> [Tensor<B, 4>; 3] {
         match &self.prior {
@@ -60,10 +138,8 @@ impl<B: Backend> Reconstruction<B> {
 /// reproducible from the run's own RNG state (and resumable) whatever the backend.
 #[derive(Debug, Clone)]
 pub struct Jitter<B: Backend> {
-    /// Noise for the self stream, `[B, L, C]`.
-    pub sample: Tensor<B, 3>,
-    /// Noise for the prior stream, `[B, L, C]`.
-    pub prior: Option<Tensor<B, 3>>,
+    /// Noise per stream, `[B, L, C]` each.
+    pub noise: Streams<Tensor<B, 3>>,
     /// `scale` in `noise * ||token|| / C * scale`.
     pub scale: f64,
 }
@@ -113,21 +189,24 @@ impl<B: Backend> Pnpt<B> {
                 config.hidden, config.heads, config.layers
             )));
         }
-        if config.use_semantic_tokens && config.semantic_tokens == 0 {
-            return Err(Error::Config("semantic_tokens must be >= 1 when use_semantic_tokens".into()));
+        let variant = config.variant;
+        if variant.has_semantic_tokens() && config.semantic_tokens == 0 {
+            return Err(Error::Config("semantic_tokens must be >= 1 unless the variant is no_semantic_tokens".into()));
         }
-        let semantic_on = config.use_semantic_tokens;
-        let two_sets = config.use_prior && !config.shared_streams;
+        let block = BlockConfig::from(config);
+        // Separate SACE/CSCD weights for the prior stream only when it exists and is not shared.
+        let own_prior = variant.has_prior() && !config.shared_streams;
         let layers = (0..config.layers)
             .map(|_| PnptLayer {
-                sace: SaceAggregation::new(config, device),
-                sace_prior: two_sets.then(|| SaceAggregation::new(config, device)),
-                fusion: (config.use_prior && semantic_on).then(|| SaceFusion::new(config, device)),
-                cscd: (semantic_on && config.use_cscd).then(|| Cscd::new(config, device)),
-                cscd_prior: (two_sets && semantic_on && config.use_cscd).then(|| Cscd::new(config, device)),
+                sace: SaceAggregation::new(&block, device),
+                sace_prior: own_prior.then(|| SaceAggregation::new(&block, device)),
+                fusion: variant.has_fusion().then(|| SaceFusion::new(&block, device)),
+                cscd: variant.has_cscd().then(|| Cscd::new(&block, device)),
+                cscd_prior: (own_prior && variant.has_cscd()).then(|| Cscd::new(&block, device)),
             })
             .collect();
-        let semantic = semantic_on
+        let semantic = variant
+            .has_semantic_tokens()
             .then(|| Initializer::Normal { mean: 0.0, std: 1.0 }.init([config.semantic_tokens, config.hidden], device));
         let model = Self {
             hpe: Hpe::new(spec, config.hidden, config.concat, device),
@@ -176,8 +255,8 @@ impl<B: Backend> Pnpt<B> {
             let shape = [input[0].dims()[0], self.sequence_length(), self.config.hidden];
             let device = input[0].device();
             let sample = standard_normal::<B, R>(shape, rng, &device);
-            let prior = self.config.use_prior.then(|| standard_normal::<B, R>(shape, rng, &device));
-            Jitter { sample, prior, scale }
+            let prior = self.config.variant.has_prior().then(|| standard_normal::<B, R>(shape, rng, &device));
+            Jitter { noise: Streams { sample, prior }, scale }
         });
         self.forward_jittered(input, prior, jitter)
     }
@@ -190,7 +269,7 @@ impl<B: Backend> Pnpt<B> {
         jitter: Option<Jitter<B>>,
     ) -> Result<Reconstruction<B>> {
         let b = self.spec.check("input features", input)?;
-        let prior = if self.config.use_prior {
+        let prior = if self.config.variant.has_prior() {
             let p = prior.ok_or_else(|| {
                 Error::Invalid("this model has a prior stream: pass the retrieved prior features".into())
             })?;
@@ -201,75 +280,39 @@ impl<B: Backend> Pnpt<B> {
         } else {
             None
         };
-        let (noise_s, noise_p, scale) = match jitter {
-            Some(j) => (Some(j.sample), j.prior, j.scale),
-            None => (None, None, 0.0),
+        let (noise, scale) = match jitter {
+            Some(j) => (j.noise.map(Some), j.scale),
+            None => (Streams { sample: None, prior: None }, 0.0),
         };
-        let x_self = self.hpe.forward(input, noise_s.map(|n| (n, scale)));
-        let x_prior = prior.map(|p| self.hpe.forward(p, noise_p.map(|n| (n, scale))));
-        let (x_self, x_prior) = self.run_layers(b, x_self, x_prior);
-
-        Ok(Reconstruction {
-            prior: x_prior.map(|x| self.hpe_inverse.forward(x)),
-            sample: self.hpe_inverse.forward(x_self),
-        })
+        let embed = |f: &[Tensor<B, 4>; 3], n: Option<Tensor<B, 3>>| self.hpe.forward(f, n.map(|n| (n, scale)));
+        let x = Streams { sample: embed(input, noise.sample), prior: prior.map(|p| embed(p, noise.prior.flatten())) };
+        Ok(self.run_layers(b, x).map(|x| self.hpe_inverse.forward(x)))
     }
 
     /// The `M` SACE + CSCD layers over the embedded streams `[B, L, C]`.
-    fn run_layers(
-        &self,
-        b: usize,
-        mut x_self: Tensor<B, 3>,
-        mut x_prior: Option<Tensor<B, 3>>,
-    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+    fn run_layers(&self, b: usize, mut x: Streams<Tensor<B, 3>>) -> Streams<Tensor<B, 3>> {
         let mut sem = self.semantic.as_ref().map(|s| {
             let [n, c] = s.dims();
             s.val().reshape([1, n, c]).repeat_dim(0, b)
         });
-
         for layer in &self.layers {
-            // SACE (a), per stream.
-            let ((r_self, rs_self), prior_out) = match (x_prior.take(), &layer.sace_prior) {
-                (Some(xp), None) => {
-                    let (a, b2) = run_shared(b, x_self, xp, sem.clone(), |x, s| layer.sace.forward(x, s));
-                    (a, Some(b2))
-                }
-                (Some(xp), Some(own)) => (layer.sace.forward(x_self, sem.clone()), Some(own.forward(xp, sem.clone()))),
-                (None, _) => (layer.sace.forward(x_self, sem.clone()), None),
+            // SACE (a), per stream: patch tokens R_X and that stream's semantics R_S(X).
+            let (r, r_sem) =
+                per_stream(b, x, sem, &layer.sace, layer.sace_prior.as_ref(), |m, x, s| m.forward(x, s)).unzip();
+            // SACE (b) fuses the two streams' semantics into E_S(l); a single stream keeps its own.
+            sem = match (&layer.fusion, r_sem.prior.flatten(), r_sem.sample) {
+                (Some(fusion), Some(prior), Some(sample)) => Some(fusion.forward(prior, sample)),
+                (_, _, sample) => sample,
             };
-            // SACE (b): fuse the semantics (single stream: the self stream's own semantics).
-            sem = match (&layer.fusion, &prior_out, rs_self) {
-                (Some(fusion), Some((_, Some(rs_prior))), Some(rs_self)) => {
-                    Some(fusion.forward(rs_prior.clone(), rs_self))
+            // CSCD, per stream, conditioned on E_S(l).
+            x = match (&layer.cscd, &sem) {
+                (Some(cscd), Some(s)) => {
+                    per_stream(b, r, s.clone(), cscd, layer.cscd_prior.as_ref(), |m, x, s| m.forward(x, s))
                 }
-                (_, _, rs_self) => rs_self,
+                _ => r,
             };
-            // CSCD, per stream.
-            let r_prior = prior_out.map(|(r, _)| r);
-            match (&layer.cscd, &sem) {
-                (Some(cscd), Some(s)) => match (r_prior, &layer.cscd_prior) {
-                    (Some(rp), None) => {
-                        let ((a, _), (p, _)) = run_shared(b, r_self, rp, Some(s.clone()), |x, s| {
-                            (cscd.forward(x, s.expect("semantics present")), None)
-                        });
-                        x_self = a;
-                        x_prior = Some(p);
-                    }
-                    (rp, own) => {
-                        x_self = cscd.forward(r_self, s.clone());
-                        x_prior = match (rp, own) {
-                            (Some(rp), Some(own)) => Some(own.forward(rp, s.clone())),
-                            (rp, _) => rp,
-                        };
-                    }
-                },
-                _ => {
-                    x_self = r_self;
-                    x_prior = r_prior;
-                }
-            }
         }
-        (x_self, x_prior)
+        x
     }
 
     /// Precomputes what inference does not need to recompute per image (see [`InferencePlan`]);
@@ -277,7 +320,7 @@ impl<B: Backend> Pnpt<B> {
     /// single-stream model).
     pub fn plan(&self, priors: &[Tensor<B, 4>; 3]) -> Result<InferencePlan<B>> {
         let hpe = self.hpe.folded();
-        let prior_tokens = if self.config.use_prior {
+        let prior_tokens = if self.config.variant.has_prior() {
             self.spec.check("prompt pool priors", priors)?;
             Some(match &hpe {
                 Some(folded) => folded.forward(priors),
@@ -316,12 +359,11 @@ impl<B: Backend> Pnpt<B> {
             Some(folded) => folded.forward(input),
             None => self.hpe.forward(input, None),
         };
-        let (x_self, x_prior) = self.run_layers(b, x_self, x_prior);
-        let inverse = |x: Tensor<B, 3>| match &plan.hpe_inverse {
+        let x = self.run_layers(b, Streams { sample: x_self, prior: x_prior });
+        Ok(x.map(|x| match &plan.hpe_inverse {
             Some(folded) => folded.forward(x),
             None => self.hpe_inverse.forward(x),
-        };
-        Ok(Reconstruction { prior: x_prior.map(inverse), sample: inverse(x_self) })
+        }))
     }
 }
 
@@ -335,26 +377,4 @@ pub struct InferencePlan<B: Backend> {
     hpe_inverse: Option<FoldedHpeInverse<B>>,
     /// `[K, L, C]`, absent for a single-stream model.
     prior_tokens: Option<Tensor<B, 3>>,
-}
-
-type StreamOut<B> = (Tensor<B, 3>, Option<Tensor<B, 3>>);
-
-/// Runs a shared block on both streams as one batch of `2B` and splits the result.
-fn run_shared<B: Backend>(
-    b: usize,
-    x_self: Tensor<B, 3>,
-    x_prior: Tensor<B, 3>,
-    sem: Option<Tensor<B, 3>>,
-    f: impl Fn(Tensor<B, 3>, Option<Tensor<B, 3>>) -> StreamOut<B>,
-) -> (StreamOut<B>, StreamOut<B>) {
-    let x = Tensor::cat(vec![x_self, x_prior], 0);
-    let s = sem.map(|s| Tensor::cat(vec![s.clone(), s], 0));
-    let (r, rs) = f(x, s);
-    let split = |t: Tensor<B, 3>| (t.clone().narrow(0, 0, b), t.narrow(0, b, b));
-    let (r_self, r_prior) = split(r);
-    let (rs_self, rs_prior) = match rs.map(split) {
-        Some((a, p)) => (Some(a), Some(p)),
-        None => (None, None),
-    };
-    ((r_self, rs_self), (r_prior, rs_prior))
 }

@@ -14,8 +14,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::block::{AttentionSublayer, FeedForwardSublayer};
-use crate::config::ModelConfig;
+use crate::block::{AttentionSublayer, BlockConfig, FeedForwardSublayer};
 
 /// SACE part (a): long-distance semantic aggregation for one stream.
 #[derive(Module, Debug)]
@@ -28,8 +27,8 @@ pub struct SaceAggregation<B: Backend> {
 
 impl<B: Backend> SaceAggregation<B> {
     /// Builds the block.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        Self { attention: AttentionSublayer::new(cfg, device), ffn: FeedForwardSublayer::new(cfg, device) }
+    pub fn new(cfg: &BlockConfig, device: &B::Device) -> Self {
+        Self { attention: cfg.attention(device), ffn: cfg.feed_forward(device) }
     }
 
     /// `patches: [B, L, C]`, `semantic: [B, N, C]` (or none, for the ablation) →
@@ -68,12 +67,8 @@ pub struct SaceFusion<B: Backend> {
 
 impl<B: Backend> SaceFusion<B> {
     /// Builds the block.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        Self {
-            couple: AttentionSublayer::new(cfg, device),
-            align: AttentionSublayer::new(cfg, device),
-            ffn: FeedForwardSublayer::new(cfg, device),
-        }
+    pub fn new(cfg: &BlockConfig, device: &B::Device) -> Self {
+        Self { couple: cfg.attention(device), align: cfg.attention(device), ffn: cfg.feed_forward(device) }
     }
 
     /// `(R_S(p), R_S(s))`, each `[B, N, C]` → fused `E_S(l)` `[B, N, C]`.

@@ -566,7 +566,7 @@ pub fn train_model_with<B: AutodiffBackend>(
         let mut lr = t.lr;
         for (step, batch) in order.chunks(t.batch_size).enumerate() {
             let input = set.select(batch).map(Tensor::<B, 4>::from_inner);
-            let prior = if config.model.use_prior {
+            let prior = if config.model.variant.has_prior() {
                 let idx: Vec<usize> = batch.iter().map(|&i| set.prior_index[i]).collect();
                 Some(pool.prior_of(&idx)?.map(Tensor::<B, 4>::from_inner))
             } else {

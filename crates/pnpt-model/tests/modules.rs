@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use pnpt_model::anomaly_map::{anomaly_map, gaussian_blur, gaussian_kernel, image_scores, raw_anomaly_map};
 use pnpt_model::hpe::{Hpe, HpeInverse, patchify, unpatchify};
 use pnpt_model::loss::{pnpt_loss, stream_loss};
-use pnpt_model::{ConcatMode, FeatureSpec, ModelConfig, Pnpt, PnptConfig, Reconstruction, ScoreMode};
+use pnpt_model::{ConcatMode, FeatureSpec, ModelConfig, Pnpt, PnptConfig, Reconstruction, ScoreMode, Variant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -103,7 +103,7 @@ fn every_module_has_the_documented_shapes() {
 fn blocks_keep_token_shapes() {
     use pnpt_model::cscd::Cscd;
     use pnpt_model::sace::{SaceAggregation, SaceFusion};
-    let cfg = small_config();
+    let cfg = pnpt_model::block::BlockConfig::from(&small_config());
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let x = pnpt_model::pnpt::standard_normal::<B, _>([2, 7, 16], &mut rng, &dev());
     let s = pnpt_model::pnpt::standard_normal::<B, _>([2, 4, 16], &mut rng, &dev());
@@ -375,12 +375,18 @@ fn expected_params(cfg: &ModelConfig, spec: &FeatureSpec) -> usize {
             dims.iter().map(|&d| linear(c, d)).sum::<usize>(),
         ),
     };
-    let sem = cfg.use_semantic_tokens;
-    let two = cfg.use_prior && !cfg.shared_streams;
+    // Which blocks each variant has, written out here rather than taken from `Variant`.
+    let (prior, sem, has_cscd) = match cfg.variant {
+        Variant::Full => (true, true, true),
+        Variant::SingleStream => (false, true, true),
+        Variant::NoSemanticTokens => (true, false, false),
+        Variant::NoCscd => (true, true, false),
+    };
+    let two = prior && !cfg.shared_streams;
     let per_layer = sace
         + if two { sace } else { 0 }
-        + if cfg.use_prior && sem { fusion } else { 0 }
-        + if sem && cfg.use_cscd { cscd * if two { 2 } else { 1 } } else { 0 };
+        + if prior && sem { fusion } else { 0 }
+        + if has_cscd { cscd * if two { 2 } else { 1 } } else { 0 };
     hpe + inv + if sem { cfg.semantic_tokens * c } else { 0 } + cfg.layers * per_layer
 }
 
@@ -402,9 +408,9 @@ fn ablation_switches_change_the_parameter_count_as_expected() {
     let full = count(&base);
     assert_eq!(full, expected_params(&base, &spec));
     let variants = [
-        ModelConfig { use_prior: false, ..base.clone() },
-        ModelConfig { use_semantic_tokens: false, ..base.clone() },
-        ModelConfig { use_cscd: false, ..base.clone() },
+        ModelConfig { variant: Variant::SingleStream, ..base.clone() },
+        ModelConfig { variant: Variant::NoSemanticTokens, ..base.clone() },
+        ModelConfig { variant: Variant::NoCscd, ..base.clone() },
         ModelConfig { shared_streams: false, ..base.clone() },
         ModelConfig { concat: ConcatMode::Tokens, ..base.clone() },
         ModelConfig { layers: 1, ..base.clone() },
@@ -426,7 +432,7 @@ fn ablation_switches_change_the_parameter_count_as_expected() {
         let model = Pnpt::<B>::new(cfg, spec, &dev()).unwrap();
         let f = random_feats(&spec, 1, 51);
         let r = model.forward(&f, Some(&f)).unwrap();
-        assert_eq!(r.prior.is_some(), cfg.use_prior);
+        assert_eq!(r.prior.is_some(), cfg.variant != Variant::SingleStream);
     }
 }
 
@@ -439,7 +445,8 @@ fn planned_forward_equals_plain_forward() {
     let spec = small_spec();
     for (concat, use_prior) in [(ConcatMode::Channels, true), (ConcatMode::Tokens, true), (ConcatMode::Channels, false)]
     {
-        let cfg = ModelConfig { concat, use_prior, ..small_config() };
+        let variant = if use_prior { Variant::Full } else { Variant::SingleStream };
+        let cfg = ModelConfig { concat, variant, ..small_config() };
         let model = Pnpt::<B>::new(&cfg, spec, &dev()).unwrap();
         let pool = random_feats(&spec, 3, 51); // three classes
         let input = random_feats(&spec, 2, 52);
