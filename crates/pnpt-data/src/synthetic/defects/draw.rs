@@ -1,110 +1,24 @@
-//! Defects, drawn the way they occur in production and clearly visible.
-//!
-//! Surface defects (scratch, crack, hole, stain, color, thread) are painted over the clean
-//! rendering with anti-aliased coverage, only where the object is; `missing` swaps a
-//! broken-off piece of the object for the background; `bent` and `print` redraw the scene with
-//! a structural fault ([`Mods`]). [`apply`] then keeps exactly the pixels that changed by at
-//! least [`MIN_DELTA`] and redraws the random shape until the defect reaches the visibility
-//! floor ([`MIN_MEAN_DELTA`], [`MIN_AREA_FRACTION`]).
+//! One attempt at a defect, per kind, and the blending helper that paints it.
 use std::f32::consts::{PI, TAU};
 
-use super::objects::{Bend, Mods, PrintFault};
-use super::paint::{Stroke, lerp, luma, max_diff, mix3, scale3, union_bbox};
-use super::render::{Scene, q, render_scene};
-use super::{Defect, MIN_AREA_FRACTION, MIN_DELTA, MIN_MEAN_DELTA, SynthKind};
+use super::colours::{FIBRES, PAINTS, STAINS, contrasting, mean_along, mean_near};
+use super::placement::{pick_outline, pick_point};
+use super::shapes::{Blob, curl, square, walk};
 use crate::rnd::Rnd;
+use crate::synthetic::objects::{Bend, Mods, PrintFault};
+use crate::synthetic::paint::{Stroke, lerp, luma, mix3, scale3, union_bbox};
+use crate::synthetic::render::{Scene, render_scene};
+use crate::synthetic::{Defect, SynthKind};
 
-/// Shapes drawn per defect before the most visible one is kept anyway; the first or second
-/// almost always passes.
-const TRIES: usize = 24;
-
-/// Stain colours: rust, oil, mould, ink, dried white residue.
-const STAINS: [[f32; 3]; 5] =
-    [[0.58, 0.27, 0.08], [0.16, 0.13, 0.10], [0.30, 0.52, 0.18], [0.18, 0.26, 0.62], [0.90, 0.89, 0.84]];
-/// Colour-spot colours: saturated paints and black.
-const PAINTS: [[f32; 3]; 5] =
-    [[0.85, 0.12, 0.10], [0.12, 0.28, 0.85], [0.15, 0.62, 0.22], [0.95, 0.82, 0.12], [0.06, 0.06, 0.07]];
-/// Stray fibre colours.
-const FIBRES: [[f32; 3]; 5] =
-    [[0.10, 0.12, 0.32], [0.05, 0.05, 0.05], [0.78, 0.12, 0.12], [0.94, 0.94, 0.92], [0.12, 0.50, 0.20]];
-
-/// Draws `defect` on `scene` (whose quantised pixels are `clean`) and returns the image and its
-/// 0/255 mask. `scene_rng` is the stream the scene was drawn from, for structural redraws;
-/// `index` (the image's number in its folder) cycles a defect's variants, so a few images of a
-/// kind already show all of them.
-pub(super) fn apply(
+/// One attempt at the defect: the full float image with it drawn in.
+pub(super) fn draw(
     scene: &Scene,
-    clean: &[u8],
     defect: Defect,
     kind: SynthKind,
     index: usize,
     rng: &mut Rnd,
     scene_rng: &Rnd,
-) -> (Vec<u8>, Vec<u8>) {
-    let s = scene.s;
-    let defect = supported(kind, defect);
-    let min_area = ((MIN_AREA_FRACTION * (s * s) as f32).ceil() as usize).max(4);
-    let mut best: Option<(f32, Vec<u8>, Vec<u8>)> = None;
-    for _ in 0..TRIES {
-        let out = draw(scene, defect, kind, index, rng, scene_rng);
-        let (image, mask, area, mean) = keep_changed(clean, &out);
-        // A shape can end up too small (a scratch leaving a thin object, a crack running off
-        // the image) or too faint (a stain on a surface of nearly its colour): draw another.
-        let score = (area as f32 / min_area as f32).min(mean / MIN_MEAN_DELTA as f32);
-        if score >= 1.0 {
-            return (image, mask);
-        }
-        if best.as_ref().is_none_or(|b| score > b.0) {
-            best = Some((score, image, mask));
-        }
-    }
-    match best {
-        Some((_, image, mask)) => (image, mask),
-        None => (clean.to_vec(), vec![0; s * s]),
-    }
-}
-
-/// The kind actually drawn: the nearest one `kind` supports (see [`super::render`]).
-fn supported(kind: SynthKind, defect: Defect) -> Defect {
-    match defect {
-        Defect::Bent if kind != SynthKind::Screw => {
-            if kind.is_texture() {
-                Defect::Crack
-            } else {
-                Defect::Missing
-            }
-        }
-        Defect::Print if kind != SynthKind::Capsule => Defect::Stain,
-        Defect::Missing if kind.is_texture() => Defect::Hole,
-        d => d,
-    }
-}
-
-/// Quantises `out` and keeps the pixels that differ from `clean` by at least [`MIN_DELTA`]
-/// (max over channels); smaller changes (anti-aliased fringes) are dropped so every masked pixel
-/// is clearly changed and no unmasked one changed at all. Returns image, mask, area and mean
-/// change over the mask.
-fn keep_changed(clean: &[u8], out: &[[f32; 3]]) -> (Vec<u8>, Vec<u8>, usize, f32) {
-    let mut image = clean.to_vec();
-    let mut mask = vec![0u8; out.len()];
-    let (mut area, mut sum) = (0usize, 0u64);
-    for (i, p) in out.iter().enumerate() {
-        let new = [q(p[0]), q(p[1]), q(p[2])];
-        let old = &clean[3 * i..3 * i + 3];
-        let d = (0..3).map(|c| new[c].abs_diff(old[c])).max().unwrap_or(0);
-        if d >= MIN_DELTA {
-            image[3 * i..3 * i + 3].copy_from_slice(&new);
-            mask[i] = 255;
-            area += 1;
-            sum += d as u64;
-        }
-    }
-    let mean = if area > 0 { sum as f32 / area as f32 } else { 0.0 };
-    (image, mask, area, mean)
-}
-
-/// One attempt at the defect: the full float image with it drawn in.
-fn draw(scene: &Scene, defect: Defect, kind: SynthKind, index: usize, rng: &mut Rnd, scene_rng: &Rnd) -> Vec<[f32; 3]> {
+) -> Vec<[f32; 3]> {
     let s = scene.s;
     let k = s as f32 / 128.0;
     // Line half-widths scale with the image but stay wide enough to cover whole pixels.
@@ -356,11 +270,6 @@ fn draw(scene: &Scene, defect: Defect, kind: SynthKind, index: usize, rng: &mut 
     out
 }
 
-/// Box of half-side `r` around (cx, cy).
-fn square(cx: f32, cy: f32, r: f32) -> [f32; 4] {
-    [cx - r - 1.0, cy - r - 1.0, cx + r + 1.0, cy + r + 1.0]
-}
-
 /// Blends `target(current colour, pixel index)` into `out` with coverage `alpha(x, y)` (pixel
 /// centre) over the pixels of `bbox`; with `on_object`, weighted by the object coverage so
 /// nothing lands on the background.
@@ -387,144 +296,4 @@ fn paint(
             }
         }
     }
-}
-
-/// A jagged random walk of `len` from `start`: the heading jitters at every step.
-fn walk(start: (f32, f32), heading: f32, len: f32, step: f32, jitter: f32, rng: &mut Rnd) -> Vec<(f32, f32)> {
-    let n = (len / step).ceil().max(1.0) as usize;
-    let (mut x, mut y, mut h) = (start.0, start.1, heading);
-    let mut pts = vec![(x, y)];
-    for _ in 0..n {
-        h += rng.gauss() * jitter;
-        x += step * h.cos();
-        y += step * h.sin();
-        pts.push((x, y));
-    }
-    pts
-}
-
-/// A smoothly curling path of `len` from `start`: the curvature itself wanders, as a loose
-/// fibre's does.
-fn curl(start: (f32, f32), heading: f32, len: f32, step: f32, rng: &mut Rnd) -> Vec<(f32, f32)> {
-    let n = (len / step).ceil().max(1.0) as usize;
-    let (mut x, mut y, mut h, mut kappa) = (start.0, start.1, heading, 0.0f32);
-    let mut pts = vec![(x, y)];
-    for _ in 0..n {
-        kappa = (kappa + rng.gauss() * 0.05).clamp(-0.16, 0.16);
-        h += kappa;
-        x += step * h.cos();
-        y += step * h.sin();
-        pts.push((x, y));
-    }
-    pts
-}
-
-/// An irregular blob: a radius that wobbles with the angle (a few random harmonics).
-struct Blob {
-    r0: f32,
-    harmonics: [(f32, f32, f32); 4],
-}
-
-impl Blob {
-    /// `rough` is the total relative wobble of the radius.
-    fn new(r0: f32, rough: f32, rng: &mut Rnd) -> Self {
-        let mut harmonics = [(0.0, 0.0, 0.0); 4];
-        for (h, (f, share)) in harmonics.iter_mut().zip([(2.0, 0.35), (3.0, 0.3), (5.0, 0.2), (7.0, 0.15)]) {
-            *h = (rough * share * rng.range(0.3, 1.0), f, rng.range(0.0, TAU));
-        }
-        Self { r0, harmonics }
-    }
-    fn radius(&self, th: f32) -> f32 {
-        self.r0 * (1.0 + self.harmonics.iter().map(|&(a, f, p)| a * (f * th + p).sin()).sum::<f32>())
-    }
-    /// Largest radius.
-    fn reach(&self) -> f32 {
-        self.r0 * (1.0 + self.harmonics.iter().map(|h| h.0).sum::<f32>())
-    }
-    /// Approximate signed distance to the edge (negative inside).
-    fn sd(&self, dx: f32, dy: f32) -> f32 {
-        dx.hypot(dy) - self.radius(dy.atan2(dx))
-    }
-}
-
-/// Picks a colour of `palette` that differs from `surface` by at least `min` in some channel
-/// (the most different one if none does), so the defect stands out.
-fn contrasting(rng: &mut Rnd, palette: &[[f32; 3]], surface: [f32; 3], min: f32) -> [f32; 3] {
-    let ok: Vec<[f32; 3]> = palette.iter().copied().filter(|&c| max_diff(c, surface) >= min).collect();
-    if ok.is_empty() {
-        palette
-            .iter()
-            .copied()
-            .max_by(|a, b| max_diff(*a, surface).total_cmp(&max_diff(*b, surface)))
-            .unwrap_or([0.0; 3])
-    } else {
-        ok[rng.below(ok.len())]
-    }
-}
-
-fn mean_of(scene: &Scene, idx: impl Iterator<Item = usize>) -> [f32; 3] {
-    let (mut sum, mut n) = ([0f32; 3], 0usize);
-    for i in idx.filter(|&i| scene.on_object(i)) {
-        for (acc, v) in sum.iter_mut().zip(scene.img[i]) {
-            *acc += v;
-        }
-        n += 1;
-    }
-    if n == 0 { [0.5; 3] } else { scale3(sum, 1.0 / n as f32) }
-}
-
-/// Mean colour of the object under a stroke's points.
-fn mean_along(scene: &Scene, stroke: &Stroke) -> [f32; 3] {
-    let s = scene.s as f32;
-    mean_of(
-        scene,
-        stroke
-            .pts
-            .iter()
-            .filter(|p| p.0 >= 0.0 && p.1 >= 0.0 && p.0 < s && p.1 < s)
-            .map(|p| p.1 as usize * scene.s + p.0 as usize),
-    )
-}
-
-/// Mean colour of the object within `r` of (cx, cy).
-fn mean_near(scene: &Scene, cx: f32, cy: f32, r: f32) -> [f32; 3] {
-    let s = scene.s;
-    let lo = |v: f32| ((v - r).floor().max(0.0) as usize).min(s);
-    let hi = |v: f32| ((v + r).ceil().max(0.0) as usize).min(s);
-    mean_of(scene, (lo(cy)..hi(cy)).flat_map(|y| (lo(cx)..hi(cx)).map(move |x| y * s + x)))
-}
-
-/// A random point on the object (any point for textures), away from the border.
-fn pick_point(scene: &Scene, rng: &mut Rnd, margin: f32) -> (f32, f32) {
-    let s = scene.s as f32;
-    let margin = margin.min(s / 4.0);
-    for _ in 0..4000 {
-        let (x, y) = (rng.range(margin, s - margin), rng.range(margin, s - margin));
-        let i = (y as usize).min(scene.s - 1) * scene.s + (x as usize).min(scene.s - 1);
-        if scene.on_object(i) {
-            return (x, y);
-        }
-    }
-    (s / 2.0, s / 2.0)
-}
-
-/// A random object pixel with a background 4-neighbour (outline), for `missing`.
-fn pick_outline(scene: &Scene, rng: &mut Rnd) -> (f32, f32) {
-    let s = scene.s;
-    let outline: Vec<usize> = (0..s * s)
-        .filter(|&i| {
-            let (x, y) = (i % s, i / s);
-            scene.on_object(i)
-                && x > 0
-                && y > 0
-                && x + 1 < s
-                && y + 1 < s
-                && [i - 1, i + 1, i - s, i + s].iter().any(|&j| !scene.on_object(j))
-        })
-        .collect();
-    if outline.is_empty() {
-        return (s as f32 / 2.0, s as f32 / 2.0);
-    }
-    let i = outline[rng.below(outline.len())];
-    ((i % s) as f32 + 0.5, (i / s) as f32 + 0.5)
 }
