@@ -17,7 +17,7 @@ use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::evaluate::{EvaluateOptions, METRIC_COLUMNS, evaluate, metric_values};
-use pnpt::model::detector::fit;
+use pnpt::model::train::fit;
 use pnpt::model::{PnptConfig, TrainOptions};
 use serde_json::{Value, json};
 

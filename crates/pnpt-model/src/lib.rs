@@ -37,9 +37,9 @@ pub mod train;
 pub use config::{
     ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, ScoringRule, TrainConfig, Variant,
 };
-pub use detector::{Components, Detector, DetectorHook, Prediction, Thresholds, fit, fit_with};
+pub use detector::{Components, Detector, Prediction, Thresholds};
 pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
 pub use pnpt::{InferencePlan, Pnpt, Reconstruction, Streams};
 pub use pnpt_memory::{MemoryConfig, PatchMemory};
-pub use train::{TrainOptions, train_model};
+pub use train::{DetectorHook, TrainOptions, fit, fit_with, train_model};

@@ -16,7 +16,7 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use pnpt_data::{Dataset, Sample};
-use pnpt_model::detector::FitReport;
+use pnpt_model::train::FitReport;
 use pnpt_model::train::split_holdout;
 use pnpt_model::{Detector, PnptConfig, ScoringMethod, TrainOptions, fit_with};
 
