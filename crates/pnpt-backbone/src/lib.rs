@@ -1,4 +1,4 @@
-//! pnpt-backbone: the frozen multi-scale encoder φ_e of PNPT (paper §3).
+//! pnpt-backbone: the frozen multi-scale encoder φ_e of PNPT (the paper's pre-trained encoder).
 //!
 //! One API, [`Backbone`], over two families:
 //! - **EfficientNet-Lite0** (ImageNet weights bundled in the binary), imported from ONNX with

@@ -1,4 +1,4 @@
-//! CS-NPP (PNPT.md §3): class-mean normality features, class-mean global codings, and
+//! CS-NPP (the paper's prompting pool): class-mean normality features, class-mean global codings, and
 //! retrieval of the nearest class for an unlabeled image.
 
 use std::fmt;
@@ -13,11 +13,11 @@ use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"PNPTPOOL";
 
-/// Distance between global codings used for retrieval (the paper leaves it open, §3).
+/// Distance between global codings used for retrieval (the paper leaves it open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Distance {
-    /// Squared Euclidean distance (the §8 reference choice; same ranking as Euclidean).
+    /// Squared Euclidean distance (the reference run's choice; same ranking as Euclidean).
     #[default]
     Euclidean,
     /// `1 - cos` of the two codings (scale-invariant).
@@ -44,7 +44,7 @@ impl FromStr for Distance {
     }
 }
 
-/// Global coding `g(x)` (§3): global average pooling of each scale, concatenated.
+/// Global coding `g(x)` (CS-NPP): global average pooling of each scale, concatenated.
 ///
 /// `[n, C_i, H_i, W_i]` ×3 → `[n, C_1 + C_2 + C_3]`.
 pub fn global_code<B: Backend>(feats: &[Tensor<B, 4>; 3]) -> Tensor<B, 2> {
@@ -147,7 +147,7 @@ impl<B: Backend> PoolBuilder<B> {
     /// Finishes the pool: `P_c` = mean features, `k_c` = global coding of `P_c`.
     ///
     /// Since global average pooling is linear, the global coding of the class-mean features
-    /// equals the class mean of the per-image global codings, which is what §3 defines.
+    /// equals the class mean of the per-image global codings, which is what the paper's CS-NPP defines.
     pub fn build(self, distance: Distance) -> Result<PromptPool<B>> {
         if self.names.is_empty() {
             return Err(Error::Empty);
@@ -253,7 +253,7 @@ impl<B: Backend> PromptPool<B> {
         })
     }
 
-    /// Nearest class per image, by global coding; no label needed (§3).
+    /// Nearest class per image, by global coding; no label needed (CS-NPP).
     pub fn nearest(&self, feats: &[Tensor<B, 4>; 3]) -> Result<(Vec<usize>, Vec<f32>)> {
         let dist = self.distances(feats)?;
         let [n, k] = dist.dims();

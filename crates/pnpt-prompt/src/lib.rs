@@ -1,4 +1,4 @@
-//! # pnpt-prompt — CS-NPP, the Class-Specific Normality Prompting Pool (PNPT.md §3)
+//! # pnpt-prompt — CS-NPP, the Class-Specific Normality Prompting Pool (the paper's CS-NPP module)
 //!
 //! For every training category the pool stores the class-mean multi-scale feature
 //! `P_c = {P_c(1), P_c(2), P_c(3)}` and the class-mean global coding `k_c` (global average

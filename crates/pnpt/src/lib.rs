@@ -29,6 +29,27 @@ pub mod validation;
 
 pub use error::{Error, Result};
 
+/// What most programs need, in one line: load or train a detector, judge images, evaluate.
+///
+/// ```no_run
+/// use pnpt::prelude::*;
+///
+/// let detector = Detector::<Cpu>::load("pnpt-out/detector", &Default::default())?;
+/// let p = detector.predict(&decode("part.png".as_ref())?)?;
+/// println!("{}: {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);
+/// # Ok::<(), pnpt::Error>(())
+/// ```
+pub mod prelude {
+    pub use crate::backend::Cpu;
+    pub use crate::data::{Dataset, decode};
+    pub use crate::evaluate::{EvaluateOptions, Report, evaluate};
+    pub use crate::model::{Detector, PnptConfig, Prediction, ScoringMethod, TrainOptions};
+    pub use crate::train::train;
+    pub use crate::validation::ValidationOptions;
+    pub use crate::{Error, Result};
+    pub use burn::backend::Autodiff;
+}
+
 // The README's Rust snippets are compiled as doc tests so they cannot go stale.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]

@@ -141,7 +141,6 @@ struct CategorySet {
     images: Vec<DynamicImage>,
     labels: Vec<bool>,
     masks: Vec<u8>,
-    pixel_labels: Vec<bool>,
 }
 
 /// The validation images of every category, built once and scored as often as needed.
@@ -189,8 +188,7 @@ impl ValidationSet {
             }
             normal_images += normals.len();
             anomalous_images += labels.len() - normals.len();
-            let pixel_labels: Vec<bool> = masks.iter().map(|&m| m != 0).collect();
-            categories.push(CategorySet { name: name.to_string(), images, labels, masks, pixel_labels });
+            categories.push(CategorySet { name: name.to_string(), images, labels, masks });
         }
         Ok(Self { categories, normal_images, anomalous_images })
     }
@@ -206,11 +204,13 @@ impl ValidationSet {
     ) -> Result<Vec<BTreeMap<String, Scores>>> {
         let memory = rules.iter().any(|r| r.method.uses_memory());
         let mut per_rule = vec![BTreeMap::new(); rules.len()];
-        for CategorySet { name, images, labels, masks, pixel_labels } in &self.categories {
+        for CategorySet { name, images, labels, masks } in &self.categories {
             let parts: Components = detector.image_components(images, batch_size, true, memory)?;
             let metric = |e| Error::CategoryMetrics { category: name.to_string(), source: e };
             let outs =
                 rules.iter().map(|rule| detector.combine_with(&parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
+            // Pixel labels for the AUROC-only path, made when needed rather than stored twice.
+            let pixel_labels: Vec<bool> = if aupro { Vec::new() } else { masks.iter().map(|&m| m != 0).collect() };
             // The metrics (a sort of every pixel per rule) dominate: one rule per thread.
             let scores: Vec<Scores> = outs
                 .par_iter()
@@ -229,7 +229,7 @@ impl ValidationSet {
                         .map_err(metric)?;
                         (m.auroc, m.aupro)
                     } else {
-                        (pnpt_metrics::auroc(&out.maps, pixel_labels).map_err(metric)?, 0.0)
+                        (pnpt_metrics::auroc(&out.maps, &pixel_labels).map_err(metric)?, 0.0)
                     };
                     Ok(Scores { image_auroc, pixel_auroc, aupro })
                 })
