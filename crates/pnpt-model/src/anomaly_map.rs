@@ -1,4 +1,4 @@
-//! Anomaly maps and image scores (PNPT.md §6, Eq. 8).
+//! Anomaly maps and image scores (the paper's Eq. 8).
 //!
 //! Per scale `i`, per position: `1 - cos(F_input(i), F*_fuse(i))` over channels, giving an
 //! `H_i × W_i` map; each is upsampled bilinearly (half-pixel centres, `align_corners = false`,

@@ -1,4 +1,4 @@
-//! Post-norm residual sublayers shared by SACE and CSCD (PNPT.md §5: `LN(sublayer(x) + x)`).
+//! Post-norm residual sublayers shared by SACE and CSCD (the paper's SACE and CSCD: `LN(sublayer(x) + x)`).
 
 use burn::module::{Initializer, Module};
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};

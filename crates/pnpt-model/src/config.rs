@@ -1,4 +1,4 @@
-//! Every open choice of PNPT.md as a documented field, with the `paper` and `cpu` presets.
+//! Every choice the paper leaves open as a documented field, with the `paper` and `cpu` presets.
 //!
 //! A configuration is JSON (serde); fields missing from a file take the value of the `cpu`
 //! preset, unknown fields are rejected (so a typo is an error, not a silent default).
@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use crate::hpe::FeatureSpec;
 use crate::{Error, Result};
 
-/// How HPE joins the three scales into one token sequence (§4 leaves it open).
+/// How HPE joins the three scales into one token sequence (the paper leaves it open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConcatMode {
     /// Concatenate the per-scale embeddings along channels, then `Linear(3C -> C)`:
-    /// `L = grid` tokens (the §8 reference choice).
+    /// `L = grid` tokens (the reference run's choice).
     #[default]
     Channels,
     /// Concatenate along the token axis: `L = 3 * grid` tokens, about 3× the attention cost.
@@ -39,7 +39,7 @@ pub enum ConcatMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreMode {
-    /// Maximum of the (smoothed) map — the common practice named in §6.
+    /// Maximum of the (smoothed) map — the common practice the paper follows.
     #[default]
     Max,
     /// Mean of the `k` largest map values (more robust to single hot pixels).
@@ -103,24 +103,24 @@ impl Variant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Hidden size `C` of every token (paper 760, §8 256).
+    /// Hidden size `C` of every token (paper 760, reference run 256).
     pub hidden: usize,
-    /// Number `N` of learned semantic tokens `E_S(0)` (paper 40, §8 16).
+    /// Number `N` of learned semantic tokens `E_S(0)` (paper 40, reference run 16).
     pub semantic_tokens: usize,
     /// Attention heads (8); must divide `hidden`.
     pub heads: usize,
-    /// Number `M` of SACE+CSCD layer pairs (paper 4, §8 2).
+    /// Number `M` of SACE+CSCD layer pairs (paper 4, reference run 2).
     pub layers: usize,
-    /// FFN expansion: `Linear(C -> ratio*C) - ReLU - Linear(ratio*C -> C)` (4, §8).
+    /// FFN expansion: `Linear(C -> ratio*C) - ReLU - Linear(ratio*C -> C)` (4, as the reference run).
     pub ffn_ratio: usize,
     /// Dropout after attention and inside/after the FFN, as in PyTorch's transformer layers.
-    /// 0 by default: §8 does not use it and training stays bit-reproducible without it.
+    /// 0 by default: the reference run does not use it and training stays bit-reproducible without it.
     pub dropout: f64,
     /// LayerNorm epsilon (PyTorch's 1e-5).
     pub layer_norm_eps: f64,
     /// How HPE concatenates the scales.
     pub concat: ConcatMode,
-    /// Whether the prior and self streams share SACE/CSCD weights (§5 "natural reading"; §8 yes).
+    /// Whether the prior and self streams share SACE/CSCD weights (the natural reading of the paper's SACE; the reference run shares them).
     pub shared_streams: bool,
     /// The full model or one of the paper's ablations.
     pub variant: Variant,
@@ -151,9 +151,9 @@ pub struct ScoringConfig {
     pub memory_weight: f64,
     /// Standardise PNPT's map position by position with its retrieved class's statistics over
     /// the normal training images (`fusion::PositionalStats`), so that regions that are always
-    /// hard to reconstruct stop deciding the image score. Missing in files saved before it
-    /// existed, hence `false` there.
-    #[serde(default)]
+    /// hard to reconstruct stop deciding the image score. Missing from a configuration file,
+    /// it takes the preset's value like every field; detectors saved before it existed read
+    /// `false` ([`PnptConfig::load_saved`]).
     pub positional: bool,
 }
 
@@ -250,7 +250,7 @@ impl FromStr for ScoringMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LrSchedule {
-    /// `lr` at every step (§6 gives a single learning rate; the default keeps old runs exact).
+    /// `lr` at every step (the paper gives a single learning rate; the default keeps old runs exact).
     #[default]
     Constant,
     /// Linear warm-up from `lr / warmup_steps` (first step) to `lr` (step `warmup_steps`),
@@ -267,7 +267,7 @@ pub enum LrSchedule {
 pub struct TrainConfig {
     /// AdamW (peak) learning rate (1e-4); constant unless `schedule` says otherwise.
     pub lr: f64,
-    /// Learning-rate schedule (`constant`, the §6 setting; `warmup_cosine` converges better
+    /// Learning-rate schedule (`constant`, the paper's setting; `warmup_cosine` converges better
     /// in the few epochs a CPU budget allows).
     pub schedule: LrSchedule,
     /// Optimizer steps of linear warm-up for `warmup_cosine` (100). With
@@ -305,9 +305,9 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Seed of everything random: initialisation, shuffling, jitter, calibration split.
     pub seed: u64,
-    /// Feature jitter in training (§4, UniAD): token += N(0,1) * ||token|| / C * scale; 0 = off.
+    /// Feature jitter in training (as UniAD): token += N(0,1) * ||token|| / C * scale; 0 = off.
     pub jitter_scale: f64,
-    /// Probability that a batch gets jitter (1.0 = always, §8).
+    /// Probability that a batch gets jitter (1.0 = always, as the reference run).
     pub jitter_prob: f64,
     /// Images per backbone forward when caching features (memory only; no effect on results).
     pub feature_batch: usize,
@@ -319,13 +319,13 @@ pub struct TrainConfig {
 pub struct PnptConfig {
     /// Name of the preset this configuration started from (informational).
     pub preset: String,
-    /// Frozen encoder (paper: wide_resnet50_2; §8: EfficientNet-Lite0).
+    /// Frozen encoder (paper: wide_resnet50_2; reference run: EfficientNet-Lite0).
     pub backbone: BackboneKind,
     /// Weights of the backbone (`None`: EfficientNet's bundled ones; required for ResNets).
     pub backbone_weights: Option<PathBuf>,
     /// Square input side in pixels (256); a multiple of 16.
     pub input_size: u32,
-    /// CS-NPP retrieval distance on the global coding (Euclidean, §8).
+    /// CS-NPP retrieval distance on the global coding (Euclidean, as the reference run).
     pub distance: Distance,
     /// Transformer architecture.
     pub model: ModelConfig,
@@ -402,15 +402,15 @@ impl Default for PnptConfig {
 }
 
 impl PnptConfig {
-    /// §8's measured reference configuration: EfficientNet-Lite0 features, C = 256, N = 16,
+    /// The reference run's configuration: EfficientNet-Lite0 features, C = 256, N = 16,
     /// 8 heads, M = 2 (6.07 M parameters), channel concat, shared streams, Euclidean
     /// retrieval, w = 0.5, AdamW(1e-4, wd 1e-4, (0.9, 0.999), 1e-8), batch 8, 3 epochs.
-    /// Two scoring choices differ from §8:
+    /// Two scoring choices differ from the reference run:
     /// * the map is smoothed with sigma 1 instead of 4: on the pseudo-anomaly validation set
     ///   (which has small defects as well as large ones) the best candidate's mean of image
     ///   AUROC, pixel AUROC and AUPRO was 0.963 with sigma 4 and 0.970 with sigma 2, 1 and 0
     ///   (ad13, seed 0): a sigma-4 blur smears defects of a few dozen pixels away;
-    /// * the image score defaults to the mean of the 100 highest map values instead of §8's
+    /// * the image score defaults to the mean of the 100 highest map values instead of the reference run's
     ///   max, so that a single hot pixel on a normal image does not decide its score.
     ///
     /// `pnpt::train` chooses the image-score rule, the method, the memory weight and
@@ -475,7 +475,7 @@ impl PnptConfig {
         }
     }
 
-    /// The paper's setting (§6): wide_resnet50_2 (needs its torchvision weights), C = 760,
+    /// The paper's setting: wide_resnet50_2 (needs its torchvision weights), C = 760,
     /// N = 40, 8 heads, M = 4, AdamW lr 1e-4, batch 8, 300 epochs. Choices the paper leaves
     /// open keep the `cpu` values (weight decay 1e-4, channel concat, shared streams...), except
     /// the image score, which is the max of the map as in the paper's common practice, and the
@@ -508,10 +508,37 @@ impl PnptConfig {
 
     /// Reads a JSON configuration; missing fields take the `cpu` preset's values.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::read(path, None)
+    }
+
+    /// Reads the `config.json` of a saved detector. A field added after the detector was saved
+    /// takes the value that keeps its old behaviour, not the preset's (which may have changed
+    /// since): `scoring.positional` reads `false`.
+    pub fn load_saved(path: &Path) -> Result<Self> {
+        Self::read(
+            path,
+            Some(|value: &mut serde_json::Value| {
+                if let Some(scoring) = value.get_mut("scoring").and_then(|s| s.as_object_mut()) {
+                    scoring.entry("positional").or_insert(serde_json::Value::Bool(false));
+                }
+            }),
+        )
+    }
+
+    fn read(path: &Path, upgrade: Option<fn(&mut serde_json::Value)>) -> Result<Self> {
+        let bad = |reason: String| Error::ConfigFile { path: path.to_path_buf(), reason };
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let cfg: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
-        cfg.validate().map_err(|e| Error::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
+        // Straight from the text when nothing needs upgrading: serde's messages then carry the
+        // line and column.
+        let cfg: Self = match upgrade {
+            None => serde_json::from_str(&text),
+            Some(upgrade) => serde_json::from_str(&text).and_then(|mut value: serde_json::Value| {
+                upgrade(&mut value);
+                serde_json::from_value(value)
+            }),
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        cfg.validate().map_err(|e| bad(e.to_string()))?;
         Ok(cfg)
     }
 
@@ -730,6 +757,26 @@ mod tests {
         assert_eq!(PnptConfig::paper().model.hidden, 760);
         assert_eq!(PnptConfig::preset("PAPER").unwrap().train.epochs, 300);
         assert!(PnptConfig::preset("gpu").is_err());
+    }
+
+    #[test]
+    fn a_partial_file_takes_the_preset_and_a_saved_detector_its_old_behaviour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        // A section given in part: its other fields are the `cpu` preset's, `positional` too.
+        std::fs::write(&path, r#"{"scoring": {"calibration_fraction": 0.2}}"#).unwrap();
+        let cfg = PnptConfig::load(&path).unwrap();
+        assert_eq!(cfg.scoring.calibration_fraction, 0.2);
+        assert!(PnptConfig::cpu().scoring.positional);
+        assert_eq!(cfg.scoring, ScoringConfig { calibration_fraction: 0.2, ..PnptConfig::cpu().scoring });
+        // A detector saved before `positional` existed scored without it.
+        assert!(!PnptConfig::load_saved(&path).unwrap().scoring.positional);
+        std::fs::write(&path, r#"{"scoring": {"positional": true}}"#).unwrap();
+        assert!(PnptConfig::load_saved(&path).unwrap().scoring.positional);
+        // Errors name the file and keep serde's position.
+        std::fs::write(&path, "{\n  \"scoring\": {\"sigma\": \"x\"}}").unwrap();
+        let e = PnptConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("c.json") && e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! CSCD — Contextual Semantics Conditional Decoding (PNPT.md §5): each stream's patch tokens
+//! CSCD — Contextual Semantics Conditional Decoding (the paper's CSCD module): each stream's patch tokens
 //! attend to the fused semantics.
 //!
 //! ```text

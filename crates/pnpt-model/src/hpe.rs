@@ -1,4 +1,4 @@
-//! HPE — Hierarchical Patch Embedding and its inverse HPE⁻¹ (PNPT.md §4).
+//! HPE — Hierarchical Patch Embedding and its inverse HPE⁻¹ (the paper's HPE module).
 //!
 //! Each scale `i` is cut into non-overlapping `p_i × p_i` patches with `p_i = H_i / H_grid`
 //! (scale-increasing: 4, 2, 1 for strides 4, 8, 16), so every scale gives the same

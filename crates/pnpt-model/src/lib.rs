@@ -1,23 +1,23 @@
 //! # pnpt-model — the Prior Normality Prompt Transformer
 //!
-//! One file per module of the method, named as in `PNPT.md`:
+//! One file per module of the method, named as in the paper:
 //!
-//! | file | PNPT.md | what |
+//! | file | paper | what |
 //! |---|---|---|
-//! | [`hpe`] | §4 | HPE / HPE⁻¹: scale-dependent patches → one token grid, learnable positions, jitter |
-//! | [`sace`] | §5 | SACE (a) self-attention over `[patches; semantic tokens]`, (b) second-order cross-attention fusion |
-//! | [`cscd`] | §5 | CSCD: patch tokens attend to the fused semantics |
-//! | [`pnpt`] | §2 | the model: `E_S(0)`, `M` layers, both streams, `F*_prior`, `F*_self` |
-//! | [`loss`] | §6 Eq. 6–7 | dual-stream global cosine loss |
-//! | [`anomaly_map`] | §6 Eq. 8 | fused reconstruction → per-pixel map → smoothed → image score |
+//! | [`hpe`] | HPE | HPE / HPE⁻¹: scale-dependent patches → one token grid, learnable positions, jitter |
+//! | [`sace`] | SACE | SACE (a) self-attention over `[patches; semantic tokens]`, (b) second-order cross-attention fusion |
+//! | [`cscd`] | CSCD | CSCD: patch tokens attend to the fused semantics |
+//! | [`pnpt`] | Algorithm 1 | the model: `E_S(0)`, `M` layers, both streams, `F*_prior`, `F*_self` |
+//! | [`loss`] | Eq. 6–7 | dual-stream global cosine loss |
+//! | [`anomaly_map`] | Eq. 8 | fused reconstruction → per-pixel map → smoothed → image score |
 //! | [`config`] | all | every open choice, `paper()` and `cpu()` presets, ablation switches |
-//! | [`train`] | §6 | AdamW training on cached frozen features, checkpoints, resume |
+//! | [`train`] | training setup | AdamW training on cached frozen features, checkpoints, resume |
 //! | [`detector`] | — | the trained artefact: load, predict, thresholds, scoring methods |
 //! | [`predict`] | — | prediction as a given category, per-category thresholds, defect masks, unknown products |
 //! | [`fusion`] | — | per-class standardisation and fusion of the PNPT and patch-memory maps |
 //! | [`macs`] | — | multiply-accumulates of a forward pass, per module |
 //!
-//! The CS-NPP prompt pool (§3) is the `pnpt-prompt` crate.
+//! The CS-NPP prompt pool is the `pnpt-prompt` crate.
 
 pub mod anomaly_map;
 pub mod block;

@@ -1,4 +1,4 @@
-//! The training loss (PNPT.md §6, Eq. 6–7).
+//! The training loss (the paper's Eq. 6–7).
 //!
 //! ```text
 //! l_R(F_γ) = Σ_{i=1..3} (1 - cos(vec F_input(i), vec F*_γ(i)))     per image

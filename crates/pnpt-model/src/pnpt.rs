@@ -1,4 +1,4 @@
-//! The PNPT model (PNPT.md §2, Algorithm 1): HPE, `M` SACE+CSCD layers over the prior and
+//! The PNPT model (the paper's Algorithm 1): HPE, `M` SACE+CSCD layers over the prior and
 //! self streams with learned semantic tokens `E_S(0)`, and HPE⁻¹.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! SACE — Semantic Aggregation and Contextual Enhancement (PNPT.md §5).
+//! SACE — Semantic Aggregation and Contextual Enhancement (the paper's SACE module).
 //!
 //! (a) [`SaceAggregation`], per stream: self-attention over `[E_X ; E_S]` (patch tokens and
 //! semantic tokens together), then the FFN; the output is split back into `R_X` (patches) and

@@ -392,7 +392,7 @@ fn expected_params(cfg: &ModelConfig, spec: &FeatureSpec) -> usize {
 
 #[test]
 fn reference_size_matches_section_8() {
-    // §8: C = 256, N = 16, 8 heads, M = 2 on EfficientNet-Lite0 features: 6.07 M parameters.
+    // The reference run: C = 256, N = 16, 8 heads, M = 2 on EfficientNet-Lite0 features: 6.07 M parameters.
     let cfg = PnptConfig::cpu();
     let model = Pnpt::<B>::new(&cfg.model, cfg.feature_spec(), &dev()).unwrap();
     let n = model.num_params();

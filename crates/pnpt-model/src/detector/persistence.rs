@@ -143,7 +143,7 @@ impl<B: Backend> Detector<B> {
         if manifest.format >= 3 {
             verify_checksums(dir, &manifest.checksums)?;
         }
-        let mut config = PnptConfig::load(&dir.join(files::CONFIG))?;
+        let mut config = PnptConfig::load_saved(&dir.join(files::CONFIG))?;
         if let Some(w) = weights {
             config.backbone_weights = Some(w.to_path_buf());
         }

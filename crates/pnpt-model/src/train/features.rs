@@ -112,7 +112,7 @@ pub fn extract_features<B: Backend>(
 }
 
 /// Extracts and caches the features of `samples`, builds the prompt pool from them (class
-/// means per true category, §3) and retrieves every image's prior class.
+/// means per true category, as CS-NPP defines them) and retrieves every image's prior class.
 pub fn build_training_set<B: Backend>(
     config: &PnptConfig,
     backbone: &Backbone<B>,
