@@ -1,0 +1,166 @@
+//! Anomaly maps and decisions: no weight depends on these.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::PnptConfig;
+use crate::{Error, Result};
+
+/// How an image score is derived from its anomaly map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreMode {
+    /// Maximum of the (smoothed) map — the common practice the paper follows.
+    #[default]
+    Max,
+    /// Mean of the `k` largest map values (more robust to single hot pixels).
+    TopKMean(usize),
+}
+
+impl fmt::Display for ScoreMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScoreMode::Max => f.write_str("max"),
+            ScoreMode::TopKMean(k) => write!(f, "top{k}"),
+        }
+    }
+}
+
+/// Anomaly map and decision settings (inference only; no weight depends on them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Fusion weight `w` of Eq. 8: `F_fuse = w F*_prior + (1 - w) F*_self` (0.5, neutral).
+    pub fusion_weight: f64,
+    /// Gaussian smoothing sigma in pixels of the full-resolution map (`cpu` 1, `paper` 4; 0
+    /// disables).
+    pub sigma: f64,
+    /// Image score from the map.
+    pub score: ScoreMode,
+    /// Fraction of each category's `train/good` images held out (never trained on) to
+    /// calibrate the decision threshold (0.1).
+    pub calibration_fraction: f64,
+    /// Threshold = this quantile (linear interpolation) of the held-out normal scores of the
+    /// category; 1.0 = their maximum (0.99).
+    pub threshold_quantile: f64,
+    /// Which map decides: PNPT's reconstruction map, the class-conditional patch memory's map,
+    /// or both fused.
+    pub method: ScoringMethod,
+    /// Weight of the memory map in the fused map: `(1 - w) z_pnpt + w z_memory`, each map
+    /// standardised by its retrieved class's held-out normal pixels (see `detector`).
+    pub memory_weight: f64,
+    /// Standardise PNPT's map position by position with its retrieved class's statistics over
+    /// the normal training images (`fusion::PositionalStats`), so that regions that are always
+    /// hard to reconstruct stop deciding the image score. Missing from a configuration file,
+    /// it takes the preset's value like every field; detectors saved before it existed read
+    /// `false` ([`PnptConfig::load_saved`]).
+    pub positional: bool,
+}
+
+/// The scoring choices that validation picks among (`pnpt::validation`): no weight depends on
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoringRule {
+    /// Which map decides.
+    pub method: ScoringMethod,
+    /// Memory weight of `fused`.
+    pub memory_weight: f64,
+    /// Image-score rule.
+    pub score: ScoreMode,
+    /// Per-position standardisation of PNPT's map.
+    pub positional: bool,
+}
+
+impl fmt::Display for ScoringRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.method)?;
+        if self.method == ScoringMethod::Fused {
+            write!(f, " w={:.2}", self.memory_weight)?;
+        }
+        write!(f, " {}", self.score)?;
+        if self.positional && self.method.uses_pnpt() {
+            f.write_str(" positional")?;
+        }
+        Ok(())
+    }
+}
+
+impl ScoringConfig {
+    /// The configured rule.
+    pub fn rule(&self) -> ScoringRule {
+        ScoringRule {
+            method: self.method,
+            memory_weight: self.memory_weight,
+            score: self.score,
+            positional: self.positional,
+        }
+    }
+}
+
+/// Which anomaly map a detector scores with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoringMethod {
+    /// PNPT's reconstruction map (Eq. 8).
+    Pnpt,
+    /// Nearest-neighbour distance to the retrieved class's memory bank (PatchCore), no PNPT.
+    Memory,
+    /// Both maps, standardised per class and summed with `memory_weight`.
+    #[default]
+    Fused,
+}
+
+impl ScoringMethod {
+    /// All three, in report order.
+    pub const ALL: [ScoringMethod; 3] = [ScoringMethod::Pnpt, ScoringMethod::Memory, ScoringMethod::Fused];
+
+    /// Whether the PNPT transformer's map is needed.
+    pub fn uses_pnpt(self) -> bool {
+        self != ScoringMethod::Memory
+    }
+    /// Whether the patch memory's map is needed.
+    pub fn uses_memory(self) -> bool {
+        self != ScoringMethod::Pnpt
+    }
+}
+
+impl fmt::Display for ScoringMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScoringMethod::Pnpt => "pnpt",
+            ScoringMethod::Memory => "memory",
+            ScoringMethod::Fused => "fused",
+        })
+    }
+}
+
+impl FromStr for ScoringMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pnpt" => Ok(Self::Pnpt),
+            "memory" => Ok(Self::Memory),
+            "fused" => Ok(Self::Fused),
+            other => Err(Error::Config(format!("unknown scoring method `{other}`: expected pnpt, memory or fused"))),
+        }
+    }
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        PnptConfig::cpu().scoring
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_mode_json_forms() {
+        assert_eq!(serde_json::to_string(&ScoreMode::Max).unwrap(), r#""max""#);
+        assert_eq!(serde_json::to_string(&ScoreMode::TopKMean(10)).unwrap(), r#"{"top_k_mean":10}"#);
+    }
+}
