@@ -9,51 +9,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::tensor::{Tensor, TensorData};
+use clap::Parser;
 use pnpt::backbone::{Backbone, BackboneKind};
 use pnpt::data;
 
 /// The crate's default CPU backend (Flex, or NdArray with `--no-default-features --features ndarray`).
 type B = pnpt::backend::Cpu;
 
-const USAGE: &str = "usage: extract_features --backbone NAME --image PATH --out DIR [--weights PATH]
-  NAME: efficientnet-lite0 (bundled weights), resnet18, resnet34, resnet50, wide_resnet50_2
-        (the ResNets need --weights: a torchvision state dict, .pth or .safetensors)";
-
+/// Writes the stride 4/8/16 feature maps of one image as s4.npy, s8.npy, s16.npy.
+#[derive(Debug, Parser)]
+#[command(name = "extract_features")]
 struct Args {
+    /// efficientnet-lite0 (bundled weights), resnet18, resnet34, resnet50, wide_resnet50_2
+    /// (the ResNets need --weights: a torchvision state dict, .pth or .safetensors).
+    #[arg(long, value_name = "NAME")]
     backbone: BackboneKind,
+    /// The image.
+    #[arg(long, value_name = "PATH")]
     image: PathBuf,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Backbone weights.
+    #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut backbone = None;
-    let mut image = None;
-    let mut out = None;
-    let mut weights = None;
-    let mut it = std::env::args_os().skip(1);
-    while let Some(flag) = it.next() {
-        let flag = flag.to_string_lossy().into_owned();
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--backbone" => {
-                backbone = Some(value.to_string_lossy().parse::<BackboneKind>().map_err(|e| e.to_string())?)
-            }
-            "--image" => image = Some(PathBuf::from(value)),
-            "--out" => out = Some(PathBuf::from(value)),
-            "--weights" => weights = Some(PathBuf::from(value)),
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(Args {
-        backbone: backbone.ok_or("--backbone is required")?,
-        image: image.ok_or("--image is required")?,
-        out: out.ok_or("--out is required")?,
-        weights,
-    })
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -83,16 +62,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("error: {msg}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad arguments: clap prints its message and exits 2.
+    let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use clap::Parser;
 use pnpt::{
     backbone::{Backbone, MultiScale},
     backend::{BackendTask, DeviceSpec, run_on},
@@ -27,35 +28,27 @@ use pnpt::{
     prompt::{Distance, PoolBuilder},
 };
 
-const USAGE: &str = "usage: profile [--preset cpu|paper] [--batch N] [--device SPEC] [--reps N]";
-
+/// Where the time of one inference goes, stage by stage (random weights; a Markdown table).
+#[derive(Debug, Parser)]
+#[command(name = "profile")]
 struct Args {
+    /// Configuration preset: cpu or paper.
+    #[arg(long, default_value = "cpu")]
     preset: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = positive)]
     batch: usize,
+    /// Device: cpu, wgpu[:N], cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu", value_name = "SPEC")]
     device: DeviceSpec,
+    /// Timed runs per stage (the median is reported).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = positive)]
     reps: usize,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args { preset: "cpu".into(), batch: 1, device: DeviceSpec::Cpu, reps: 10 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| {
-            v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("{flag}: `{v}` is not a positive integer"))
-        };
-        match flag.as_str() {
-            "--preset" => args.preset = value,
-            "--batch" => args.batch = number(&value)?,
-            "--reps" => args.reps = number(&value)?,
-            "--device" => args.device = value.parse().map_err(|e| format!("{e}"))?,
-            _ => return Err(format!("unknown argument `{flag}`")),
-        }
-    }
-    Ok(Some(args))
+/// `--batch` and `--reps`: a positive integer.
+fn positive(v: &str) -> Result<usize, String> {
+    v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{v}` is not a positive integer"))
 }
 
 /// Images run through the whole detector before anything is timed.
@@ -293,17 +286,8 @@ impl BackendTask for Profile {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad arguments: clap prints its message and exits 2.
+    let args = Args::parse();
     let config = match PnptConfig::preset(&args.preset) {
         Ok(c) => c,
         Err(e) => {

@@ -15,46 +15,23 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use pnpt::data::npy;
 use pnpt::metrics;
 
-const USAGE: &str = "usage: score_maps --maps MAPS.npy --masks MASKS.npy --labels LABELS.npy
-  MAPS    N x H x W float32 anomaly maps
-  MASKS   N x H x W uint8 ground-truth masks (non-zero = anomalous)
-  LABELS  N uint8 image labels (non-zero = anomalous)";
-
+/// Scores saved anomaly maps against ground truth and prints every metric as one JSON object.
+#[derive(Debug, Parser)]
+#[command(name = "score_maps")]
 struct Args {
+    /// N x H x W float32 anomaly maps.
+    #[arg(long, value_name = "MAPS.npy")]
     maps: PathBuf,
+    /// N x H x W uint8 ground-truth masks (non-zero = anomalous).
+    #[arg(long, value_name = "MASKS.npy")]
     masks: PathBuf,
+    /// N uint8 image labels (non-zero = anomalous).
+    #[arg(long, value_name = "LABELS.npy")]
     labels: PathBuf,
-}
-
-/// `Ok(None)` means `--help` was asked for.
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let (mut maps, mut masks, mut labels) = (None, None, None);
-    while let Some(arg) = it.next() {
-        // Accept both `--maps x` and `--maps=x`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let slot = match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--maps" => &mut maps,
-            "--masks" => &mut masks,
-            "--labels" => &mut labels,
-            _ => return Err(format!("unknown argument {arg:?}")),
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => it.next().ok_or_else(|| format!("{flag} needs a file path"))?,
-        };
-        if slot.replace(PathBuf::from(value)).is_some() {
-            return Err(format!("{flag} given twice"));
-        }
-    }
-    let need = |v: Option<PathBuf>, flag: &str| v.ok_or_else(|| format!("missing {flag}"));
-    Ok(Some(Args { maps: need(maps, "--maps")?, masks: need(masks, "--masks")?, labels: need(labels, "--labels")? }))
 }
 
 fn run(args: &Args) -> Result<serde_json::Value, String> {
@@ -88,17 +65,8 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("score_maps: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad arguments (missing, unknown or repeated flags): clap prints its message and exits 2.
+    let args = Args::parse();
     match run(&args) {
         Ok(json) => {
             println!("{json}");

@@ -7,6 +7,7 @@
 //!     [--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR] [--method pnpt|memory|fused]
 //!     [--time-budget 15m] [--rescore]
 //! ```
+//! The options are `pnpt::job::TrainArgs`, the same as `pnpt train`'s (`--help` lists them).
 //! Without `--data` it trains on the synthetic dataset (generated once into the cache folder),
 //! so it works offline on a fresh clone. `--config FILE` is JSON (see `PnptConfig`); fields it
 //! leaves out take the `cpu` preset's values; `--epochs`, `--seed` and `--backbone-weights`
@@ -29,72 +30,29 @@
 //! name the same folder (`pnpt::job::resume_folder`). Everything here is `pnpt::job`, which the
 //! `pnpt train` command runs too.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pnpt::backend::DeviceSpec;
-use pnpt::job::{ConfigChoice, JobOptions, parse_duration, run_job};
+use clap::{CommandFactory, Parser};
+use pnpt::job::{TrainArgs, run_job};
 
-const USAGE: &str = "usage: train_mvtec [--data DIR] [--categories a,b] [--device cpu|wgpu|cuda[:N]] \
-[--preset cpu|paper] [--config FILE] [--epochs N] [--seed N] [--out DIR] [--resume DIR] \
-[--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR] [--method pnpt|memory|fused] [--time-budget 15m] [--rescore]";
-
-fn parse() -> Result<JobOptions, String> {
-    let mut it = std::env::args().skip(1);
-    let mut choice = ConfigChoice { preset: "cpu".into(), ..Default::default() };
-    let (mut data, mut categories, mut out, mut resume, mut evaluate) =
-        (None, None, None::<PathBuf>, None::<PathBuf>, None);
-    let mut device = "cpu".to_string();
-    let mut heatmaps = true;
-    let mut rescore = false;
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        let whole = |name: &str, v: String, max: u64| pnpt::job::parse_whole(name, &v, max).map_err(|e| e.to_string());
-        match flag.as_str() {
-            "--data" => data = Some(PathBuf::from(value("--data")?)),
-            "--categories" => {
-                categories = Some(pnpt::job::parse_categories(&value("--categories")?).map_err(|e| e.to_string())?)
-            }
-            "--device" => device = value("--device")?,
-            "--preset" => choice.preset = value("--preset")?,
-            "--config" => choice.file = Some(PathBuf::from(value("--config")?)),
-            "--epochs" => choice.epochs = Some(whole("--epochs", value("--epochs")?, usize::MAX as u64)? as usize),
-            "--seed" => choice.seed = Some(whole("--seed", value("--seed")?, u64::MAX)?),
-            "--out" => out = Some(PathBuf::from(value("--out")?)),
-            "--resume" => resume = Some(PathBuf::from(value("--resume")?)),
-            "--backbone-weights" => choice.backbone_weights = Some(PathBuf::from(value("--backbone-weights")?)),
-            "--no-heatmaps" => heatmaps = false,
-            "--rescore" => rescore = true,
-            "--evaluate" => evaluate = Some(PathBuf::from(value("--evaluate")?)),
-            "--time-budget" => {
-                choice.time_budget_seconds = Some(parse_duration(&value("--time-budget")?).map_err(|e| e.to_string())?)
-            }
-            "--method" => {
-                choice.method = Some(value("--method")?.parse().map_err(|e: pnpt::model::Error| e.to_string())?)
-            }
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
-        }
-    }
-    let device: DeviceSpec = device.parse().map_err(|e: pnpt::Error| e.to_string())?;
-    let (out, resume) = pnpt::job::resume_folder(resume.as_deref(), out.as_deref()).map_err(|e| e.to_string())?;
-    let config = choice.build_for(data.as_deref()).map_err(|e| e.to_string())?;
-    let mut options = JobOptions::new(config);
-    options.out = out;
-    options.method = choice.method;
-    if rescore && evaluate.is_none() {
-        return Err(format!("--rescore re-fits a saved detector: it needs --evaluate DETECTOR_DIR\n{USAGE}"));
-    }
-    Ok(JobOptions { data, categories, device, resume, heatmaps, evaluate, rescore, ..options })
+/// Train one PNPT model on every category of a dataset, save it and evaluate it.
+#[derive(Debug, Parser)]
+#[command(name = "train_mvtec")]
+struct Cli {
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 fn main() -> ExitCode {
-    let options = match parse() {
+    // The job's progress lines and warnings are `log` events: print them on stderr.
+    pnpt::logging::init(true);
+    // Bad arguments: clap prints its message and exits 2.
+    let cli = Cli::parse();
+    let options = match cli.train.job_options() {
         Ok(o) => o,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
+        // Options that do not go together, a bad configuration, --resume with another --out:
+        // exit 2 too, with the usage line.
+        Err(e) => Cli::command().error(clap::error::ErrorKind::ValueValidation, e).exit(),
     };
     match run_job(options) {
         Ok(out) => {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use pnpt::backend::{Cpu, DeviceSpec};
-use pnpt::job::{self, ConfigChoice, JobOptions};
+use pnpt::job::{self, JobOptions};
 use pnpt::model::{Detector, ScoringMethod};
 
 mod error;
@@ -31,6 +31,8 @@ pub mod render;
 pub mod serve;
 
 pub use error::{CliError, Result};
+/// `pnpt train`: the options of `examples/train_mvtec.rs`.
+pub use pnpt::job::TrainArgs;
 
 /// Unified multi-class industrial anomaly detection: one detector for every product type.
 #[derive(Debug, Parser)]
@@ -145,51 +147,6 @@ pub struct EvalArgs {
     pub device: DeviceSpec,
 }
 
-/// `pnpt train`: the options of `examples/train_mvtec.rs`.
-#[derive(Debug, Args)]
-pub struct TrainArgs {
-    /// MVTec-layout dataset (default: the synthetic dataset, generated once into the cache).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Only these categories (comma-separated).
-    #[arg(long, value_parser = parse_categories)]
-    pub categories: Option<::std::vec::Vec<String>>, // the full path: one value, parsed whole
-    /// Device: cpu, wgpu[:N], cuda[:N].
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    /// Configuration preset: cpu or paper.
-    #[arg(long, default_value = "cpu")]
-    pub preset: String,
-    /// JSON configuration file (fields it leaves out take the cpu preset's values).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Epochs (on --resume: at least the epochs done; more extends the run).
-    #[arg(long, value_parser = |s: &str| job::parse_whole("--epochs", s, usize::MAX as u64).map(|n| n as usize).map_err(|e| e.to_string()))]
-    pub epochs: Option<usize>,
-    /// Seed.
-    #[arg(long, value_parser = |s: &str| job::parse_whole("--seed", s, u64::MAX).map_err(|e| e.to_string()))]
-    pub seed: Option<u64>,
-    /// Output folder (default pnpt-out, or the --resume folder).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Continue the run whose output folder is DIR from its last checkpoint (same data and
-    /// configuration; --out, if given, must be DIR).
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-    /// Backbone checkpoint (.pth or .safetensors; ResNet backbones).
-    #[arg(long)]
-    pub backbone_weights: Option<PathBuf>,
-    /// Write no heat maps.
-    #[arg(long)]
-    pub no_heatmaps: bool,
-    /// Fix the scoring method instead of choosing it on validation.
-    #[arg(long)]
-    pub method: Option<ScoringMethod>,
-    /// Train as many epochs as fit in this time (at most --epochs): 900s, 15m, 1h.
-    #[arg(long, value_parser = |s: &str| job::parse_duration(s).map_err(|e| e.to_string()))]
-    pub time_budget: Option<f64>,
-}
-
 /// `--categories`: clap's value parser over [`job::parse_categories`] (an empty list is an
 /// error here, not an unknown category "" later).
 fn parse_categories(text: &str) -> std::result::Result<Vec<String>, String> {
@@ -267,26 +224,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Train(a) => {
-            let config = ConfigChoice {
-                preset: a.preset,
-                file: a.config,
-                epochs: a.epochs,
-                seed: a.seed,
-                backbone_weights: a.backbone_weights,
-                method: a.method,
-                time_budget_seconds: a.time_budget,
-            }
-            .build_for(a.data.as_deref())?;
-            let (out, resume) = job::resume_folder(a.resume.as_deref(), a.out.as_deref())?;
-            let mut options = JobOptions::new(config);
-            options.data = a.data;
-            options.categories = a.categories;
-            options.device = a.device;
-            options.out = out;
-            options.resume = resume;
-            options.heatmaps = !a.no_heatmaps;
-            options.method = a.method;
-            let out = job::run_job(options)?;
+            let out = job::run_job(a.job_options()?)?;
             println!("{}", out.report.to_markdown());
             Ok(ExitCode::SUCCESS)
         }

@@ -65,6 +65,10 @@ fn bad_arguments_exit_2_with_clap_message() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("resumes in its own folder"));
     assert!(!a.exists() && !b.exists());
+    // So is --rescore without a saved detector to re-fit (pnpt::job::TrainArgs::job_options).
+    let out = pnpt(&["train", "--rescore"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("it needs --evaluate DETECTOR_DIR"));
     // The device is checked by clap too.
     let out = pnpt(&["predict", "d", "x.png", "--device", "tpu"]);
     assert_eq!(out.status.code(), Some(2));

@@ -108,6 +108,9 @@ pub enum Error {
         /// The largest accepted value.
         max: u64,
     },
+    /// Command-line options that do not go together (`--rescore` without `--evaluate`).
+    #[error("{0}")]
+    Arguments(String),
     /// A command-line list with no element (`--categories ""`).
     #[error("{flag}: the list is empty (give at least one name, comma-separated)")]
     EmptyList {

@@ -7,7 +7,8 @@
 //! patch memory → model → metrics) and adds training with the choice of the scoring method on
 //! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and reports
 //! ([`evaluate`], with heat maps from [`heatmap`] and `report.html` from [`html`]), run-time
-//! backend selection ([`backend`]) and a backend-equivalence harness ([`equivalence`]).
+//! backend selection ([`backend`]), a backend-equivalence harness ([`equivalence`]) and a
+//! stderr logger for the `log` events of the library crates ([`logging`]).
 
 pub use burn;
 pub use pnpt_backbone as backbone;
@@ -24,6 +25,7 @@ pub mod evaluate;
 pub mod heatmap;
 pub mod html;
 pub mod job;
+pub mod logging;
 pub mod train;
 pub mod validation;
 

@@ -315,8 +315,8 @@ fn warn_if_unoptimised() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     if UNOPTIMISED {
         ONCE.call_once(|| {
-            eprintln!(
-                "warning: pnpt-model was compiled without optimisation (opt-level 0): inference runs some 30-60x slower. \
+            log::warn!(
+                "pnpt-model was compiled without optimisation (opt-level 0): inference runs some 30-60x slower. \
                  Add `[profile.dev.package.\"*\"] opt-level = 3` to your Cargo.toml, or build with --release."
             )
         });

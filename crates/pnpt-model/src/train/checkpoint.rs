@@ -128,8 +128,8 @@ pub(super) fn same_dataset(
         }
         (None, Some(_)) => {
             if progress {
-                eprintln!(
-                    "warning: {} records no dataset fingerprint (an older checkpoint): resuming without checking that the data is the same",
+                log::warn!(
+                    "{} records no dataset fingerprint (an older checkpoint): resuming without checking that the data is the same",
                     path.display()
                 );
             }

@@ -1,9 +1,9 @@
-//! Training (PNPT.md §6): AdamW on the dual-stream loss, on backbone features computed once.
+//! Training (the paper's training setup): AdamW on the dual-stream loss, on backbone features computed once.
 //!
 //! * The backbone is frozen, so its features are computed once on `B::InnerBackend` (no
 //!   autodiff graph) and cached for the whole run ([`FeatureSet`]); the prompt pool is built
 //!   from the same cache, and every image's prior is *retrieved* (not looked up by label), as
-//!   at test time (§3, §8).
+//!   at test time (as CS-NPP does, and as the reference run did).
 //! * Everything random comes from one ChaCha8 stream seeded by `train.seed`: the backend seed
 //!   used for initialisation, each epoch's order ([`epoch_order`]), the jitter noise and the
 //!   per-epoch backend seed (dropout). Its position is saved in every checkpoint, so a resumed
@@ -62,7 +62,8 @@ pub struct TrainOptions {
     /// Continue from the checkpoint in `checkpoint_dir` if there is one (with `progress`, says
     /// "resuming from epoch k of N").
     pub resume: bool,
-    /// Show progress bars on stderr.
+    /// Show progress bars on stderr, and send a `log` event per epoch (info) and on resuming
+    /// (info; a warning for a checkpoint without a dataset fingerprint).
     pub progress: bool,
     /// Stop after this many epochs in total (simulates an interruption; tests).
     pub stop_after_epoch: Option<usize>,
@@ -193,7 +194,7 @@ pub fn train_model_with<B: AutodiffBackend>(
             planned = header.planned_epochs;
         }
         if options.progress {
-            eprintln!("{}", resume_note(start_epoch, planned.unwrap_or(t.epochs).min(t.epochs), path));
+            log::info!("{}", resume_note(start_epoch, planned.unwrap_or(t.epochs).min(t.epochs), path));
         }
     }
 
@@ -278,12 +279,17 @@ pub fn train_model_with<B: AutodiffBackend>(
         });
         if options.progress {
             // A plain line per epoch (the bar is cleared, and invisible when stderr is not a
-            // terminal, e.g. in logs and CI).
+            // terminal, e.g. in logs and CI), as a `log` event: the program's logger prints it.
             let e = &history[history.len() - 1];
             let v = e.validation.map(|(i, p)| format!(", validation {i:.4} / {p:.4}")).unwrap_or_default();
-            eprintln!(
+            log::info!(
                 "epoch {}/{}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s{v}",
-                e.epoch, run_epochs, e.loss, e.lr, e.seconds, e.images_per_second
+                e.epoch,
+                run_epochs,
+                e.loss,
+                e.lr,
+                e.seconds,
+                e.images_per_second
             );
         }
         if let Some(path) = &ckpt_path {
