@@ -34,9 +34,6 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// Every variant, the full model first.
-    pub const ALL: [Variant; 4] = [Variant::Full, Variant::SingleStream, Variant::NoSemanticTokens, Variant::NoCscd];
-
     /// Whether the model has the prior stream (CS-NPP).
     pub fn has_prior(self) -> bool {
         self != Variant::SingleStream
@@ -105,6 +102,10 @@ impl<'de> Deserialize<'de> for ModelConfig {
 /// `use_cscd`) by the [`Variant`] they describe; refuses combinations no variant matches.
 fn upgrade_ablation_switches(value: &mut serde_json::Value) -> std::result::Result<(), String> {
     let Some(map) = value.as_object_mut() else { return Ok(()) };
+    const OLD: [&str; 3] = ["use_prior", "use_semantic_tokens", "use_cscd"];
+    if map.contains_key("variant") && OLD.iter().any(|k| map.contains_key(*k)) {
+        return Err("both `variant` and the older use_* switches are set".into());
+    }
     let mut switch = |key: &str| match map.remove(key) {
         None => Ok(true),
         Some(serde_json::Value::Bool(b)) => Ok(b),
@@ -123,9 +124,6 @@ fn upgrade_ablation_switches(value: &mut serde_json::Value) -> std::result::Resu
             ));
         }
     };
-    if map.contains_key("variant") {
-        return Err("both `variant` and the older use_* switches are set".into());
-    }
     map.insert("variant".into(), serde_json::to_value(variant).map_err(|e| e.to_string())?);
     Ok(())
 }
@@ -154,6 +152,7 @@ mod tests {
         let two = read(r#"{"use_prior": false, "use_cscd": false}"#).unwrap_err().to_string();
         assert!(two.contains("not one of the paper's variants"), "{two}");
         assert!(read(r#"{"use_prior": false, "variant": "full"}"#).is_err());
+        assert!(read(r#"{"use_prior": true, "variant": "no_cscd"}"#).is_err());
         assert!(read(r#"{"use_prior": 0}"#).is_err());
         // What is written is the new form.
         let json = serde_json::to_value(PnptConfig::cpu()).unwrap();
