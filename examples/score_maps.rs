@@ -8,8 +8,10 @@
 //! * `masks.npy`  N×H×W uint8 ground truth (non-zero = anomalous pixel; bool also accepted);
 //! * `labels.npy` N uint8 image labels (non-zero = anomalous image; bool also accepted).
 //!
-//! The image score is the maximum of each map. Output keys: `image_auroc`, `image_ap`,
-//! `image_f1_max`, `pixel_auroc`, `pixel_ap`, `pixel_f1_max`, `aupro_0.3`.
+//! The image score is the maximum of each map. The output is [`pnpt::evaluate::MapScores`]: the
+//! keys of a metrics object of `report.json` (`image_auroc`, `image_ap`, `image_f1_max`,
+//! `image_threshold`, `pixel_auroc`, `pixel_ap`, `pixel_f1_max`, `pixel_threshold`, `aupro`,
+//! `retrieval_accuracy`: `null`) and `aupro_fpr_limit` (0.3).
 //! Exit status: 0 on success, 2 for bad arguments, 1 for unreadable files or invalid data.
 
 use std::path::PathBuf;
@@ -17,24 +19,28 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pnpt::data::npy;
+use pnpt::evaluate::MapScores;
 use pnpt::metrics;
 
 /// Scores saved anomaly maps against ground truth and prints every metric as one JSON object.
 #[derive(Debug, Parser)]
 #[command(name = "score_maps")]
-struct Args {
+// `pub(crate)`: tests/report_html.rs compiles this file as a module and calls `run`, so the
+// test checks the keys this example really prints.
+pub(crate) struct Args {
     /// N x H x W float32 anomaly maps.
     #[arg(long, value_name = "MAPS.npy")]
-    maps: PathBuf,
+    pub(crate) maps: PathBuf,
     /// N x H x W uint8 ground-truth masks (non-zero = anomalous).
     #[arg(long, value_name = "MASKS.npy")]
-    masks: PathBuf,
+    pub(crate) masks: PathBuf,
     /// N uint8 image labels (non-zero = anomalous).
     #[arg(long, value_name = "LABELS.npy")]
-    labels: PathBuf,
+    pub(crate) labels: PathBuf,
 }
 
-fn run(args: &Args) -> Result<serde_json::Value, String> {
+/// The JSON line to print, or why there is none.
+pub(crate) fn run(args: &Args) -> Result<String, String> {
     let (map_shape, maps) = npy::read::<f32>(&args.maps).map_err(|e| e.to_string())?;
     let (mask_shape, masks) = npy::read::<u8>(&args.masks).map_err(|e| e.to_string())?;
     let (label_shape, labels) = npy::read::<u8>(&args.labels).map_err(|e| e.to_string())?;
@@ -53,15 +59,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         metrics::evaluate(&maps, &masks, &labels, &image_scores, n, h, w)
     })()
     .map_err(|e| e.to_string())?;
-    Ok(serde_json::json!({
-        "image_auroc": m.image_auroc,
-        "image_ap": m.image_ap,
-        "image_f1_max": m.image_f1_max,
-        "pixel_auroc": m.pixel_auroc,
-        "pixel_ap": m.pixel_ap,
-        "pixel_f1_max": m.pixel_f1_max,
-        "aupro_0.3": m.aupro,
-    }))
+    Ok(MapScores::new(&m).to_json())
 }
 
 fn main() -> ExitCode {

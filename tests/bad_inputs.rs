@@ -445,21 +445,17 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     let saved = print_of(data.path());
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join(CHECKPOINT_FILE);
-    let first = TrainOptions {
-        checkpoint_dir: Some(dir.path().to_path_buf()),
-        stop_after_epoch: Some(1),
-        dataset: Some(saved.clone()),
-        ..Default::default()
-    };
+    let first = TrainOptions::default()
+        .with_checkpoint_dir(Some(dir.path().to_path_buf()))
+        .with_stop_after_epoch(Some(1))
+        .with_dataset(Some(saved.clone()));
     train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
     let good_ckpt = std::fs::read(&ckpt).unwrap();
     let resume = |c: &PnptConfig, print: Option<Fingerprint>| {
-        let o = TrainOptions {
-            checkpoint_dir: Some(dir.path().to_path_buf()),
-            resume: true,
-            dataset: print,
-            ..Default::default()
-        };
+        let o = TrainOptions::default()
+            .with_checkpoint_dir(Some(dir.path().to_path_buf()))
+            .with_resume(true)
+            .with_dataset(print);
         train_model::<A>(c, &set, &pool, &device, &o)
     };
 
@@ -523,11 +519,8 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     }
 
     // Fewer epochs than done: typed error (1 done, so ask a fresh 2-epoch checkpoint for 1).
-    let two = TrainOptions {
-        checkpoint_dir: Some(dir.path().to_path_buf()),
-        dataset: Some(saved.clone()),
-        ..Default::default()
-    };
+    let two =
+        TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_dataset(Some(saved.clone()));
     let full = train_model::<A>(&cfg, &set, &pool, &device, &two).unwrap();
     assert_eq!(full.history.len(), 2);
     let done_two = std::fs::read(&ckpt).unwrap();
@@ -550,13 +543,12 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     assert!(extended.completed && extended.planned_epochs == 3);
 
     // A checkpoint written before fingerprints existed (no `dataset` in its header) resumes.
-    let (header, blobs): (serde_json::Value, Vec<Vec<u8>>) =
-        pnpt::prompt::io::read_container(&ckpt, b"PNPTCKPT").unwrap();
+    let file = pnpt::prompt::tensor_file::TensorFile::read(&ckpt, "training_checkpoint").unwrap();
+    let header: serde_json::Value = file.header().unwrap();
     let mut old = header.clone();
     old.as_object_mut().unwrap().remove("dataset");
     assert!(header.get("dataset").is_some_and(|d| d.is_object()), "the fingerprint is in the header");
-    let refs: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
-    pnpt::prompt::io::write_container(&ckpt, b"PNPTCKPT", &old, &refs).unwrap();
+    pnpt::prompt::tensor_file::write(&ckpt, "training_checkpoint", &old, &file.entries()).unwrap();
     assert!(resume(&tiny_config(3), Some(saved.clone())).unwrap().completed, "legacy checkpoint");
 
     // Damaged or foreign checkpoints: checksum or format errors, never a resumed run.

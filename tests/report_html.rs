@@ -7,6 +7,8 @@
 //! Without `chromium`, `chromium-browser`, `google-chrome` or `google-chrome-stable` on `PATH`
 //! the test prints why and passes, unless `PNPT_TEST_BROWSER=1` (set by `.ci/run`, which
 //! installs chromium) demands one.
+//!
+//! Also: `examples/score_maps.rs` prints the metric keys `report.json` writes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +22,11 @@ use pnpt::evaluate::{EvaluateOptions, METRIC_COLUMNS, evaluate, metric_values};
 use pnpt::model::train::fit;
 use pnpt::model::{PnptConfig, TrainOptions};
 use serde_json::{Value, json};
+
+// The example itself, so the test checks what it really prints (its `main` goes unused here).
+#[path = "../examples/score_maps.rs"]
+#[allow(dead_code)]
+mod score_maps;
 
 const ODD: &str = "m&m's <odd> #1";
 
@@ -101,11 +108,9 @@ fn report_html_renders_in_chromium() {
         fit::<Autodiff<Cpu>>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
 
     let out = tempfile::tempdir().unwrap();
-    let options = EvaluateOptions {
-        out_dir: Some(out.path().to_path_buf()),
-        extra: [("history".to_string(), json!(fitted.history))].into_iter().collect(),
-        ..Default::default()
-    };
+    let options = EvaluateOptions::default()
+        .with_out_dir(Some(out.path().to_path_buf()))
+        .with_extra([("history".to_string(), json!(fitted.history))].into_iter().collect());
     let report = evaluate(&detector, &dataset, &options).unwrap();
     assert_eq!(report.categories.len(), 2);
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
@@ -155,4 +160,58 @@ fn report_html_renders_in_chromium() {
     }
     assert_eq!(cells.len(), checked, "no other cells");
     assert!(cells.iter().any(|c| c["category"] == ODD), "the odd category name round-trips through escaping");
+}
+
+/// `score_maps` and `report.json` name every metric alike (the AUPRO was `aupro_0.3` in one and
+/// `aupro` in the other) and state the same AUPRO FPR limit.
+#[test]
+fn score_maps_prints_the_metric_keys_of_report_json() {
+    use pnpt::data::npy;
+    use pnpt::evaluate::{CategoryReport, Report};
+    use pnpt::heatmap::ColourScale;
+    let dir = tempfile::tempdir().unwrap();
+    let (maps, masks, labels) =
+        (dir.path().join("maps.npy"), dir.path().join("masks.npy"), dir.path().join("labels.npy"));
+    // Two 2 x 2 maps: a normal image and one with a defect in its last pixel.
+    let map_values = [0.1f32, 0.2, 0.1, 0.3, 0.1, 0.2, 0.2, 0.9];
+    let mask_values = [0u8, 0, 0, 0, 0, 0, 0, 1];
+    npy::write(&maps, &[2, 2, 2], &map_values).unwrap();
+    npy::write(&masks, &[2, 2, 2], &mask_values).unwrap();
+    npy::write(&labels, &[2], &[0u8, 1]).unwrap();
+    let printed = score_maps::run(&score_maps::Args { maps, masks, labels }).unwrap();
+    let printed: Value = serde_json::from_str(&printed).unwrap();
+
+    let image_scores = pnpt::metrics::max_per_map(&map_values, 2, 2, 2).unwrap();
+    let metrics = pnpt::metrics::evaluate(&map_values, &mask_values, &[false, true], &image_scores, 2, 2, 2).unwrap();
+    let scale = ColourScale { lo: 0.0, hi: 1.0, threshold: None, centred: false, held_out: false };
+    let category = CategoryReport {
+        name: "c".into(),
+        metrics: metrics.clone(),
+        retrieval_accuracy: 1.0,
+        images: 2,
+        scale,
+        results: vec![],
+    };
+    let report = Report {
+        categories: vec![category],
+        mean: metrics,
+        mean_retrieval_accuracy: 1.0,
+        skipped: vec![],
+        preset: "cpu".into(),
+        seed: 0,
+        device: "cpu".into(),
+        train_seconds: 0.0,
+        ms_per_image: 0.0,
+        method: "pnpt".into(),
+        methods: vec![],
+        extra: Default::default(),
+    };
+    let written: Value = serde_json::from_str(&report.to_json()).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>();
+    let mut printed_keys = keys(&printed);
+    assert!(printed_keys.remove("aupro_fpr_limit"), "score_maps states the AUPRO's FPR limit: {printed}");
+    assert_eq!(printed_keys, keys(&written["categories"]["c"]), "score_maps vs a metrics object of report.json");
+    assert_eq!(printed["aupro_fpr_limit"], written["aupro_fpr_limit"]);
+    assert_eq!(printed["aupro"], written["categories"]["c"]["aupro"]);
+    assert_eq!(printed["image_auroc"].as_f64(), Some(1.0));
 }

@@ -181,7 +181,7 @@ fn train_save_load_predict_beats_chance() {
     let eval = evaluate(
         &loaded,
         &dataset,
-        &EvaluateOptions { heatmaps: true, out_dir: Some(out_dir.as_path().join("eval")), ..Default::default() },
+        &EvaluateOptions::default().with_heatmaps(true).with_out_dir(Some(out_dir.as_path().join("eval"))),
     )
     .unwrap();
     eprintln!("{}", eval.to_markdown());
@@ -279,9 +279,9 @@ fn train_save_load_predict_beats_chance() {
 
     // A configuration that does not match the weights is a clear error, not a panic: caught by
     // the checksum, and in a format-2 folder (no checksums) by the architecture comparison.
-    let mut wrong = PnptConfig::load(&out_dir.as_path().join(files::CONFIG)).unwrap();
+    let mut wrong = PnptConfig::load(out_dir.as_path().join(files::CONFIG)).unwrap();
     wrong.model.hidden = 32;
-    wrong.save(&out_dir.as_path().join(files::CONFIG)).unwrap();
+    wrong.save(out_dir.as_path().join(files::CONFIG)).unwrap();
     let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err();
     assert!(matches!(err, pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { .. })), "{err}");
     manifest["format"] = 2.into();

@@ -61,16 +61,13 @@ fn resume_equals_uninterrupted() {
     assert!(straight.completed);
 
     let dir = tempfile::tempdir().unwrap();
-    let first = TrainOptions {
-        checkpoint_dir: Some(dir.path().to_path_buf()),
-        stop_after_epoch: Some(1),
-        ..Default::default()
-    };
+    let first =
+        TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_stop_after_epoch(Some(1));
     let part = train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
     assert!(!part.completed);
     assert_eq!(part.history.len(), 1);
     assert!(dir.path().join(CHECKPOINT_FILE).is_file());
-    let resume = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, ..Default::default() };
+    let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
     let resumed = train_model::<A>(&cfg, &set, &pool, &device, &resume).unwrap();
     assert!(resumed.completed);
 

@@ -128,6 +128,7 @@ impl FromStr for BackboneKind {
 
 /// Everything that can go wrong loading or running a backbone.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackboneError {
     /// A weights file is unreadable or does not fit the requested architecture.
     #[error("weights file {path}: {reason}")]

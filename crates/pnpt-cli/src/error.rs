@@ -5,6 +5,7 @@ use std::path::PathBuf;
 /// Everything that can stop a `pnpt` command (a single unreadable image does not: it becomes
 /// an error line of `predictions.jsonl`).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// From the library (device selection, training, evaluation).
     #[error(transparent)]

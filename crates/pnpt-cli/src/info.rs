@@ -1,112 +1,162 @@
 //! `pnpt info` and `GET /v1/info`: what a detector knows and how it decides.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use pnpt::burn::module::Module;
 use pnpt::burn::tensor::backend::Backend;
-use pnpt::model::Detector;
-use serde_json::{Map, Value, json};
+use pnpt::model::{Detector, PnptConfig};
+use serde::Serialize;
 
-/// The detector as JSON: categories with their thresholds, training-image counts and memory
-/// bank sizes; scoring; backbone; sizes; the full configuration; and, given the folder, its
-/// files with their sizes in bytes.
-pub fn info_json<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> Value {
+/// What `pnpt info` and `GET /v1/info` report about a detector (`pnpt info --json` writes it
+/// with its keys sorted, [`crate::render::sorted_json`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectorInfo {
+    /// Per category, in the detector's order.
+    pub categories: Vec<CategoryInfo>,
+    /// How images are scored and judged.
+    pub scoring: ScoringInfo,
+    /// Backbone name.
+    pub backbone: String,
+    /// Model input side in pixels.
+    pub input_size: u32,
+    /// Parameters of the trained model.
+    pub parameters: usize,
+    /// Feature size of the patch memory (`null` without one).
+    pub memory_dim: Option<usize>,
+    /// Preset the detector was trained with.
+    pub preset: String,
+    /// The files of the detector folder and their sizes in bytes (empty without a folder).
+    pub files: BTreeMap<String, u64>,
+    /// The full configuration.
+    pub config: PnptConfig,
+}
+
+/// One category of [`DetectorInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryInfo {
+    /// Category name.
+    pub name: String,
+    /// Image threshold.
+    pub threshold: Option<f32>,
+    /// Pixel threshold.
+    pub pixel_threshold: Option<f32>,
+    /// Retrieval-distance limit.
+    pub retrieval_limit: Option<f32>,
+    /// Training images of the category.
+    pub training_images: Option<usize>,
+    /// Held-out normal images its thresholds were calibrated on.
+    pub heldout_images: Option<usize>,
+    /// Patches in its memory bank.
+    pub memory_bank: Option<usize>,
+}
+
+/// The scoring of [`DetectorInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringInfo {
+    /// `pnpt`, `memory` or `fused`.
+    pub method: String,
+    /// Weight of the memory map in `fused`.
+    pub memory_weight: f64,
+    /// The image score rule.
+    pub score: String,
+    /// Quantile of held-out normal scores that is a category's image threshold.
+    pub threshold_quantile: f64,
+    /// Quantile of held-out normal pixels that is a category's pixel threshold.
+    pub pixel_quantile: f64,
+    /// The threshold of categories without their own.
+    pub global_threshold: Option<f32>,
+}
+
+/// The detector's [`DetectorInfo`]: categories with their thresholds, training-image counts and
+/// memory bank sizes; scoring; backbone; sizes; the full configuration; and, given the folder,
+/// its files with their sizes in bytes.
+pub fn detector_info<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> DetectorInfo {
     let c = detector.config();
     let counts = detector.pool().counts();
     let banks = detector.memory().map(|m| m.sizes());
-    let categories: Vec<Value> = detector
+    let categories = detector
         .categories()
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let t = detector.category_thresholds(name).unwrap_or_default();
-            json!({
-                "name": name,
-                "threshold": t.image,
-                "pixel_threshold": t.pixel,
-                "retrieval_limit": t.retrieval,
-                "training_images": counts.get(i),
-                "heldout_images": detector.thresholds().counts.get(name),
-                "memory_bank": banks.as_ref().and_then(|b| b.get(i)),
-            })
+            CategoryInfo {
+                name: name.clone(),
+                threshold: t.image,
+                pixel_threshold: t.pixel,
+                retrieval_limit: t.retrieval,
+                training_images: counts.get(i).copied(),
+                heldout_images: detector.thresholds().counts.get(name).copied(),
+                memory_bank: banks.as_ref().and_then(|b| b.get(i)).copied(),
+            }
         })
         .collect();
-    let files: Map<String, Value> = dir
+    let files = dir
         .and_then(|d| std::fs::read_dir(d).ok())
         .map(|entries| {
-            let mut v: Vec<(String, u64)> = entries
+            entries
                 .flatten()
                 .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
-                .collect();
-            v.sort();
-            v.into_iter().map(|(n, s)| (n, json!(s))).collect()
+                .collect()
         })
         .unwrap_or_default();
-    json!({
-        "categories": categories,
-        "scoring": {
-            "method": c.scoring.method.to_string(),
-            "memory_weight": c.scoring.memory_weight,
-            "score": c.scoring.score.to_string(),
-            "threshold_quantile": detector.thresholds().quantile,
-            "pixel_quantile": pnpt::model::predict::PIXEL_QUANTILE,
-            "global_threshold": detector.thresholds().global,
+    DetectorInfo {
+        categories,
+        scoring: ScoringInfo {
+            method: c.scoring.method.to_string(),
+            memory_weight: c.scoring.memory_weight,
+            score: c.scoring.score.to_string(),
+            threshold_quantile: detector.thresholds().quantile,
+            pixel_quantile: pnpt::model::predict::PIXEL_QUANTILE,
+            global_threshold: detector.thresholds().global,
         },
-        "backbone": c.backbone.to_string(),
-        "input_size": c.input_size,
-        "parameters": detector.model().num_params(),
-        "memory_dim": detector.memory().map(|m| m.dim()),
-        "preset": c.preset,
-        "files": files,
-        "config": serde_json::to_value(c).unwrap_or(Value::Null),
-    })
+        backbone: c.backbone.to_string(),
+        input_size: c.input_size,
+        parameters: detector.model().num_params(),
+        memory_dim: detector.memory().map(|m| m.dim()),
+        preset: c.preset.clone(),
+        files,
+        config: c.clone(),
+    }
 }
 
-/// [`info_json`] for a person to read.
-pub fn info_text(info: &Value) -> String {
+/// [`DetectorInfo`] for a person to read.
+pub fn info_text(info: &DetectorInfo) -> String {
     let mut s = String::new();
-    let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
-    let _ = writeln!(
-        s,
-        "backbone: {} (input {} x {})",
-        info["backbone"].as_str().unwrap_or("?"),
-        info["input_size"],
-        info["input_size"]
-    );
-    let _ = writeln!(s, "preset: {}, parameters: {}", info["preset"].as_str().unwrap_or("?"), info["parameters"]);
-    let sc = &info["scoring"];
+    let num = |v: Option<f32>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    let count = |v: Option<usize>| v.map_or("-".to_string(), |n| n.to_string());
+    let _ = writeln!(s, "backbone: {} (input {} x {})", info.backbone, info.input_size, info.input_size);
+    let _ = writeln!(s, "preset: {}, parameters: {}", info.preset, info.parameters);
+    let sc = &info.scoring;
     let _ = writeln!(
         s,
         "scoring: {} (memory weight {}, image score {}), thresholds = {} quantile of held-out normal scores, pixel thresholds = {} quantile of their pixels",
-        sc["method"].as_str().unwrap_or("?"),
-        sc["memory_weight"],
-        sc["score"].as_str().unwrap_or("?"),
-        sc["threshold_quantile"],
-        sc["pixel_quantile"]
+        sc.method, sc.memory_weight, sc.score, sc.threshold_quantile, sc.pixel_quantile
     );
     let _ = writeln!(
         s,
         "\n{:<24} {:>10} {:>10} {:>10} {:>6} {:>8} {:>8}",
         "category", "threshold", "pixel", "retrieval", "train", "held-out", "bank"
     );
-    for c in info["categories"].as_array().into_iter().flatten() {
+    for c in &info.categories {
         let _ = writeln!(
             s,
             "{:<24} {:>10} {:>10} {:>10} {:>6} {:>8} {:>8}",
-            c["name"].as_str().unwrap_or("?"),
-            num(&c["threshold"]),
-            num(&c["pixel_threshold"]),
-            num(&c["retrieval_limit"]),
-            c["training_images"].to_string(),
-            c["heldout_images"].to_string(),
-            c["memory_bank"].to_string()
+            c.name,
+            num(c.threshold),
+            num(c.pixel_threshold),
+            num(c.retrieval_limit),
+            count(c.training_images),
+            count(c.heldout_images),
+            count(c.memory_bank)
         );
     }
-    if let Some(files) = info["files"].as_object().filter(|f| !f.is_empty()) {
+    if !info.files.is_empty() {
         let _ = writeln!(s, "\nfiles:");
-        for (name, bytes) in files {
-            let _ = writeln!(s, "  {name:<22} {:>12} bytes", bytes.to_string());
+        for (name, bytes) in &info.files {
+            let _ = writeln!(s, "  {name:<22} {bytes:>12} bytes");
         }
     }
     s

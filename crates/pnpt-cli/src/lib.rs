@@ -11,7 +11,7 @@
 //!
 //! The last crate of the data flow: it uses the facade `pnpt` and nothing uses it. The
 //! subcommands are library functions too ([`predict::run_predict`], [`serve::Server`],
-//! [`info::info_json`]), which is how the tests drive them.
+//! [`info::detector_info`]), which is how the tests drive them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -157,16 +157,11 @@ fn parse_categories(text: &str) -> std::result::Result<Vec<String>, String> {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Predict(a) => {
-            let options = predict::PredictOptions {
-                detector: a.detector,
-                inputs: a.paths,
-                out: a.out.clone(),
-                maps: !a.no_maps,
-                category: a.category,
-                batch: a.batch as usize,
-                device: a.device,
-                progress: true,
-            };
+            let options = predict::PredictOptions::new(a.detector, a.paths, &a.out)
+                .with_maps(!a.no_maps)
+                .with_category(a.category)
+                .with_batch(a.batch as usize)
+                .with_device(a.device);
             let s = predict::run_predict(options)?;
             eprintln!(
                 "{} images: {} anomalous, {} of an unknown product, {} failed; {:.2} images/s ({:.1} s); {}",
@@ -184,7 +179,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             // The service shares one detector between threads: the CPU backend, whose
             // detector is Send + Sync (GPU devices are for one thread at a time, README).
             let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
-            let info = info::info_json(&detector, Some(&a.detector));
+            let info = info::detector_info(&detector, Some(&a.detector));
             let options = serve::ServeOptions {
                 workers: a.workers as usize,
                 queue: a.queue as usize,
@@ -193,7 +188,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 ..Default::default()
             };
             let names = detector.categories().join(", ");
-            serve::serve_until_signal(Arc::new(detector), info, &a.addr.to_string(), options, |addr| {
+            serve::serve_until_signal(Arc::new(detector), &info, &a.addr.to_string(), options, |addr| {
                 eprintln!("pnpt serve: listening on http://{addr} (categories: {names}); Ctrl-C or SIGTERM stops");
             })?;
             eprintln!("pnpt serve: stopped");
@@ -201,9 +196,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Info(a) => {
             let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
-            let v = info::info_json(&detector, Some(&a.detector));
+            let v = info::detector_info(&detector, Some(&a.detector));
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                println!("{}", serde_json::to_string_pretty(&render::sorted_json(&v)).unwrap_or_default());
             } else {
                 print!("{}", info::info_text(&v));
             }

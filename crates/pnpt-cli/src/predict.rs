@@ -3,7 +3,7 @@
 //! Folders are searched recursively for `.png`, `.jpg`, `.jpeg` and `.bmp` files (any case),
 //! in sorted order; files named on the command line are read whatever their extension. Into
 //! the output folder go `predictions.jsonl` (one JSON object per image, in input order:
-//! `path`, the fields of [`crate::render::prediction_json`], `overlay` and `mask` (paths
+//! `path`, the fields of [`crate::render::PredictionRecord`], `overlay` and `mask` (paths
 //! relative to the output folder, `null` with `--no-maps`) and `ms`; or `path` and `error` for
 //! an image that could not be read or scored) and `maps/<name>.overlay.png` /
 //! `maps/<name>.mask.png`, where `<name>` is the image's path relative to the folder it was
@@ -26,9 +26,9 @@ use pnpt::data::image::DynamicImage;
 use pnpt::model::Detector;
 use pnpt::prompt::io::write_atomic;
 use rayon::prelude::*;
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use crate::render;
+use crate::render::{self, PredictionRecord};
 use crate::{CliError, Result};
 
 /// File extensions picked up in folders.
@@ -36,6 +36,7 @@ pub const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
 /// What `pnpt predict` does.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PredictOptions {
     /// The detector folder.
     pub detector: PathBuf,
@@ -53,6 +54,73 @@ pub struct PredictOptions {
     pub device: DeviceSpec,
     /// Show a progress bar (on a terminal only).
     pub progress: bool,
+}
+
+// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
+// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
+impl PredictOptions {
+    /// Scores `inputs` with the detector in `detector` into `out`, with the command's defaults:
+    /// maps written, retrieval, 8 images per forward, CPU, a progress bar (on a terminal).
+    pub fn new(detector: impl AsRef<Path>, inputs: Vec<PathBuf>, out: impl AsRef<Path>) -> Self {
+        Self {
+            detector: detector.as_ref().to_path_buf(),
+            inputs,
+            out: out.as_ref().to_path_buf(),
+            maps: true,
+            category: None,
+            batch: 8,
+            device: DeviceSpec::Cpu,
+            progress: true,
+        }
+    }
+
+    /// Sets [`detector`](Self::detector).
+    pub fn with_detector(mut self, detector: PathBuf) -> Self {
+        self.detector = detector;
+        self
+    }
+
+    /// Sets [`inputs`](Self::inputs).
+    pub fn with_inputs(mut self, inputs: Vec<PathBuf>) -> Self {
+        self.inputs = inputs;
+        self
+    }
+
+    /// Sets [`out`](Self::out).
+    pub fn with_out(mut self, out: PathBuf) -> Self {
+        self.out = out;
+        self
+    }
+
+    /// Sets [`maps`](Self::maps).
+    pub fn with_maps(mut self, maps: bool) -> Self {
+        self.maps = maps;
+        self
+    }
+
+    /// Sets [`category`](Self::category).
+    pub fn with_category(mut self, category: Option<String>) -> Self {
+        self.category = category;
+        self
+    }
+
+    /// Sets [`batch`](Self::batch).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Sets [`device`](Self::device).
+    pub fn with_device(mut self, device: DeviceSpec) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Sets [`progress`](Self::progress).
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
 }
 
 /// What a run did.
@@ -190,18 +258,19 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
         let tb = Instant::now();
         let records = score_batch(detector, chunk, options);
         let ms = tb.elapsed().as_secs_f64() * 1000.0 / chunk.len() as f64;
-        for (input, mut record) in chunk.iter().zip(records) {
-            if record.get("error").is_some() {
-                summary.failed += 1;
-            } else {
-                record["ms"] = json!(ms);
-                summary.anomalous += usize::from(record["anomalous"] == true);
-                summary.unknown_category += usize::from(record["unknown_category"] == true);
-            }
-            let mut line = json!({"path": input.path.display().to_string()});
-            if let (Some(l), Some(r)) = (line.as_object_mut(), record.as_object()) {
-                l.extend(r.clone());
-            }
+        for (input, record) in chunk.iter().zip(records) {
+            let path = input.path.display().to_string();
+            let line = match record {
+                Ok(scored) => {
+                    summary.anomalous += usize::from(scored.prediction.anomalous);
+                    summary.unknown_category += usize::from(scored.prediction.unknown_category);
+                    render::sorted_json(&Line::Scored { path, scored, ms })
+                }
+                Err(error) => {
+                    summary.failed += 1;
+                    render::sorted_json(&Line::Failed { path, error })
+                }
+            };
             lines.push(line.to_string());
         }
         pb.inc(chunk.len() as u64);
@@ -224,8 +293,36 @@ fn write_lines(path: &Path, lines: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The JSON record of every input of a batch (without `path` and `ms`).
-fn score_batch<B: Backend>(detector: &Detector<B>, chunk: &[Input], options: &PredictOptions) -> Vec<Value> {
+/// One line of `predictions.jsonl`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line {
+    /// A scored image: `path`, the prediction, its maps and `ms`.
+    Scored {
+        path: String,
+        #[serde(flatten)]
+        scored: Scored,
+        ms: f64,
+    },
+    /// An image that could not be read or scored: `path` and `error`.
+    Failed { path: String, error: String },
+}
+
+/// A scored image of a batch: the prediction and its maps (`null` with `--no-maps`).
+#[derive(Serialize)]
+struct Scored {
+    #[serde(flatten)]
+    prediction: PredictionRecord,
+    overlay: Option<String>,
+    mask: Option<String>,
+}
+
+/// Every input of a batch: scored, or why not.
+fn score_batch<B: Backend>(
+    detector: &Detector<B>,
+    chunk: &[Input],
+    options: &PredictOptions,
+) -> Vec<Result<Scored, String>> {
     let decoded: Vec<Result<DynamicImage, String>> = chunk
         .par_iter()
         .map(|input| match &input.error {
@@ -248,19 +345,15 @@ fn score_batch<B: Backend>(detector: &Detector<B>, chunk: &[Input], options: &Pr
     let mut records = Vec::with_capacity(chunk.len());
     for (input, slot) in chunk.iter().zip(slots) {
         let record = match (slot, &predictions) {
-            (Err(e), _) => json!({"error": e}),
-            (Ok(_), Err(e)) => json!({"error": format!("scoring failed: {e}")}),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(format!("scoring failed: {e}")),
             (Ok(i), Ok(preds)) => {
                 let p = &preds[i];
-                let mut r = render::prediction_json(p, options.category.is_some());
-                match write_maps(detector, &images[i], p, input, options) {
-                    Ok((overlay, mask)) => {
-                        r["overlay"] = json!(overlay);
-                        r["mask"] = json!(mask);
-                        r
-                    }
-                    Err(e) => json!({"error": e}),
-                }
+                write_maps(detector, &images[i], p, input, options).map(|(overlay, mask)| Scored {
+                    prediction: PredictionRecord::new(p, options.category.is_some()),
+                    overlay,
+                    mask,
+                })
             }
         };
         records.push(record);

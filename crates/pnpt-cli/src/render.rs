@@ -1,5 +1,5 @@
 //! What one prediction becomes on disk and on the wire: the heat-map overlay and the binary
-//! defect mask as PNG bytes, and the JSON object of `predictions.jsonl` and `/v1/predict`.
+//! defect mask as PNG bytes, and the JSON object of `predictions.jsonl` and `/v1/predict` ([`PredictionRecord`]).
 //!
 //! **Overlay colours.** The jet colour scale spans `[lo, 2·t − lo]`, with `t` the category's
 //! pixel threshold and `lo` its median held-out normal pixel, so the threshold is the middle
@@ -11,7 +11,8 @@ use std::io::Cursor;
 
 use pnpt::data::image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage, imageops};
 use pnpt::model::Prediction;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Smallest overlay side: a smaller model input is upscaled by an integer factor (nearest for
 /// the map, so one map cell stays one block).
@@ -92,22 +93,59 @@ pub fn defect_fraction(p: &Prediction) -> Option<f64> {
     Some(n as f64 / p.anomaly_map.len().max(1) as f64)
 }
 
-/// The JSON object of one prediction (the fields of `predictions.jsonl` and `/v1/predict`
-/// besides the path, the maps and the timing).
-pub fn prediction_json(p: &Prediction, category_given: bool) -> Value {
-    json!({
-        "category": p.category,
-        "category_given": category_given,
-        "retrieval_distance": p.retrieval_distance,
-        "unknown_category": p.unknown_category,
-        "score": p.score,
-        "threshold": p.threshold,
-        "normalized_score": p.normalized_score,
-        "verdict": p.verdict(),
-        "anomalous": p.is_anomalous,
-        "pixel_threshold": p.pixel_threshold,
-        "defect_fraction": defect_fraction(p),
-    })
+/// The JSON object of one prediction: the fields of `predictions.jsonl` and `/v1/predict`
+/// besides the path, the maps and the timing (which [`crate::predict`] and [`crate::serve`]
+/// add around it with `#[serde(flatten)]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionRecord {
+    /// The retrieved (or given) category.
+    pub category: String,
+    /// Whether the caller named the category (no retrieval).
+    pub category_given: bool,
+    /// Distance to the category's prompt.
+    pub retrieval_distance: f32,
+    /// The distance is beyond the category's limit: an unknown product.
+    pub unknown_category: bool,
+    /// Image anomaly score.
+    pub score: f32,
+    /// The category's image threshold (`null`: uncalibrated).
+    pub threshold: Option<f32>,
+    /// `score / threshold`.
+    pub normalized_score: Option<f32>,
+    /// `anomalous`, `normal` or `uncalibrated`.
+    pub verdict: &'static str,
+    /// The verdict as a boolean.
+    pub anomalous: bool,
+    /// The category's pixel threshold.
+    pub pixel_threshold: Option<f32>,
+    /// [`defect_fraction`].
+    pub defect_fraction: Option<f64>,
+}
+
+impl PredictionRecord {
+    /// The record of `p`; `category_given` when the caller named the category.
+    pub fn new(p: &Prediction, category_given: bool) -> Self {
+        Self {
+            category: p.category.clone(),
+            category_given,
+            retrieval_distance: p.retrieval_distance,
+            unknown_category: p.unknown_category,
+            score: p.score,
+            threshold: p.threshold,
+            normalized_score: p.normalized_score,
+            verdict: p.verdict(),
+            anomalous: p.is_anomalous,
+            pixel_threshold: p.pixel_threshold,
+            defect_fraction: defect_fraction(p),
+        }
+    }
+}
+
+/// `value` as a [`Value`], whose objects sort their keys: written out, the keys come in the
+/// order the hand-built objects these types replaced had (`null` if it is not representable,
+/// which a struct with string-keyed maps always is).
+pub fn sorted_json(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -145,7 +183,7 @@ mod tests {
         assert_eq!(m.get_pixel(3, 3).0, [255]);
         assert_eq!(m.get_pixel(0, 0).0, [0]);
         assert!(mask(&prediction(vec![0.0; 4], None), 4, 4).is_none());
-        let j = prediction_json(&p, false);
+        let j = sorted_json(&PredictionRecord::new(&p, false));
         assert_eq!(j["verdict"], "anomalous");
         assert_eq!(j["defect_fraction"], 0.25);
         assert!(png(o).unwrap().starts_with(b"\x89PNG"));

@@ -86,7 +86,7 @@ fn fixture() -> &'static Fixture {
         cfg.train.epochs = 1;
         cfg.scoring.sigma = 1.0;
         let (detector, _) = fit::<B>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
-        cfg.save(&root.join("config.json")).unwrap();
+        cfg.save(root.join("config.json")).unwrap();
         let dir = root.join("detector");
         detector.save(&dir).unwrap();
         let test_images: Vec<PathBuf> =
@@ -288,7 +288,7 @@ fn predict_raw_multipart_category_and_map() {
 #[test]
 fn every_limit_is_a_clear_4xx_and_the_service_goes_on() {
     let f = fixture();
-    let s = start(ServeOptions { max_body: 256 << 10, max_side: 2048, ..Default::default() });
+    let s = start(ServeOptions::default().with_max_body(256 << 10).with_max_side(2048));
     let tiny = |w, h| png_bytes(DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb([9, 9, 9]))));
     let mut truncated = f.good_png.clone();
     truncated.truncate(truncated.len() / 2);
@@ -359,7 +359,7 @@ impl SlowUpload {
 #[test]
 fn full_queue_answers_503_with_retry_after() {
     let f = fixture();
-    let s = start(ServeOptions { workers: 1, queue: 0, ..Default::default() });
+    let s = start(ServeOptions::default().with_workers(1).with_queue(0));
     let slow = SlowUpload::begin(&s, &f.good_png);
     wait_in_progress(s.addr, 1);
     let r = post_as(&s, "", "image/png", f.good_png.clone());
@@ -616,7 +616,7 @@ fn info_command_text_and_json() {
     let v: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(v["input_size"], 64);
     assert!(v["parameters"].as_u64().unwrap() > 0);
-    assert!(v["files"]["model.mpk"].as_u64().unwrap() > 0);
+    assert!(v["files"]["model.safetensors"].as_u64().unwrap() > 0);
 }
 
 /// SIGTERM while a request is in progress: the request is answered, then `pnpt serve` exits 0.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// Every message names the offending path and the reason, so a user can fix the dataset without
 /// a debugger. Nothing in this crate panics on bad input; it returns one of these instead.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DataError {
     /// The dataset root does not exist or is not a directory.
     #[error("dataset root {path}: does not exist or is not a directory")]

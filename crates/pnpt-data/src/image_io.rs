@@ -99,8 +99,9 @@ pub const MAX_IMAGE_SIDE: u32 = 8192;
 
 /// Decodes any supported file (PNG of any bit depth / colour type, JPEG, BMP) as-is; a side
 /// above [`MAX_IMAGE_SIDE`] is [`DataError::TooLarge`] before decoding.
-pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
+pub fn decode(path: impl AsRef<Path>) -> Result<DynamicImage, DataError> {
     use image::ImageDecoder;
+    let path = path.as_ref();
     let decoder = open_reader(path)?.into_decoder().map_err(|e| map_image_error(path, e))?;
     let (width, height) = decoder.dimensions();
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
@@ -119,7 +120,8 @@ pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
 /// let rgb = pnpt_data::decode_rgb(std::path::Path::new("bottle/train/good/000.png")).unwrap();
 /// println!("{}x{}", rgb.width(), rgb.height());
 /// ```
-pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
+pub fn decode_rgb(path: impl AsRef<Path>) -> Result<RgbImage, DataError> {
+    let path = path.as_ref();
     Ok(match decode(path)? {
         DynamicImage::ImageRgb8(img) => img,
         other => other.to_rgb8(),
@@ -128,7 +130,8 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
 
 /// Width and height from the file header only (no pixel decoding), with the same errors as
 /// [`decode_rgb`] for empty, unsupported or unreadable files.
-pub fn image_size(path: &Path) -> Result<(u32, u32), DataError> {
+pub fn image_size(path: impl AsRef<Path>) -> Result<(u32, u32), DataError> {
+    let path = path.as_ref();
     open_reader(path)?.into_dimensions().map_err(|e| map_image_error(path, e))
 }
 
@@ -182,7 +185,8 @@ pub fn rgb_to_chw(img: &RgbImage, pre: &Preprocess) -> Vec<f32> {
 }
 
 /// Decodes a file and preprocesses it: [`decode_rgb`] then [`rgb_to_chw`].
-pub fn load_image(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, DataError> {
+pub fn load_image(path: impl AsRef<Path>, pre: &Preprocess) -> Result<Vec<f32>, DataError> {
+    let path = path.as_ref();
     Ok(rgb_to_chw(&decode_rgb(path)?, pre))
 }
 
@@ -208,7 +212,8 @@ pub fn resize_nearest(src: &[u8], w: u32, h: u32, size: u32) -> Vec<u8> {
 /// Reads one mask file as a binary map at its native size: 1 where any colour channel is > 0.
 ///
 /// Any colour channel counts (not luma) so a pure-blue or low-valued LOCO label is never lost.
-pub fn decode_mask(path: &Path) -> Result<(Vec<u8>, u32, u32), DataError> {
+pub fn decode_mask(path: impl AsRef<Path>) -> Result<(Vec<u8>, u32, u32), DataError> {
+    let path = path.as_ref();
     let img = decode(path)?;
     let (w, h) = (img.width(), img.height());
     let bin: Vec<u8> = match &img {

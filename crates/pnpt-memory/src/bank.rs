@@ -10,15 +10,19 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use pnpt_prompt::io::{bytes_to_f32, f32_to_bytes, read_container, write_container};
+use pnpt_prompt::io::{bytes_to_f32, parse_container};
+use pnpt_prompt::tensor_file::{self, Entry, TensorFile};
 use serde::{Deserialize, Serialize};
 
 use crate::coreset::{coreset_size, greedy_coreset};
 use crate::patch::{patch_features, to_rows};
 use crate::{Error, Result};
 
+/// Magic of the memory in the earlier container format (still read).
 const MAGIC: &[u8; 8] = b"PNPTMEM1";
 const FORMAT: u32 = 1;
+/// `pnpt.kind` of a patch memory's tensor file.
+const MEMORY_KIND: &str = "patch_memory";
 
 /// How the banks are built and searched. Building is deterministic for a configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,37 +283,68 @@ impl<B: Backend> PatchMemory<B> {
         Tensor::cat(out, 0)
     }
 
-    /// Saves the memory (names, sizes, configuration, banks) to one file, atomically.
+    /// Saves the memory to one safetensors file, atomically: one float32 tensor
+    /// `bank.<class>` `[k_c, D]` per class, metadata `format`, `dim`, `names` (the class
+    /// order), `sizes`, `candidates`, `config` (JSON) besides `pnpt.kind` = `patch_memory`
+    /// ([`pnpt_prompt::tensor_file`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let header = Header {
+        let tensors: Vec<Entry> = self
+            .names
+            .iter()
+            .zip(&self.banks)
+            .map(|(name, b)| {
+                Entry::f32(format!("bank.{name}"), b.dims().to_vec(), &b.to_data().iter::<f32>().collect::<Vec<f32>>())
+            })
+            .collect();
+        tensor_file::write(path, MEMORY_KIND, &self.header(), &tensors)?;
+        Ok(())
+    }
+
+    fn header(&self) -> Header {
+        Header {
             format: FORMAT,
             dim: self.dim,
             names: self.names.clone(),
             sizes: self.sizes(),
             candidates: self.candidates.clone(),
             config: self.config.clone(),
-        };
-        let blobs: Vec<Vec<u8>> =
-            self.banks.iter().map(|b| f32_to_bytes(&b.to_data().iter::<f32>().collect::<Vec<f32>>())).collect();
-        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-        write_container(path, MAGIC, &header, &refs)?;
-        Ok(())
+        }
     }
 
-    /// Loads a memory written by [`save`](Self::save), checking every size and that every value is
-    /// finite.
+    /// Loads a memory written by [`save`](Self::save) (or in the earlier container format,
+    /// `PNPTMEM1`), checking every size and that every value is finite.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         let bad = |reason: String| Error::Format { path: path.to_path_buf(), reason };
-        let (header, blobs): (Header, _) = read_container(path, MAGIC)?;
+        let bytes =
+            std::fs::read(path).map_err(|source| pnpt_prompt::Error::Io { path: path.to_path_buf(), source })?;
+        let (header, banks): (Header, Vec<Vec<f32>>) = if bytes.starts_with(MAGIC) {
+            let (header, blobs): (Header, Vec<Vec<u8>>) = parse_container(path, &bytes, MAGIC)?;
+            let mut banks = Vec::with_capacity(blobs.len());
+            for (i, blob) in blobs.iter().enumerate() {
+                banks.push(bytes_to_f32(blob).ok_or_else(|| bad(format!("bank {i}: length not a multiple of 4")))?);
+            }
+            (header, banks)
+        } else {
+            let file = TensorFile::parse(path, bytes, MEMORY_KIND)?;
+            let header: Header = file.header()?;
+            let mut banks = Vec::with_capacity(header.names.len());
+            for name in &header.names {
+                banks.push(file.f32(&format!("bank.{name}"))?.1);
+            }
+            if file.names().count() != banks.len() {
+                return Err(bad(format!("{} tensors for {} classes", file.names().count(), banks.len())));
+            }
+            (header, banks)
+        };
         if header.format != FORMAT {
             return Err(bad(format!("format {} (this build reads {FORMAT})", header.format)));
         }
         let k = header.names.len();
-        if k == 0 || header.sizes.len() != k || header.candidates.len() != k || blobs.len() != k || header.dim == 0 {
+        if k == 0 || header.sizes.len() != k || header.candidates.len() != k || banks.len() != k || header.dim == 0 {
             return Err(bad(format!(
                 "{k} classes, {} sizes, {} banks, dim {}",
                 header.sizes.len(),
-                blobs.len(),
+                banks.len(),
                 header.dim
             )));
         }
@@ -322,8 +357,7 @@ impl<B: Backend> PatchMemory<B> {
             dim: header.dim,
             config: header.config,
         };
-        for (i, blob) in blobs.iter().enumerate() {
-            let values = bytes_to_f32(blob).ok_or_else(|| bad(format!("bank {i}: length not a multiple of 4")))?;
+        for (i, values) in banks.into_iter().enumerate() {
             let rows = header.sizes[i];
             if rows == 0 || values.len() != rows * header.dim {
                 return Err(bad(format!("bank {i}: {} values for {rows} rows of {}", values.len(), header.dim)));

@@ -3,6 +3,7 @@
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use pnpt_memory::{MemoryBuilder, MemoryConfig, PatchMemory, greedy_coreset, patch_features};
+use pnpt_prompt::tensor_file::{self, Entry, TensorFile};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -175,14 +176,13 @@ fn memory_round_trips_and_rejects_damaged_files() {
     let err = PatchMemory::<B>::load(&path, &device).unwrap_err();
     assert!(matches!(err, pnpt_memory::Error::Container(pnpt_prompt::Error::Checksum { .. })), "{err}");
     // A NaN written by a buggy writer (with a checksum that matches it) is still refused: the
-    // last bank value sits just before the 32-byte SHA-256, which is recomputed here.
-    let mut nan = bytes.clone();
-    let n = nan.len() - 32;
-    nan[n - 4..n].copy_from_slice(&f32::NAN.to_le_bytes());
-    let digest = pnpt_prompt::io::sha256_hex(&nan[..n]);
-    let digest: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap()).collect();
-    nan[n..].copy_from_slice(&digest);
-    std::fs::write(&path, &nan).unwrap();
+    // file is rewritten with one value NaN and a fresh digest.
+    std::fs::write(&path, &bytes).unwrap();
+    let file = TensorFile::read(&path, "patch_memory").unwrap();
+    let header: serde_json::Value = file.header().unwrap();
+    let (shape, mut values) = file.f32("bank.a").unwrap();
+    *values.last_mut().unwrap() = f32::NAN;
+    tensor_file::write(&path, "patch_memory", &header, &[Entry::f32("bank.a", shape, &values)]).unwrap();
     let err = PatchMemory::<B>::load(&path, &device).unwrap_err();
     assert!(err.to_string().contains("non-finite"), "{err}");
     // Wrong class index and wrong width are errors, not panics.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong building, training, saving, loading or running a PNPT model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]

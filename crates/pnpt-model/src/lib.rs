@@ -36,6 +36,7 @@ pub mod loss;
 pub mod macs;
 pub mod pnpt;
 pub mod predict;
+pub mod progress;
 pub mod sace;
 pub mod train;
 
@@ -47,4 +48,5 @@ pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
 pub use pnpt::{InferencePlan, Pnpt, Reconstruction, Streams};
 pub use pnpt_memory::{MemoryConfig, PatchMemory};
+pub use progress::{Progress, ProgressEvent};
 pub use train::{DetectorHook, TrainOptions, fit, fit_with, train_model};

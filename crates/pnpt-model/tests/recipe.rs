@@ -182,16 +182,13 @@ fn resumed_equals_uninterrupted_with_the_recipe() {
     assert!((straight.history[1].lr - t.lr * t.min_lr_ratio).abs() < 1e-15, "ends at the floor");
 
     let dir = tempfile::tempdir().unwrap();
-    let first = TrainOptions {
-        checkpoint_dir: Some(dir.path().to_path_buf()),
-        stop_after_epoch: Some(1),
-        ..Default::default()
-    };
+    let first =
+        TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_stop_after_epoch(Some(1));
     let part = train_model::<A>(&cfg, &set, &pool, &dev(), &first).unwrap();
     assert!(!part.completed);
     assert_eq!(part.history.len(), 1);
     assert!(dir.path().join(CHECKPOINT_FILE).is_file());
-    let resume = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, ..Default::default() };
+    let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
     let resumed = train_model::<A>(&cfg, &set, &pool, &dev(), &resume).unwrap();
     assert!(resumed.completed);
     assert_eq!(losses(&resumed.history), losses(&straight.history));
@@ -229,7 +226,7 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     let mut tight = cfg.clone();
     tight.train.time_budget_seconds = Some(1e-9);
     let dir = tempfile::tempdir().unwrap();
-    let opts = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let opts = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf()));
     let short = train_model::<A>(&tight, &set, &pool, &dev(), &opts).unwrap();
     assert!(short.completed);
     assert_eq!(short.planned_epochs, 1);
@@ -237,7 +234,7 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     assert_eq!(short.history[0].planned_epochs, 1);
     assert_eq!(short.history[0].epoch, 1);
     // Resuming keeps the saved plan: nothing more to do.
-    let resume = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, ..Default::default() };
+    let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
     let again = train_model::<A>(&tight, &set, &pool, &dev(), &resume).unwrap();
     assert!(again.completed);
     assert_eq!(again.planned_epochs, 1);

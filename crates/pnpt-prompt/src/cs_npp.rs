@@ -2,16 +2,17 @@
 //! retrieval of the nearest class for an unlabeled image.
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::io::{bytes_to_f32, f32_to_bytes, read_container, write_container};
 use crate::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"PNPTPOOL";
+// Saving and loading (safetensors, and the earlier container), beside the pool's fields.
+#[path = "pool_file.rs"]
+mod file;
+pub use file::POOL_KIND;
 
 /// Distance between global codings used for retrieval (the paper leaves it open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -181,14 +182,6 @@ pub struct PromptPool<B: Backend> {
     distance: Distance,
 }
 
-#[derive(Serialize, Deserialize)]
-struct PoolHeader {
-    names: Vec<String>,
-    counts: Vec<usize>,
-    distance: Distance,
-    shapes: [[usize; 3]; 3],
-}
-
 impl<B: Backend> PromptPool<B> {
     /// Category names, in pool order (index = what [`Retrieval::indices`] refer to).
     pub fn names(&self) -> &[String] {
@@ -305,56 +298,6 @@ impl<B: Backend> PromptPool<B> {
     /// there is nothing to score. A true category absent from the pool counts as a miss.
     pub fn accuracy<S: AsRef<str>>(&self, predicted: &[usize], truth: &[S]) -> Option<f64> {
         retrieval_accuracy(&self.names, predicted, truth)
-    }
-
-    /// Saves the pool (names, counts, distance, tensors) to one file, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let header = PoolHeader {
-            names: self.names.clone(),
-            counts: self.counts.clone(),
-            distance: self.distance,
-            shapes: self.shapes(),
-        };
-        let to_bytes = |t: TensorData| f32_to_bytes(&t.iter::<f32>().collect::<Vec<f32>>());
-        let blobs = [
-            to_bytes(self.codes.to_data()),
-            to_bytes(self.priors[0].to_data()),
-            to_bytes(self.priors[1].to_data()),
-            to_bytes(self.priors[2].to_data()),
-        ];
-        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-        write_container(path, MAGIC, &header, &refs)
-    }
-
-    /// Loads a pool written by [`save`](Self::save) onto `device`.
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        let bad = |reason: String| Error::Format { path: path.to_path_buf(), reason };
-        let (header, blobs): (PoolHeader, _) = read_container(path, MAGIC)?;
-        let k = header.names.len();
-        if k == 0 || header.counts.len() != k {
-            return Err(bad(format!("{k} names but {} counts", header.counts.len())));
-        }
-        if blobs.len() != 4 {
-            return Err(bad(format!("expected 4 tensors, found {}", blobs.len())));
-        }
-        let code_dim: usize = header.shapes.iter().map(|s| s[0]).sum();
-        let tensor = |i: usize, shape: Vec<usize>| -> Result<TensorData> {
-            let values =
-                bytes_to_f32(&blobs[i]).ok_or_else(|| bad(format!("tensor {i}: length not a multiple of 4")))?;
-            let want: usize = shape.iter().product();
-            if values.len() != want {
-                return Err(bad(format!("tensor {i}: {} values, shape {shape:?} needs {want}", values.len())));
-            }
-            Ok(TensorData::new(values, shape))
-        };
-        let codes = Tensor::<B, 2>::from_data(tensor(0, vec![k, code_dim])?, device);
-        let mut priors = Vec::with_capacity(3);
-        for s in 0..3 {
-            let [c, h, w] = header.shapes[s];
-            priors.push(Tensor::<B, 4>::from_data(tensor(s + 1, vec![k, c, h, w])?, device));
-        }
-        let priors: [Tensor<B, 4>; 3] = priors.try_into().expect("three scales");
-        Ok(Self { names: header.names, counts: header.counts, codes, priors, distance: header.distance })
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while building, querying, saving or loading a prompt pool.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `build` was called before any category was added.
     #[error("prompt pool: no category was added, so there is no normal prior to retrieve")]
@@ -25,7 +26,8 @@ pub enum Error {
     /// A batch with zero images, or mismatched batch sizes between scales.
     #[error("prompt pool: {0}")]
     InvalidInput(String),
-    /// A saved file (prompt pool, patch memory, checkpoint) is not readable as what it should be.
+    /// A saved file (prompt pool, patch memory, model weights, checkpoint) is not readable as what
+    /// it should be: truncated, not a safetensors file or container, another kind of artefact.
     #[error("{path}: not a valid pnpt artefact: {reason}")]
     Format {
         /// The file.

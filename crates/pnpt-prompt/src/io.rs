@@ -4,10 +4,14 @@
 //! * [`write_atomic`]: a file is either the old one or the complete new one, never half
 //!   written ([`pnpt_data::atomic`]), so an interrupted run cannot leave a corrupt checkpoint
 //!   behind.
-//! * [`write_container`] / [`read_container`]: one file = an 8-byte magic, a JSON header and
-//!   any number of binary blobs, each length-prefixed (little endian), then the SHA-256 of all
-//!   the bytes before it. A flipped bit anywhere is a [`Error::Checksum`] on reading, never a
-//!   silently different model (version-1 files, written before the checksum, still load).
+//! * [`crate::tensor_file`] (re-exported here as `io::tensor_file`): what every artefact is
+//!   written as now, safetensors with the header in its metadata and a SHA-256 over the file.
+//! * [`write_container`] / [`read_container`]: the earlier format, still read so that files
+//!   saved by earlier versions load (and written only to test that). One file = an 8-byte
+//!   magic, a JSON header and any number of binary blobs, each length-prefixed (little
+//!   endian), then the SHA-256 of all the bytes before it. A flipped bit anywhere is a
+//!   [`Error::Checksum`] on reading, never a silently different model (version-1 files, written
+//!   before the checksum, still load).
 //! * [`sha256_hex`] / [`read_verified`]: the same check for files whose checksum is recorded
 //!   elsewhere (a detector's `manifest.json`).
 
@@ -16,6 +20,7 @@ use std::path::Path;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use crate::tensor_file;
 use crate::{Error, Result};
 
 /// Version 2 appends the SHA-256; version 1 (no checksum) is still read.
@@ -78,6 +83,12 @@ pub fn write_container<H: Serialize>(path: &Path, magic: &[u8; 8], header: &H, b
 /// length.
 pub fn read_container<H: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Result<(H, Vec<Vec<u8>>)> {
     let bytes = fs::read(path).map_err(io_err(path))?;
+    parse_container(path, &bytes, magic)
+}
+
+/// [`read_container`] of the `bytes` already read from `path` (for loaders that first look at
+/// the magic to tell this format from a [`tensor_file`]).
+pub fn parse_container<H: DeserializeOwned>(path: &Path, bytes: &[u8], magic: &[u8; 8]) -> Result<(H, Vec<Vec<u8>>)> {
     if bytes.len() < 12 || &bytes[..8] != magic {
         let found = String::from_utf8_lossy(&bytes[..bytes.len().min(8)]).into_owned();
         return Err(format_err(
@@ -87,7 +98,7 @@ pub fn read_container<H: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> Resu
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let body = match version {
-        1 => &bytes[..],
+        1 => bytes,
         2 => {
             // The digest is checked before any length or header is trusted.
             let Some(split) = bytes.len().checked_sub(32).filter(|&n| n >= 12) else {

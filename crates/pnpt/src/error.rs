@@ -3,6 +3,7 @@
 
 /// Everything that can go wrong in the `pnpt` facade.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The `--device` string is not one we know.
     #[error("unknown device `{0}`: expected cpu, ndarray, flex, wgpu, wgpu:N, cuda or cuda:N")]

@@ -7,8 +7,8 @@
 //! patch memory → model → metrics) and adds training with the choice of the scoring method on
 //! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and reports
 //! ([`evaluate`], with heat maps from [`heatmap`] and `report.html` from [`html`]), run-time
-//! backend selection ([`backend`]), a backend-equivalence harness ([`equivalence`]) and a
-//! stderr logger for the `log` events of the library crates ([`logging`]).
+//! backend selection ([`backend`]), a backend-equivalence harness (`equivalence`, with the
+//! test-only feature `testing`) and a stderr logger for the `log` events of the library crates ([`logging`]).
 
 pub use burn;
 pub use pnpt_backbone as backbone;
@@ -19,6 +19,7 @@ pub use pnpt_model as model;
 pub use pnpt_prompt as prompt;
 
 pub mod backend;
+#[cfg(feature = "testing")]
 pub mod equivalence;
 mod error;
 pub mod evaluate;
@@ -37,7 +38,7 @@ pub use error::{Error, Result};
 /// use pnpt::prelude::*;
 ///
 /// let detector = Detector::<Cpu>::load("pnpt-out/detector", &Default::default())?;
-/// let p = detector.predict(&decode("part.png".as_ref())?)?;
+/// let p = detector.predict(&decode("part.png")?)?;
 /// println!("{}: {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);
 /// # Ok::<(), pnpt::Error>(())
 /// ```

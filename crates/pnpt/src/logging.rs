@@ -12,10 +12,17 @@
 //! ```no_run
 //! pnpt::logging::init(true); // progress lines and warnings on stderr
 //! ```
+//!
+//! The progress of long training stages comes as [`ProgressEvent`]s instead (a bar is not a
+//! line); [`progress_bars`] draws them as indicatif bars on stderr, as [`crate::job`] does for
+//! `pnpt train` and `examples/train_mvtec.rs`.
 
 use std::io::Write;
+use std::sync::Mutex;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use pnpt_model::{Progress, ProgressEvent};
 
 /// Prints pnpt's events on stderr.
 struct Stderr;
@@ -59,6 +66,60 @@ pub fn init(verbose: bool) -> bool {
     }
     log::set_max_level(if verbose { LevelFilter::Info } else { LevelFilter::Warn });
     true
+}
+
+/// Draws every stage of a training run as a bar on stderr,
+/// `<stage> [bar] done/total [elapsed<eta] status`, cleared when the stage ends; nothing shows
+/// when stderr is not a terminal (logs, CI), where the per-epoch `log` lines remain.
+///
+/// ```no_run
+/// use pnpt::prelude::*;
+/// type B = Autodiff<Cpu>;
+///
+/// let dataset = Dataset::open("/data/mvtec_ad", None)?;
+/// let options = TrainOptions::default().with_progress(true).with_progress_sink(pnpt::logging::progress_bars());
+/// let (detector, _) = train::<B>(&PnptConfig::cpu(), &dataset, &Default::default(), &options, &Default::default())?;
+/// # Ok::<(), pnpt::Error>(())
+/// ```
+pub fn progress_bars() -> Progress {
+    let current: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    Progress::new(move |event| {
+        // A poisoned lock only means an earlier callback panicked: the bar is cosmetic.
+        let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            ProgressEvent::Start { stage, len } => {
+                if let Some(old) = current.replace(bar(stage, len)) {
+                    old.finish_and_clear();
+                }
+            }
+            ProgressEvent::Advance { steps, status } => {
+                if let Some(pb) = current.as_ref() {
+                    if let Some(status) = status {
+                        pb.set_message(status.to_string());
+                    }
+                    pb.inc(steps);
+                }
+            }
+            ProgressEvent::Finish => {
+                if let Some(pb) = current.take() {
+                    pb.finish_and_clear();
+                }
+            }
+            // Events added later are not drawn.
+            _ => {}
+        }
+    })
+}
+
+/// One stage's bar.
+fn bar(stage: &str, len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(&format!(
+        "{stage} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb
 }
 
 #[cfg(test)]

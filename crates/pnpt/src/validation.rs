@@ -27,6 +27,7 @@ use crate::{Error, Result};
 
 /// Options of [`validate`] and [`ValidationSet::build`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ValidationOptions {
     /// Synthetic anomalies made from each held-out image.
     pub per_image: usize,
@@ -48,6 +49,58 @@ pub struct ValidationOptions {
     /// (whose entry comes from the final validation), recorded in the training history: on
     /// ad13 one pass over 276 images, roughly 30 s against 200-250 s of training per epoch.
     pub per_epoch: bool,
+}
+
+// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
+// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
+impl ValidationOptions {
+    /// Sets [`per_image`](Self::per_image).
+    pub fn with_per_image(mut self, per_image: usize) -> Self {
+        self.per_image = per_image;
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets [`weights`](Self::weights).
+    pub fn with_weights(mut self, weights: Vec<f64>) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Sets [`score_rules`](Self::score_rules).
+    pub fn with_score_rules(mut self, score_rules: Vec<ScoreMode>) -> Self {
+        self.score_rules = score_rules;
+        self
+    }
+
+    /// Sets [`donors`](Self::donors).
+    pub fn with_donors(mut self, donors: usize) -> Self {
+        self.donors = donors;
+        self
+    }
+
+    /// Sets [`batch_size`](Self::batch_size).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets [`select`](Self::select).
+    pub fn with_select(mut self, select: bool) -> Self {
+        self.select = select;
+        self
+    }
+
+    /// Sets [`per_epoch`](Self::per_epoch).
+    pub fn with_per_epoch(mut self, per_epoch: bool) -> Self {
+        self.per_epoch = per_epoch;
+        self
+    }
 }
 
 impl Default for ValidationOptions {

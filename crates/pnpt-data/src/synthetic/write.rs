@@ -44,7 +44,8 @@ pub(super) struct Stamp {
 /// assert_eq!(ds.names(), ["screw", "wood"]);
 /// assert_eq!(ds.categories[0].test.len(), 5);
 /// ```
-pub fn generate(root: &Path, cfg: &SyntheticConfig) -> Result<(), DataError> {
+pub fn generate(root: impl AsRef<Path>, cfg: &SyntheticConfig) -> Result<(), DataError> {
+    let root = root.as_ref();
     cfg.validate(root)?;
     let mut jobs: Vec<(SynthKind, SynthSplit, usize, PathBuf, Option<PathBuf>)> = Vec::new();
     for &kind in &cfg.categories {

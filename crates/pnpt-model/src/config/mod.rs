@@ -177,14 +177,16 @@ impl PnptConfig {
     }
 
     /// Reads a JSON configuration; missing fields take the `cpu` preset's values.
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         Self::read(path, None)
     }
 
     /// Reads the `config.json` of a saved detector. A field added after the detector was saved
     /// takes the value that keeps its old behaviour, not the preset's (which may have changed
     /// since): `scoring.positional` reads `false`.
-    pub fn load_saved(path: &Path) -> Result<Self> {
+    pub fn load_saved(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         Self::read(
             path,
             Some(|value: &mut serde_json::Value| {
@@ -213,7 +215,8 @@ impl PnptConfig {
     }
 
     /// Writes the configuration as pretty JSON, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
         pnpt_prompt::io::write_atomic(path, &text)?;
         Ok(())

@@ -20,12 +20,13 @@
 //! calibration sets each category's pixel threshold (defect masks) and raises its
 //! retrieval-distance limit (unknown products), see [`crate::predict`].
 //!
-//! **Artefact folder** (each file written via temp + rename): `config.json`, `model.mpk`
-//! (Burn named MessagePack, full precision), `prompt_pool.bin`, `thresholds.json`, and
+//! **Artefact folder** (each file written via temp + rename): `config.json`, `model.safetensors`
+//! (float32, one tensor per parameter named by module path), `prompt_pool.safetensors`,
+//! `thresholds.json`, and
 //! `manifest.json` (architecture and parameter count the weights were saved with, and the
 //! SHA-256 of every other file; loading verifies every checksum before it parses anything, then
 //! compares the architecture with `config.json` and errors on any difference), and — when the scoring method
-//! uses it — `patch_memory.bin` (one coreset bank per class, `pnpt-memory`) with
+//! uses it — `patch_memory.safetensors` (one coreset bank per class, `pnpt-memory`) with
 //! `normalization.json` (per-class map statistics for fusion, [`crate::fusion`]); and when it
 //! has them, `positional.npy` (PNPT's per-position map statistics, classes listed in
 //! `normalization.json`, [`crate::fusion::PositionalStats`]).
@@ -60,21 +61,33 @@ pub use crate::train::{DetectorHook, FitReport, build_memory, fit, fit_with};
 pub mod files {
     /// The full configuration.
     pub const CONFIG: &str = "config.json";
-    /// Model weights.
-    pub const MODEL: &str = "model.mpk";
-    /// The CS-NPP prompt pool.
-    pub const POOL: &str = "prompt_pool.bin";
+    /// Model weights: safetensors, one float32 tensor per parameter named by module path.
+    pub const MODEL: &str = "model.safetensors";
+    /// The CS-NPP prompt pool (safetensors, `pnpt_prompt::PromptPool::save`).
+    pub const POOL: &str = "prompt_pool.safetensors";
     /// Per-category thresholds.
     pub const THRESHOLDS: &str = "thresholds.json";
     /// What the weights were saved with.
     pub const MANIFEST: &str = "manifest.json";
-    /// The class-conditional patch memory (only when the detector has one).
-    pub const MEMORY: &str = "patch_memory.bin";
+    /// The class-conditional patch memory (only when the detector has one; safetensors,
+    /// `pnpt_memory::PatchMemory::save`).
+    pub const MEMORY: &str = "patch_memory.safetensors";
     /// Per-class map statistics for fusion.
     pub const NORMALIZATION: &str = "normalization.json";
     /// Per-class, per-position statistics of PNPT's map (`classes × 2 × size × size` float32:
     /// mean, std), classes in the order of `normalization.json`'s `positional_classes`.
     pub const POSITIONAL: &str = "positional.npy";
+
+    /// The names of detectors saved before manifest format 5, still loaded: a folder uses
+    /// these where the current names are absent.
+    pub mod legacy {
+        /// Model weights as a Burn named MessagePack record (full precision).
+        pub const MODEL: &str = "model.mpk";
+        /// The prompt pool in the pnpt container (`PNPTPOOL`).
+        pub const POOL: &str = "prompt_pool.bin";
+        /// The patch memory in the pnpt container (`PNPTMEM1`).
+        pub const MEMORY: &str = "patch_memory.bin";
+    }
 }
 
 /// A trained PNPT anomaly detector. On the CPU backend it is `Send + Sync`: one detector

@@ -1,4 +1,11 @@
 //! The artefact folder: save, load, checksums, manifest.
+//!
+//! Since manifest format 5 the tensors are safetensors files (`model.safetensors`,
+//! `prompt_pool.safetensors`, `patch_memory.safetensors`; [`pnpt_prompt::tensor_file`]), so
+//! Python reads a whole detector. Folders of earlier formats, with `model.mpk` (a Burn record)
+//! and the pnpt containers `prompt_pool.bin` / `patch_memory.bin`, still load: each file is
+//! taken under its current name if present, else under its [`files::legacy`] name, and each
+//! reader tells the two formats apart by the file's first bytes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +17,7 @@ use pnpt_backbone::{Backbone, BackboneKind};
 use pnpt_memory::PatchMemory;
 use pnpt_prompt::PromptPool;
 use pnpt_prompt::io::{read_verified, sha256_hex, write_atomic};
+use pnpt_prompt::tensor_file::{self, TensorFile, looks_like_tensor_file};
 use serde::{Deserialize, Serialize};
 
 use super::{Detector, Thresholds, files};
@@ -17,7 +25,7 @@ use crate::config::ScoringMethod;
 use crate::fusion::PositionalStats;
 use crate::hpe::FeatureSpec;
 use crate::pnpt::Pnpt;
-use crate::train::load_record_checked;
+use crate::train::{MODEL_KIND, apply_model_tensors, load_record_checked, model_entries};
 use crate::{Error, ModelConfig, PnptConfig, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +42,30 @@ struct Manifest {
     checksums: BTreeMap<String, String>,
 }
 
-/// 4: per-position statistics of PNPT's map (`positional.npy`, `scoring.positional`); 3: a
-/// SHA-256 per file in the manifest, verified before anything is parsed; 2: scoring
-/// methods and the patch memory; 1: PNPT-only detectors. 1 and 2 still load, without the
-/// integrity check (their configuration of format 1 predates `scoring.method`, read as `pnpt`).
-const FORMAT: u32 = 4;
+/// 5: model, pool and memory as safetensors files; 4: per-position statistics of PNPT's map
+/// (`positional.npy`, `scoring.positional`); 3: a SHA-256 per file in the manifest, verified
+/// before anything is parsed; 2: scoring methods and the patch memory; 1: PNPT-only
+/// detectors. All still load; 1 and 2 without the integrity check (their configuration of
+/// format 1 predates `scoring.method`, read as `pnpt`).
+const FORMAT: u32 = 5;
+
+/// Header of `model.safetensors` (its metadata, beside the tensors): what the weights are for.
+#[derive(Serialize, Deserialize)]
+struct ModelFileHeader {
+    num_params: usize,
+    model: ModelConfig,
+    feature_spec: FeatureSpec,
+}
+
+/// The file of a detector folder under its current name, or under its name in earlier formats
+/// when only that one exists (the current name when neither does, for the error message).
+fn artefact(dir: &Path, current: &str, legacy: &str) -> PathBuf {
+    if !dir.join(current).exists() && dir.join(legacy).exists() { dir.join(legacy) } else { dir.join(current) }
+}
+
+fn artefact_name<'a>(dir: &Path, current: &'a str, legacy: &'a str) -> &'a str {
+    if !dir.join(current).exists() && dir.join(legacy).exists() { legacy } else { current }
+}
 
 impl<B: Backend> Detector<B> {
     fn manifest(&self, checksums: BTreeMap<String, String>) -> Manifest {
@@ -82,13 +109,13 @@ impl<B: Backend> Detector<B> {
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {
-        let model_bytes = Recorder::<B>::record(
-            &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
-            self.model.clone().into_record(),
-            (),
-        )
-        .map_err(|e| Error::Artefact { path: dir.join(files::MODEL), reason: e.to_string() })?;
-        write_atomic(&dir.join(files::MODEL), &model_bytes)?;
+        let model_path = dir.join(files::MODEL);
+        let header = ModelFileHeader {
+            num_params: self.model.num_params(),
+            model: self.config.model.clone(),
+            feature_spec: self.config.feature_spec(),
+        };
+        tensor_file::write(&model_path, MODEL_KIND, &header, &model_entries(&self.model, "", &model_path)?)?;
         self.pool.save(&dir.join(files::POOL))?;
         write_atomic(&dir.join(files::THRESHOLDS), &to_json(&self.thresholds)?)?;
         let mut written = vec![files::MODEL, files::POOL, files::THRESHOLDS, files::CONFIG];
@@ -115,7 +142,7 @@ impl<B: Backend> Detector<B> {
                 .map_err(|e| Error::Artefact { path: path.clone(), reason: e.to_string() })?;
             written.push(files::POSITIONAL);
         }
-        self.config.save(&dir.join(files::CONFIG))?;
+        self.config.save(dir.join(files::CONFIG))?;
         // Checksums of the bytes as they are on disk, so the manifest vouches for what a reader
         // will find; the manifest is written last.
         let mut checksums = BTreeMap::new();
@@ -143,7 +170,7 @@ impl<B: Backend> Detector<B> {
         if manifest.format >= 3 {
             verify_checksums(dir, &manifest.checksums)?;
         }
-        let mut config = PnptConfig::load_saved(&dir.join(files::CONFIG))?;
+        let mut config = PnptConfig::load_saved(dir.join(files::CONFIG))?;
         if let Some(w) = weights {
             config.backbone_weights = Some(w.to_path_buf());
         }
@@ -180,10 +207,8 @@ impl<B: Backend> Detector<B> {
                 reason: format!("weights were saved with (manifest.json vs config.json): {}", diffs.join("; ")),
             });
         }
-        let model_path = dir.join(files::MODEL);
+        let model_path = artefact(dir, files::MODEL, files::legacy::MODEL);
         let bytes = std::fs::read(&model_path).map_err(Error::io(&model_path))?;
-        let record = Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
-            .map_err(|e| Error::Artefact { path: model_path.clone(), reason: format!("unreadable weights: {e}") })?;
         let fresh = Pnpt::<B>::new(&config.model, config.feature_spec(), device)?;
         let expected = fresh.num_params();
         if expected != manifest.num_params {
@@ -195,19 +220,26 @@ impl<B: Backend> Detector<B> {
                 ),
             });
         }
-        let model = load_record_checked(fresh, record, expected, &model_path)?;
-        let mut pool = PromptPool::<B>::load(&dir.join(files::POOL), device)?;
+        let model = if looks_like_tensor_file(&bytes) {
+            apply_model_tensors(fresh, &TensorFile::parse(&model_path, bytes, MODEL_KIND)?, "", expected)?
+        } else {
+            let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+            let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| Error::Artefact {
+                path: model_path.clone(),
+                reason: format!("unreadable weights: {e}"),
+            })?;
+            load_record_checked(fresh, record, expected, &model_path)?
+        };
+        let pool_path = artefact(dir, files::POOL, files::legacy::POOL);
+        let mut pool = PromptPool::<B>::load(&pool_path, device)?;
         pool.set_distance(config.distance);
         if pool.names() != manifest.categories.as_slice() {
-            return Err(Error::Mismatch {
-                path: dir.join(files::POOL),
-                reason: "categories differ from manifest.json".into(),
-            });
+            return Err(Error::Mismatch { path: pool_path, reason: "categories differ from manifest.json".into() });
         }
         let thresholds: Thresholds = read_json(&dir.join(files::THRESHOLDS))?;
         let backbone = Backbone::<B>::load(config.backbone, config.backbone_weights.as_deref(), device)?;
         let mut detector = Self::new(config, backbone, pool, model, thresholds)?;
-        let memory_path = dir.join(files::MEMORY);
+        let memory_path = artefact(dir, files::MEMORY, files::legacy::MEMORY);
         if memory_path.exists() {
             let memory = PatchMemory::<B>::load(&memory_path, device)?;
             detector = detector
@@ -244,9 +276,15 @@ impl<B: Backend> Detector<B> {
 
 /// Every file a detector of format 3 must vouch for; the memory's two only when present.
 fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>) -> Result<()> {
-    let mut required = vec![files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS];
-    if dir.join(files::MEMORY).exists() {
-        required.extend([files::MEMORY, files::NORMALIZATION]);
+    let memory = artefact_name(dir, files::MEMORY, files::legacy::MEMORY);
+    let mut required = vec![
+        files::CONFIG,
+        artefact_name(dir, files::MODEL, files::legacy::MODEL),
+        artefact_name(dir, files::POOL, files::legacy::POOL),
+        files::THRESHOLDS,
+    ];
+    if dir.join(memory).exists() {
+        required.extend([memory, files::NORMALIZATION]);
     }
     for optional in [files::NORMALIZATION, files::POSITIONAL] {
         if dir.join(optional).exists() {
@@ -322,3 +360,7 @@ fn warn_if_unoptimised() {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "persistence_tests.rs"]
+mod tests;

@@ -3,7 +3,6 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use pnpt_backbone::Backbone;
 use pnpt_data::{BatchIter, Dataset, Preprocess, Sample};
 use pnpt_prompt::{PoolBuilder, PromptPool};
@@ -11,6 +10,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use crate::progress::Progress;
 use crate::{Error, PnptConfig, Result};
 
 /// Frozen-backbone features of the training images, cached for the run.
@@ -71,19 +71,6 @@ pub fn split_holdout(dataset: &Dataset, fraction: f64, seed: u64) -> (Vec<Sample
     (train, holdout)
 }
 
-pub(crate) fn bar(len: usize, show: bool, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template(&format!(
-        "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    pb.set_style(style);
-    pb
-}
-
 /// Backbone features of `samples` (decoded in parallel, `batch` images per forward),
 /// concatenated in sample order.
 pub fn extract_features<B: Backend>(
@@ -92,12 +79,12 @@ pub fn extract_features<B: Backend>(
     pre: &Preprocess,
     batch: usize,
     device: &B::Device,
-    progress: bool,
+    progress: &Progress,
 ) -> Result<[Tensor<B, 4>; 3]> {
     if samples.is_empty() {
         return Err(Error::Invalid("no images to extract features from".into()));
     }
-    let pb = bar(samples.len(), progress, "features");
+    let stage = progress.stage("features", samples.len());
     let mut parts: [Vec<Tensor<B, 4>>; 3] = Default::default();
     for item in BatchIter::<B>::new(samples, pre, batch, None, device)? {
         let (images, idx) = item?;
@@ -105,9 +92,8 @@ pub fn extract_features<B: Backend>(
         for (s, m) in maps.into_iter().enumerate() {
             parts[s].push(m);
         }
-        pb.inc(idx.len() as u64);
+        stage.advance(idx.len(), || None);
     }
-    pb.finish_and_clear();
     Ok(parts.map(|p| Tensor::cat(p, 0)))
 }
 
@@ -118,7 +104,7 @@ pub fn build_training_set<B: Backend>(
     backbone: &Backbone<B>,
     samples: &[Sample],
     device: &B::Device,
-    progress: bool,
+    progress: &Progress,
 ) -> Result<(FeatureSet<B>, PromptPool<B>)> {
     let pre = preprocess_for(config, backbone);
     let feats = extract_features(backbone, samples, &pre, config.train.feature_batch, device, progress)?;

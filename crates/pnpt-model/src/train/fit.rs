@@ -14,6 +14,7 @@ use super::{EpochStats, FeatureSet, TrainOptions, build_training_set, split_hold
 use crate::config::ScoringMethod;
 use crate::detector::{Detector, Thresholds};
 use crate::pnpt::Pnpt;
+use crate::progress::Progress;
 use crate::{Error, PnptConfig, Result};
 
 /// What [`fit`] returns besides the detector.
@@ -71,12 +72,12 @@ pub fn fit_with<B: AutodiffBackend>(
         return Err(Error::Invalid(format!("{}: no normal training images (train/good)", dataset.root.display())));
     }
     let t0 = Instant::now();
-    let (set, pool) = build_training_set(config, &backbone, &train, &inner, options.progress)?;
+    let (set, pool) = build_training_set(config, &backbone, &train, &inner, &options.progress_sink)?;
     let feature_seconds = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     // Built before training so that a problem with it ends the run before the long part.
     let memory = if config.scoring.method.uses_memory() {
-        Some(build_memory(config, &set, &pool, options.progress)?)
+        Some(build_memory(config, &set, &pool, &options.progress_sink)?)
     } else {
         None
     };
@@ -121,16 +122,15 @@ pub fn build_memory<B: Backend>(
     config: &PnptConfig,
     set: &FeatureSet<B>,
     pool: &PromptPool<B>,
-    progress: bool,
+    progress: &Progress,
 ) -> Result<PatchMemory<B>> {
     let mut builder = MemoryBuilder::<B>::new(config.memory.clone())?;
-    let pb = crate::train::bar(pool.len(), progress, "memory");
+    let stage = progress.stage("memory", pool.len());
     for name in pool.names() {
         let idx: Vec<usize> = (0..set.len()).filter(|&i| &set.categories[i] == name).collect();
         let batches: Vec<[Tensor<B, 4>; 3]> = idx.chunks(64).map(|chunk| set.select(chunk)).collect();
         builder.add_class(name, &batches)?;
-        pb.inc(1);
+        stage.advance(1, || None);
     }
-    pb.finish_and_clear();
     Ok(builder.build()?)
 }

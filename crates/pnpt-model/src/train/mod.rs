@@ -11,7 +11,7 @@
 //! * The recipe options of [`TrainConfig`](crate::TrainConfig) (learning-rate schedule [`learning_rate`],
 //!   class-balanced epochs, global-norm gradient clipping, a wall-clock budget) are all off by
 //!   default, and then draw nothing from the stream and leave every bit of a run as before.
-//! * A checkpoint (`checkpoint.bin`: model record, AdamW record, epoch, RNG position, loss
+//! * A checkpoint (`checkpoint.bin`, a safetensors file: model weights, AdamW record, epoch, RNG position, loss
 //!   history, configuration, the run's planned epoch count, the dataset fingerprint of
 //!   [`TrainOptions::dataset`]) is written atomically after every epoch. Resuming refuses a
 //!   checkpoint of another model configuration or seed ([`Error::Mismatch`]), of other data
@@ -29,11 +29,9 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
-use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use pnpt_prompt::PromptPool;
-use pnpt_prompt::io::read_container;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -41,35 +39,91 @@ use serde::{Deserialize, Serialize};
 use crate::config::LrSchedule;
 use crate::loss::pnpt_loss;
 use crate::pnpt::Pnpt;
+use crate::progress::Progress;
 use crate::{Error, PnptConfig, Result};
-use checkpoint::{
-    CHECKPOINT_MAGIC, CheckpointFile, CheckpointHeader, load_optimizer, recorder, resumable, resume_note, same_dataset,
-    save_checkpoint,
-};
+use checkpoint::{CheckpointFile, read_checkpoint, resumable, resume_note, same_dataset, save_checkpoint};
 
 pub use checkpoint::CHECKPOINT_FILE;
-pub(crate) use checkpoint::load_record_checked;
-pub(crate) use features::bar;
+pub(crate) use checkpoint::{MODEL_KIND, apply_model_tensors, load_record_checked, model_entries};
 pub use features::{FeatureSet, build_training_set, extract_features, preprocess_for, split_holdout};
 pub use fit::{DetectorHook, FitReport, build_memory, fit, fit_with};
 pub use schedule::{adamw, clip_grad_norm, epoch_len, epoch_order, learning_rate};
 
 /// Options of a training run that are not part of the model's configuration.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct TrainOptions {
     /// Folder for `checkpoint.bin` (written after every epoch); `None` = no checkpoints.
     pub checkpoint_dir: Option<PathBuf>,
     /// Continue from the checkpoint in `checkpoint_dir` if there is one (with `progress`, says
     /// "resuming from epoch k of N").
     pub resume: bool,
-    /// Show progress bars on stderr, and send a `log` event per epoch (info) and on resuming
-    /// (info; a warning for a checkpoint without a dataset fingerprint).
+    /// Send a `log` event per epoch (info) and on resuming (info; a warning for a checkpoint
+    /// without a dataset fingerprint).
     pub progress: bool,
-    /// Stop after this many epochs in total (simulates an interruption; tests).
+    /// Where the stages' progress goes (features, memory, every epoch): nowhere by default; a
+    /// program that shows bars passes a callback (`pnpt::logging::progress_bars`).
+    pub progress_sink: Progress,
+    /// Stop after this many epochs in total (simulates an interruption; tests). Only with
+    /// the `testing` feature: not an option for users (the workspace's tests turn it on).
+    #[cfg(feature = "testing")]
     pub stop_after_epoch: Option<usize>,
     /// What the run trains on, saved in every checkpoint; on resume a checkpoint with another
     /// fingerprint is [`Error::DatasetChanged`]. `None` = not recorded, not checked.
     pub dataset: Option<pnpt_data::fingerprint::Fingerprint>,
+}
+
+// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
+// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
+impl TrainOptions {
+    /// The simulated interruption, if any.
+    #[cfg(feature = "testing")]
+    fn stop_after(&self) -> Option<usize> {
+        self.stop_after_epoch
+    }
+
+    /// Without the `testing` feature there is no simulated interruption.
+    #[cfg(not(feature = "testing"))]
+    fn stop_after(&self) -> Option<usize> {
+        None
+    }
+
+    /// Sets [`checkpoint_dir`](Self::checkpoint_dir).
+    pub fn with_checkpoint_dir(mut self, checkpoint_dir: Option<PathBuf>) -> Self {
+        self.checkpoint_dir = checkpoint_dir;
+        self
+    }
+
+    /// Sets [`resume`](Self::resume).
+    pub fn with_resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Sets [`progress`](Self::progress).
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Sets [`progress_sink`](Self::progress_sink).
+    pub fn with_progress_sink(mut self, progress_sink: Progress) -> Self {
+        self.progress_sink = progress_sink;
+        self
+    }
+
+    /// Sets [`stop_after_epoch`](Self::stop_after_epoch) (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn with_stop_after_epoch(mut self, stop_after_epoch: Option<usize>) -> Self {
+        self.stop_after_epoch = stop_after_epoch;
+        self
+    }
+
+    /// Sets [`dataset`](Self::dataset).
+    pub fn with_dataset(mut self, dataset: Option<pnpt_data::fingerprint::Fingerprint>) -> Self {
+        self.dataset = dataset;
+        self
+    }
 }
 
 /// Statistics of one epoch.
@@ -162,7 +216,8 @@ pub fn train_model_with<B: AutodiffBackend>(
     if let (true, Some(CheckpointFile { path, .. })) = (options.resume, &ckpt_path)
         && path.exists()
     {
-        let (header, blobs): (CheckpointHeader, Vec<Vec<u8>>) = read_container(path, CHECKPOINT_MAGIC)?;
+        let checkpoint = read_checkpoint(path)?;
+        let header = &checkpoint.header;
         resumable(&header.config, config)
             .map_err(|d| Error::Mismatch { path: path.clone(), reason: format!("differs in {d}") })?;
         same_dataset(path, header.dataset.as_ref(), options.dataset.as_ref(), options.progress)?;
@@ -171,13 +226,7 @@ pub fn train_model_with<B: AutodiffBackend>(
             return Err(Error::EpochsTooFew { path: path.clone(), requested: t.epochs, done: header.epoch });
         }
         let bad = |reason: String| Error::Artefact { path: path.clone(), reason };
-        if blobs.len() != 2 {
-            return Err(bad(format!("expected 2 records, found {}", blobs.len())));
-        }
-        let record = Recorder::<B>::load(&recorder(), blobs[0].clone(), device)
-            .map_err(|e| bad(format!("model record: {e}")))?;
-        model = load_record_checked(model, record, header.num_params, path)?;
-        optim = load_optimizer(optim, blobs[1].clone(), device).map_err(|e| bad(format!("optimizer record: {e}")))?;
+        (model, optim) = checkpoint.restore(path, model, optim, device)?;
         let pos: u128 = header.rng_word_pos.parse().map_err(|_| bad("rng position".into()))?;
         if header.rng_seed != t.seed {
             return Err(Error::Mismatch {
@@ -187,7 +236,7 @@ pub fn train_model_with<B: AutodiffBackend>(
         }
         rng.set_word_pos(pos);
         start_epoch = header.epoch;
-        history = header.history;
+        history = header.history.clone();
         if t.time_budget_seconds.is_some() {
             // Keep the plan chosen from the first epoch's time (without a budget the plan
             // is the configuration's `epochs`, which may be raised to extend a run).
@@ -214,7 +263,7 @@ pub fn train_model_with<B: AutodiffBackend>(
         if epoch >= run_epochs {
             break;
         }
-        if options.stop_after_epoch.is_some_and(|stop| epoch >= stop) {
+        if options.stop_after().is_some_and(|stop| epoch >= stop) {
             completed = false;
             break;
         }
@@ -222,7 +271,7 @@ pub fn train_model_with<B: AutodiffBackend>(
         let epoch_start = Instant::now();
         B::seed(device, rng.next_u64());
         let order = epoch_order(&set.categories, t.class_balanced, &mut rng);
-        let pb = bar(steps, options.progress, &format!("epoch {}/{}", epoch + 1, run_epochs));
+        let stage = options.progress_sink.stage(&format!("epoch {}/{}", epoch + 1, run_epochs), steps);
         let mut total = 0.0f64;
         let mut lr = t.lr;
         for (step, batch) in order.chunks(t.batch_size).enumerate() {
@@ -250,14 +299,15 @@ pub fn train_model_with<B: AutodiffBackend>(
             lr = learning_rate(t, epoch * steps + step, total_steps);
             model = optim.step(lr, model, grads);
             let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
-            pb.set_message(format!(
-                "loss {:.4} {:.1} img/s",
-                total / (step + 1) as f64,
-                ((step * t.batch_size + batch.len()) as f64) / secs
-            ));
-            pb.inc(1);
+            stage.advance(1, || {
+                Some(format!(
+                    "loss {:.4} {:.1} img/s",
+                    total / (step + 1) as f64,
+                    ((step * t.batch_size + batch.len()) as f64) / secs
+                ))
+            });
         }
-        pb.finish_and_clear();
+        drop(stage);
         let seconds = epoch_start.elapsed().as_secs_f64();
         if planned.is_none() {
             // First timed epoch of a budgeted run: as many epochs as the budget holds.

@@ -17,7 +17,15 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod element;
+mod error;
+mod header;
+
+pub use element::NpyElement;
+pub use error::NpyError;
+use header::{header_bytes, read_header};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy aligns the data start to this many bytes.
@@ -26,273 +34,6 @@ const ALIGN: usize = 64;
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 /// Payload bytes converted per step when streaming.
 const CHUNK: usize = 1 << 20;
-
-/// Why a `.npy` file could not be read or written. Every message names the file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NpyError {
-    /// The file could not be opened, read, written or renamed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The file does not start with `\x93NUMPY`.
-    #[error("{path}: not a .npy file (bad magic bytes)")]
-    BadMagic {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A format version other than 1.0, 2.0 or 3.0.
-    #[error("{path}: unsupported .npy format version {major}.{minor}")]
-    UnsupportedVersion {
-        /// The file.
-        path: PathBuf,
-        /// Major version byte.
-        major: u8,
-        /// Minor version byte.
-        minor: u8,
-    },
-    /// The header dictionary could not be parsed.
-    #[error("{path}: malformed .npy header: {reason}")]
-    BadHeader {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The stored dtype is not the one asked for (or not supported at all, e.g. big-endian).
-    #[error("{path}: dtype {found:?} cannot be read as {expected:?} (little-endian, C order)")]
-    UnsupportedDtype {
-        /// The file.
-        path: PathBuf,
-        /// The header's `descr`.
-        found: String,
-        /// The dtype the caller's element type reads.
-        expected: &'static str,
-    },
-    /// Fortran-ordered arrays would come back transposed; refuse them.
-    #[error("{path}: Fortran-order array not supported (save it with np.ascontiguousarray)")]
-    FortranOrder {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The payload is shorter than the shape requires.
-    #[error("{path}: truncated data: shape {shape:?} needs {expected} bytes, the file holds {got}")]
-    Truncated {
-        /// The file.
-        path: PathBuf,
-        /// The header's shape.
-        shape: Vec<usize>,
-        /// Payload bytes the shape needs.
-        expected: u64,
-        /// Payload bytes present.
-        got: u64,
-    },
-    /// The payload is longer than the shape requires.
-    #[error("{path}: {extra} bytes after the data that shape {shape:?} describes")]
-    TrailingData {
-        /// The file.
-        path: PathBuf,
-        /// The header's shape.
-        shape: Vec<usize>,
-        /// Surplus bytes.
-        extra: u64,
-    },
-    /// `write` was given a shape whose element count differs from the data length.
-    #[error("{path}: shape {shape:?} does not hold {len} values")]
-    ShapeMismatch {
-        /// The file.
-        path: PathBuf,
-        /// The shape given.
-        shape: Vec<usize>,
-        /// The number of values given.
-        len: usize,
-    },
-}
-
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// An element type with a `.npy` dtype: `f32` (`<f4`), `f64` (`<f8`), `i32` (`<i4`),
-/// `i64` (`<i8`) and `u8` (`|u1`; reading also accepts numpy bools, `|b1`).
-pub trait NpyElement: Copy + Default + sealed::Sealed {
-    /// The dtype written to headers.
-    const DESCR: &'static str;
-    /// Bytes per element.
-    const SIZE: usize;
-    /// Whether a header's `descr` is readable as this type.
-    fn accepts(descr: &str) -> bool {
-        descr == Self::DESCR
-    }
-    /// Decodes one element from `SIZE` little-endian bytes.
-    fn from_le(bytes: &[u8]) -> Self;
-    /// Appends the `SIZE` little-endian bytes of `self`.
-    fn put_le(self, out: &mut Vec<u8>);
-}
-
-macro_rules! element {
-    ($t:ty, $descr:literal) => {
-        impl sealed::Sealed for $t {}
-        impl NpyElement for $t {
-            const DESCR: &'static str = $descr;
-            const SIZE: usize = std::mem::size_of::<$t>();
-            fn from_le(bytes: &[u8]) -> Self {
-                let mut a = [0u8; std::mem::size_of::<$t>()];
-                a.copy_from_slice(bytes);
-                <$t>::from_le_bytes(a)
-            }
-            fn put_le(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-        }
-    };
-}
-element!(f32, "<f4");
-element!(f64, "<f8");
-element!(i32, "<i4");
-element!(i64, "<i8");
-
-impl sealed::Sealed for u8 {}
-impl NpyElement for u8 {
-    const DESCR: &'static str = "|u1";
-    const SIZE: usize = 1;
-    fn accepts(descr: &str) -> bool {
-        // Byte order is moot for one byte; numpy bools are stored as 0/1 bytes.
-        matches!(descr, "|u1" | "<u1" | ">u1" | "u1" | "|b1")
-    }
-    fn from_le(bytes: &[u8]) -> Self {
-        bytes[0]
-    }
-    fn put_le(self, out: &mut Vec<u8>) {
-        out.push(self)
-    }
-}
-
-/// The parsed header dictionary.
-#[derive(Debug, PartialEq)]
-struct Header {
-    descr: String,
-    fortran_order: bool,
-    shape: Vec<usize>,
-}
-
-/// Text right after `'key':` in a Python dict literal.
-fn value_of<'a>(dict: &'a str, key: &str) -> Result<&'a str, String> {
-    let at = [format!("'{key}'"), format!("\"{key}\"")]
-        .iter()
-        .find_map(|k| dict.find(k.as_str()).map(|i| i + k.len()))
-        .ok_or_else(|| format!("no {key:?} key"))?;
-    let rest = dict[at..].trim_start();
-    rest.strip_prefix(':').map(str::trim_start).ok_or_else(|| format!("no ':' after {key:?}"))
-}
-
-fn parse_header(text: &str) -> Result<Header, String> {
-    let dict = text.trim();
-    if !(dict.starts_with('{') && dict.ends_with('}')) {
-        return Err(format!("not a dict literal: {dict:?}"));
-    }
-    let v = value_of(dict, "descr")?;
-    let descr = v
-        .chars()
-        .next()
-        .filter(|c| *c == '\'' || *c == '"')
-        .and_then(|q| v[1..].split(q).next())
-        .ok_or_else(|| format!("descr is not a simple string (structured dtype?): {v:.40}"))?
-        .to_string();
-    let v = value_of(dict, "fortran_order")?;
-    let fortran_order = if v.starts_with("True") {
-        true
-    } else if v.starts_with("False") {
-        false
-    } else {
-        return Err(format!("fortran_order is neither True nor False: {v:.20}"));
-    };
-    let v = value_of(dict, "shape")?;
-    let inner = v
-        .strip_prefix('(')
-        .and_then(|v| v.split(')').next())
-        .ok_or_else(|| format!("shape is not a tuple: {v:.40}"))?;
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        // Python 2 wrote long ints as `3L`.
-        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|e| format!("shape entry {s:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Header { descr, fortran_order, shape })
-}
-
-/// numpy's header bytes (magic, version, length, padded dict) for a C-order array.
-fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let shape_repr = match shape {
-        [] => "()".to_string(),
-        [d] => format!("({d},)"),
-        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
-    };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
-    if let Some(first) = shape.first() {
-        dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(first.to_string().len())));
-    }
-    let hlen = dict.len() + 1; // + '\n'
-    // Like numpy: always pad (1..=ALIGN spaces), and use version 2 only when 1's u16 length overflows.
-    let pad_for = |len_bytes: usize| ALIGN - (6 + 2 + len_bytes + hlen) % ALIGN;
-    let (version, len_bytes) = if hlen + pad_for(2) <= u16::MAX as usize { (1u8, 2) } else { (2u8, 4) };
-    let pad = pad_for(len_bytes);
-    let mut out = Vec::with_capacity(6 + 2 + len_bytes + hlen + pad);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[version, 0]);
-    let total = (hlen + pad) as u32;
-    if version == 1 {
-        out.extend_from_slice(&(total as u16).to_le_bytes());
-    } else {
-        out.extend_from_slice(&total.to_le_bytes());
-    }
-    out.extend_from_slice(dict.as_bytes());
-    out.extend(std::iter::repeat_n(b' ', pad));
-    out.push(b'\n');
-    out
-}
-
-/// Reads a header from `r`, returning it and the number of bytes it took.
-fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), NpyError> {
-    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
-    let short = |e: io::Error| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            NpyError::BadMagic { path: path.to_path_buf() }
-        } else {
-            io_err(e)
-        }
-    };
-    let mut pre = [0u8; 8];
-    r.read_exact(&mut pre).map_err(short)?;
-    if &pre[..6] != MAGIC {
-        return Err(NpyError::BadMagic { path: path.to_path_buf() });
-    }
-    let (major, minor) = (pre[6], pre[7]);
-    let len_bytes = match major {
-        1 => 2,
-        2 | 3 => 4,
-        _ => return Err(NpyError::UnsupportedVersion { path: path.to_path_buf(), major, minor }),
-    };
-    let bad = |reason: String| NpyError::BadHeader { path: path.to_path_buf(), reason };
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len[..len_bytes]).map_err(|_| bad("file ends inside the header length".into()))?;
-    let hlen = u32::from_le_bytes(len) as usize;
-    if hlen > 1 << 24 {
-        return Err(bad(format!("header length {hlen} is implausible")));
-    }
-    let mut text = vec![0u8; hlen];
-    r.read_exact(&mut text).map_err(|_| bad(format!("file ends inside the {hlen}-byte header")))?;
-    // Versions 1 and 2 are latin-1, 3 is UTF-8; the dict itself is ASCII either way.
-    let text = String::from_utf8(text).map_err(|_| bad("header is not ASCII/UTF-8 text".into()))?;
-    let header = parse_header(&text).map_err(bad)?;
-    Ok((header, (8 + len_bytes + hlen) as u64))
-}
 
 /// Reads a `.npy` file holding `T` elements in C order: `(shape, data)`, `data.len()` being the
 /// product of `shape` (1 for a 0-d array).
@@ -383,6 +124,8 @@ pub fn write<T: NpyElement>(path: impl AsRef<Path>, shape: &[usize], data: &[T])
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
@@ -496,23 +239,6 @@ mod tests {
 
         assert!(matches!(write(&p, &[2, 2], &[1.0f32; 3]), Err(NpyError::ShapeMismatch { len: 3, .. })));
         assert!(matches!(write(dir.path().join("no/such/dir/x.npy"), &[1], &[1.0f32]), Err(NpyError::Io { .. })));
-    }
-
-    #[test]
-    fn parses_header_variants() {
-        let h = parse_header("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(3L, 4L)}  \n").unwrap();
-        assert_eq!(h, Header { descr: "<f4".into(), fortran_order: false, shape: vec![3, 4] });
-        let h = parse_header("{'shape': (7,), 'fortran_order': True, 'descr': '|u1', }").unwrap();
-        assert_eq!(h, Header { descr: "|u1".into(), fortran_order: true, shape: vec![7] });
-        for bad in [
-            "'descr': '<f4'",
-            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,)}",
-            "{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}",
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, x)}",
-            "{'descr': '<f4', 'fortran_order': False}",
-        ] {
-            assert!(parse_header(bad).is_err(), "{bad}");
-        }
     }
 
     #[cfg(unix)]

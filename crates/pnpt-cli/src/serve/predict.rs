@@ -1,0 +1,255 @@
+//! `POST /v1/predict`: admission, body limits, decoding and scoring on a blocking thread.
+
+use std::io::Cursor;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use pnpt::burn::tensor::backend::Backend;
+use pnpt::data::image::{ImageReader, Limits};
+use pnpt::model::Detector;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, error};
+use crate::render::{self, PredictionRecord};
+use crate::{Result, multipart};
+
+/// Query of `/v1/predict`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PredictQuery {
+    category: Option<String>,
+    map: Option<String>,
+}
+
+pub(super) async fn predict<B: Backend>(
+    State(st): State<AppState<B>>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError>
+where
+    Detector<B>: Send + Sync,
+{
+    let mut body = Some(body);
+    let result = score(&st, query, &headers, &mut body).await;
+    if let (Err(_), Some(unread)) = (&result, body.take()) {
+        // An answer before the body is read (busy, bad query...) would otherwise reset the
+        // connection under a client still uploading (see `read_body`).
+        discard(unread, st.options.max_body.saturating_add(DRAIN)).await;
+    }
+    result
+}
+
+/// The work of `/v1/predict`; takes `body` out of its option when it reads it.
+async fn score<B: Backend>(
+    st: &AppState<B>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<Json<Value>, ApiError>
+where
+    Detector<B>: Send + Sync,
+{
+    let t0 = Instant::now();
+    let Query(q) = query.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_query", format!("bad query string: {e}")))?;
+    let with_map = match q.map.as_deref() {
+        None | Some("none") => false,
+        Some("png") => true,
+        Some(other) => {
+            return Err(error(StatusCode::BAD_REQUEST, "bad_query", format!("map={other}: expected png or none")));
+        }
+    };
+    let category = q.category.filter(|c| !c.is_empty());
+    if let Some(c) = &category
+        && st.detector.category_index(c).is_err()
+    {
+        let categories = Some(st.detector.categories().to_vec());
+        return Err(ApiError {
+            categories,
+            ..error(StatusCode::BAD_REQUEST, "unknown_category", format!("unknown category `{c}`"))
+        });
+    }
+    // Admission before the body is read, so a full service turns requests away at once.
+    let Ok(_admitted) = st.admit.clone().try_acquire_owned() else {
+        let message =
+            format!("all {} workers busy and {} requests queued; retry later", st.options.workers, st.options.queue);
+        return Err(ApiError {
+            retry_after: Some(st.options.retry_after_s),
+            ..error(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+        });
+    };
+    let bytes = read_body(body.take().unwrap_or_default(), headers, st.options.max_body).await?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let image_bytes = match multipart::boundary(content_type) {
+        Some(b) => bytes.slice_ref(
+            multipart::file_part(&bytes, &b).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_multipart", e))?,
+        ),
+        None => bytes,
+    };
+    if image_bytes.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "empty body: send the image bytes (PNG, JPEG or BMP) or a multipart form with an `image` part".into(),
+        ));
+    }
+    let (width, height) = header_dimensions(&image_bytes)?;
+    let max = st.options.max_side;
+    if width > max || height > max || width == 0 || height == 0 {
+        let status =
+            if width == 0 || height == 0 { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::PAYLOAD_TOO_LARGE };
+        return Err(error(
+            status,
+            "image_too_large",
+            format!("image is {width} x {height} pixels; the limit is {max} x {max} (and at least 1 x 1)"),
+        ));
+    }
+    let Ok(_worker) = st.workers.clone().acquire_owned().await else {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "busy", "the service is shutting down".into()));
+    };
+    let detector = st.detector.clone();
+    let job = tokio::task::spawn_blocking(move || infer(&detector, &image_bytes, category.as_deref(), with_map, max));
+    let inferred = job
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("inference failed: {e}")))??;
+    st.metrics.images.fetch_add(1, Ordering::Relaxed);
+    let answer = Answer { inferred, width, height, ms: t0.elapsed().as_secs_f64() * 1000.0 };
+    Ok(Json(render::sorted_json(&answer)))
+}
+
+/// Reads the body up to `limit` bytes; a declared or actual size beyond it is a 413. The rest
+/// of an oversized body is read and dropped (up to [`DRAIN`] more bytes) before answering:
+/// closing a socket with unread data resets the connection, and the client would see that
+/// instead of the 413.
+async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut over = declared.is_some_and(|n| n > limit as u64);
+    let mut buf = Vec::with_capacity(if over { 0 } else { declared.unwrap_or(0) as usize });
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_body", format!("reading the body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            over |= seen > limit;
+            if over {
+                buf = Vec::new();
+                if seen > limit.saturating_add(DRAIN) {
+                    break;
+                }
+            } else {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if over {
+        let size = declared.map_or_else(|| format!("more than {limit}"), |n| n.to_string());
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is {size} bytes; the limit is {limit}"),
+        ));
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// How much of an oversized body is read and dropped before the 413 (see [`read_body`]).
+const DRAIN: usize = 64 << 20;
+
+/// Reads and drops a body, at most `cap` bytes of it.
+async fn discard(mut body: Body, cap: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > cap {
+            break;
+        }
+    }
+}
+
+/// Width and height from the image header, before anything is decoded.
+fn header_dimensions(bytes: &[u8]) -> Result<(u32, u32), ApiError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("unreadable image: {e}")))?;
+    if reader.format().is_none() {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_an_image",
+            "the body is not a PNG, JPEG or BMP image".into(),
+        ));
+    }
+    reader.into_dimensions().map_err(|e| {
+        error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("unreadable image header: {e}"))
+    })
+}
+
+/// The answer of `/v1/predict`.
+#[derive(Serialize)]
+struct Answer {
+    #[serde(flatten)]
+    inferred: Inferred,
+    /// The upload's size.
+    width: u32,
+    height: u32,
+    /// Request wall time.
+    ms: f64,
+}
+
+/// What [`infer`] found.
+#[derive(Serialize)]
+struct Inferred {
+    #[serde(flatten)]
+    prediction: PredictionRecord,
+    /// Base64 PNG of the overlay, with `map=png`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlay_png: Option<String>,
+    /// Decoding and scoring time.
+    inference_ms: f64,
+}
+
+/// Decodes and scores one image (on a blocking thread).
+fn infer<B: Backend>(
+    detector: &Detector<B>,
+    bytes: &[u8],
+    category: Option<&str>,
+    with_map: bool,
+    max_side: u32,
+) -> Result<Inferred, ApiError> {
+    let t0 = Instant::now();
+    let undecodable = |e: String| {
+        error(StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", format!("cannot decode the image: {e}"))
+    };
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    // 16-bit RGBA at the largest side, the most a decoder may need.
+    limits.max_alloc = Some(u64::from(max_side) * u64::from(max_side) * 8 + (1 << 20));
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| undecodable(e.to_string()))?;
+    let internal = |e: String| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
+    let p = detector
+        .predict_batch_as(std::slice::from_ref(&image), category)
+        .map_err(|e| internal(e.to_string()))?
+        .remove(0);
+    let overlay_png = if with_map {
+        let median = detector.thresholds().pixel_median.get(&p.category).copied();
+        let png = render::png(render::overlay(&image, &p, median)).map_err(internal)?;
+        Some(base64::engine::general_purpose::STANDARD.encode(png))
+    } else {
+        None
+    };
+    let prediction = PredictionRecord::new(&p, category.is_some());
+    Ok(Inferred { prediction, overlay_png, inference_ms: t0.elapsed().as_secs_f64() * 1000.0 })
+}

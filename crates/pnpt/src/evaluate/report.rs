@@ -1,0 +1,228 @@
+//! The evaluation's result types and `report.json` (see [the module documentation](super)).
+
+use std::path::{Path, PathBuf};
+
+use pnpt_metrics::CategoryMetrics;
+use pnpt_prompt::io::write_atomic;
+use serde_json::{Map, Value};
+
+use super::schema::{ReportJson, sorted};
+use crate::Result;
+use crate::heatmap::ColourScale;
+
+/// Results of one category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryReport {
+    /// Category name.
+    pub name: String,
+    /// Metrics of `pnpt-metrics`.
+    pub metrics: CategoryMetrics,
+    /// Fraction of test images whose retrieved class is this category.
+    pub retrieval_accuracy: f64,
+    /// Number of test images.
+    pub images: usize,
+    /// The heat maps' colour scale; its `threshold` is the category's decision threshold.
+    pub scale: ColourScale,
+    /// Every test image, in dataset order.
+    pub results: Vec<ImageResult>,
+}
+
+/// The outcome for one test image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageResult {
+    /// The image file.
+    pub path: PathBuf,
+    /// Defect type (`good` for normal images).
+    pub defect: String,
+    /// Image anomaly score of the detector's own method.
+    pub score: f32,
+    /// Ground truth: the image is defective.
+    pub anomalous: bool,
+    /// The heat map relative to the report folder, `/`-separated; `None` when not written.
+    pub heatmap: Option<String>,
+}
+
+impl ImageResult {
+    /// The detector's verdict under `threshold` (`score > threshold`, as `Detector::predict`
+    /// decides); `None` without a threshold.
+    pub fn flagged(&self, threshold: Option<f32>) -> Option<bool> {
+        threshold.map(|t| self.score > t)
+    }
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Per category, in dataset order.
+    pub categories: Vec<CategoryReport>,
+    /// Unweighted mean of the metrics over categories.
+    pub mean: CategoryMetrics,
+    /// Unweighted mean retrieval accuracy over categories.
+    pub mean_retrieval_accuracy: f64,
+    /// Categories skipped (only one class in their test split), with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Preset name.
+    pub preset: String,
+    /// Seed.
+    pub seed: u64,
+    /// Device string.
+    pub device: String,
+    /// Training time in seconds.
+    pub train_seconds: f64,
+    /// Mean end-to-end inference time per test image (decoding, backbone, PNPT, map), ms.
+    /// With several methods in `methods`, every map the detector has is computed.
+    pub ms_per_image: f64,
+    /// The detector's scoring method (the tables above).
+    pub method: String,
+    /// Per scoring method the detector can use: per-category metrics and their mean.
+    pub methods: Vec<MethodReport>,
+    /// More top-level `report.json` entries (training history, validation, memory sizes...).
+    pub extra: Map<String, Value>,
+}
+
+/// The metrics of one scoring method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodReport {
+    /// `pnpt`, `memory` or `fused`.
+    pub method: String,
+    /// `(category, metrics)` in dataset order.
+    pub categories: Vec<(String, CategoryMetrics)>,
+    /// Unweighted mean over categories.
+    pub mean: CategoryMetrics,
+}
+
+/// The columns of the metrics tables: `report.json` key and table heading.
+pub const METRIC_COLUMNS: [(&str, &str); 8] = [
+    ("image_auroc", "image AUROC"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("aupro", "AUPRO"),
+    ("image_ap", "image AP"),
+    ("pixel_ap", "pixel AP"),
+    ("image_f1_max", "image F1-max"),
+    ("pixel_f1_max", "pixel F1-max"),
+    ("retrieval_accuracy", "retrieval"),
+];
+
+/// The values of [`METRIC_COLUMNS`], in that order.
+pub fn metric_values(m: &CategoryMetrics, retrieval: f64) -> [f64; 8] {
+    [m.image_auroc, m.pixel_auroc, m.aupro, m.image_ap, m.pixel_ap, m.image_f1_max, m.pixel_f1_max, retrieval]
+}
+
+impl Report {
+    /// The `report.json` text ([`super::schema`]).
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&sorted(&ReportJson::new(self))).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Writes `report.json`, `report.md` and `report.html` into `dir`.
+    pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        write_atomic(&dir.join("report.json"), self.to_json().as_bytes())?;
+        write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())?;
+        write_atomic(&dir.join("report.html"), self.to_html().as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A report of two categories (`a"b` and `<x>&y`, names that need escaping) with
+    /// per-image results, a training history and two methods; shared with `html`'s tests.
+    pub(crate) fn sample_report() -> Report {
+        let m = CategoryMetrics {
+            image_auroc: 0.5,
+            image_ap: 0.25,
+            image_f1_max: 0.75,
+            image_threshold: 1.5,
+            pixel_auroc: f64::NAN,
+            pixel_ap: 0.1,
+            pixel_f1_max: 0.2,
+            pixel_threshold: 2.5,
+            aupro: 0.3,
+        };
+        let m2 = CategoryMetrics { image_auroc: 0.875, aupro: 0.625, ..m.clone() };
+        let scale = ColourScale { lo: 0.5, hi: 1.5, threshold: Some(1.0), centred: true, held_out: false };
+        let result = |defect: &str, i: usize, score: f32| ImageResult {
+            path: PathBuf::from(format!("test/{defect}/{i:03}.png")),
+            defect: defect.into(),
+            score,
+            anomalous: defect != "good",
+            heatmap: Some(format!("heatmaps/c/{defect}_{i:03}.png")),
+        };
+        let results =
+            vec![result("good", 0, 0.2), result("good", 1, 1.2), result("crack", 0, 0.9), result("crack", 1, 2.0)];
+        let category = |name: &str, metrics: &CategoryMetrics| CategoryReport {
+            name: name.into(),
+            metrics: metrics.clone(),
+            retrieval_accuracy: 1.0,
+            images: 4,
+            scale,
+            results: results.clone(),
+        };
+        Report {
+            categories: vec![category("a\"b", &m), category("<x>&y", &m2)],
+            mean: m.clone(),
+            mean_retrieval_accuracy: 1.0,
+            skipped: vec![],
+            preset: "cpu".into(),
+            seed: 7,
+            device: "cpu".into(),
+            train_seconds: 2.0,
+            ms_per_image: 3.0,
+            method: "pnpt".into(),
+            methods: vec![
+                MethodReport {
+                    method: "pnpt".into(),
+                    categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2.clone())],
+                    mean: m.clone(),
+                },
+                MethodReport {
+                    method: "memory".into(),
+                    categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2)],
+                    mean: m,
+                },
+            ],
+            extra: [
+                ("validation".to_string(), json!({"chosen": 2})),
+                (
+                    "history".to_string(),
+                    json!([{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}, {"epoch": 3, "loss": 0.4}]),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn report_json_has_the_documented_shape() {
+        let report = sample_report();
+        let v: Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(v["categories"]["a\"b"]["aupro"], 0.3);
+        assert_eq!(v["mean"]["retrieval_accuracy"], 1.0);
+        assert!(v["mean"]["pixel_auroc"].is_null(), "NaN must not produce invalid JSON");
+        assert_eq!((v["seed"].as_u64(), v["preset"].as_str()), (Some(7), Some("cpu")));
+        assert_eq!(v["methods"]["memory"]["categories"]["a\"b"]["image_auroc"], 0.5);
+        assert_eq!(v["methods"]["memory"]["mean"]["aupro"], 0.3);
+        assert_eq!((v["method"].as_str(), v["validation"]["chosen"].as_u64()), (Some("pnpt"), Some(2)));
+        for (key, _) in METRIC_COLUMNS {
+            assert!(v["mean"].get(key).is_some(), "{key}");
+        }
+        let images = &v["images"]["<x>&y"];
+        assert_eq!(
+            (images["colour_scale"]["threshold"].as_f64(), images["colour_scale"]["centred"].as_bool()),
+            (Some(1.0), Some(true))
+        );
+        assert_eq!(images["results"][3]["heatmap"], "heatmaps/c/crack_001.png");
+        assert_eq!(
+            (images["results"][3]["score"].as_f64(), images["results"][3]["anomalous"].as_bool()),
+            (Some(2.0), Some(true))
+        );
+    }
+}

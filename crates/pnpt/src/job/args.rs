@@ -1,0 +1,228 @@
+//! The job's command line: [`TrainArgs`] and the parsers of its values.
+
+use std::path::{Path, PathBuf};
+
+use pnpt_model::ScoringMethod;
+
+use super::{ConfigChoice, JobOptions};
+use crate::Result;
+use crate::backend::DeviceSpec;
+
+/// `90s`, `15m`, `1.5h` or plain seconds, as `--time-budget` takes it.
+pub fn parse_duration(text: &str) -> Result<f64> {
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v * unit),
+        _ => Err(pnpt_model::Error::Config(format!(
+            "time budget `{text}`: expected a positive duration such as 900s, 15m or 1h"
+        ))
+        .into()),
+    }
+}
+
+/// A whole number for the command-line option `flag`, at most `max`: too large is
+/// [`Error::OutOfRange`](crate::Error::OutOfRange), anything else that is not a whole number
+/// [`Error::NotANumber`](crate::Error::NotANumber).
+pub fn parse_whole(flag: &str, text: &str, max: u64) -> Result<u64> {
+    use std::num::IntErrorKind;
+    let v = text.trim();
+    match v.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        Ok(_) => Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max }),
+        // Only digits but too many of them: out of range, not "not a number".
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => {
+            Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max })
+        }
+        Err(_) => Err(crate::Error::NotANumber { flag: flag.into(), value: v.into() }),
+    }
+}
+
+/// The comma-separated names of `--categories` (blanks trimmed, empty items dropped); no name
+/// at all is [`Error::EmptyList`](crate::Error::EmptyList).
+pub fn parse_categories(text: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if list.is_empty() {
+        return Err(crate::Error::EmptyList { flag: "--categories".into() });
+    }
+    Ok(list)
+}
+
+/// The output folder and whether to resume, from `--resume DIR` and `--out`: a run resumes in
+/// its own folder, so `--out` may be left out or must name the same folder as `DIR`
+/// (compared after resolving `.`, `..` and links); another `--out` is
+/// [`Error::Resume`](crate::Error::Resume) (nothing is created or cleared). Without either the
+/// folder is `pnpt-out`.
+pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathBuf, bool)> {
+    match (resume, out) {
+        (Some(r), Some(o)) => {
+            let same = match (r.canonicalize(), o.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => r == o,
+            };
+            if !same {
+                return Err(crate::Error::Resume {
+                    path: r.to_path_buf(),
+                    reason: format!(
+                        "a run resumes in its own folder, not in --out {} (leave --out out, or copy the folder first)",
+                        o.display()
+                    ),
+                });
+            }
+            Ok((r.to_path_buf(), true))
+        }
+        (Some(r), None) => Ok((r.to_path_buf(), true)),
+        (None, o) => Ok((o.map_or_else(|| PathBuf::from("pnpt-out"), Path::to_path_buf), false)),
+    }
+}
+
+/// The job's command line, shared by `pnpt train` and `examples/train_mvtec.rs` (each
+/// flattens it into its parser with `#[command(flatten)]`); [`job_options`](Self::job_options)
+/// turns it into [`JobOptions`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// MVTec-layout dataset (default: the synthetic dataset, generated once into the cache).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Only these categories (comma-separated).
+    #[arg(long, value_parser = |s: &str| parse_categories(s).map_err(|e| e.to_string()))]
+    pub categories: Option<::std::vec::Vec<String>>, // the full path: one value, parsed whole
+    /// Device: cpu, wgpu[:N], cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Configuration preset: cpu or paper.
+    #[arg(long, default_value = "cpu")]
+    pub preset: String,
+    /// JSON configuration file (fields it leaves out take the cpu preset's values).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Epochs (on --resume: at least the epochs done; more extends the run).
+    #[arg(long, value_parser = |s: &str| parse_whole("--epochs", s, usize::MAX as u64).map(|n| n as usize).map_err(|e| e.to_string()))]
+    pub epochs: Option<usize>,
+    /// Seed.
+    #[arg(long, value_parser = |s: &str| parse_whole("--seed", s, u64::MAX).map_err(|e| e.to_string()))]
+    pub seed: Option<u64>,
+    /// Output folder (default pnpt-out, or the --resume folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run whose output folder is DIR from its last checkpoint (same data and
+    /// configuration; --out, if given, must be DIR).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Backbone checkpoint (.pth or .safetensors; ResNet backbones).
+    #[arg(long)]
+    pub backbone_weights: Option<PathBuf>,
+    /// Write no heat maps.
+    #[arg(long)]
+    pub no_heatmaps: bool,
+    /// Fix the scoring method instead of choosing it on validation (with --evaluate: switch the
+    /// saved detector's method, thresholds recalibrated on the held-out split of --data).
+    #[arg(long)]
+    pub method: Option<ScoringMethod>,
+    /// Train as many epochs as fit in this time (at most --epochs): 900s, 15m, 1h.
+    #[arg(long, value_parser = |s: &str| parse_duration(s).map_err(|e| e.to_string()))]
+    pub time_budget: Option<f64>,
+    /// Skip training: load this saved detector and evaluate it on --data (as `pnpt eval`).
+    #[arg(long, value_name = "DETECTOR_DIR")]
+    pub evaluate: Option<PathBuf>,
+    /// With --evaluate: re-fit the detector's scoring on --data first (positional statistics,
+    /// validation, thresholds; the weights stay) and save it to OUT/detector.
+    #[arg(long)]
+    pub rescore: bool,
+}
+
+impl TrainArgs {
+    /// The job these options ask for: the configuration from [`ConfigChoice::build_for`], the
+    /// output folder and resumption from [`resume_folder`]. `--rescore` without `--evaluate` is
+    /// [`Error::Arguments`](crate::Error::Arguments).
+    pub fn job_options(self) -> Result<JobOptions> {
+        if self.rescore && self.evaluate.is_none() {
+            return Err(crate::Error::Arguments(
+                "--rescore re-fits a saved detector: it needs --evaluate DETECTOR_DIR".into(),
+            ));
+        }
+        let config = ConfigChoice {
+            preset: self.preset,
+            file: self.config,
+            epochs: self.epochs,
+            seed: self.seed,
+            backbone_weights: self.backbone_weights,
+            method: self.method,
+            time_budget_seconds: self.time_budget,
+        }
+        .build_for(self.data.as_deref())?;
+        let (out, resume) = resume_folder(self.resume.as_deref(), self.out.as_deref())?;
+        Ok(JobOptions {
+            data: self.data,
+            categories: self.categories,
+            device: self.device,
+            out,
+            resume,
+            heatmaps: !self.no_heatmaps,
+            evaluate: self.evaluate,
+            method: self.method,
+            rescore: self.rescore,
+            ..JobOptions::new(config)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{SYNTHETIC_EPOCHS, SYNTHETIC_INPUT_SIZE};
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m").unwrap(), 900.0);
+        assert_eq!(parse_duration("1.5h").unwrap(), 5400.0);
+        assert_eq!(parse_duration(" 90 ").unwrap(), 90.0);
+        for bad in ["", "m", "-1s", "0", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Every flag of `pnpt train` and `examples/train_mvtec.rs`, and the checks clap leaves to
+    /// [`TrainArgs::job_options`].
+    #[test]
+    fn train_args_take_every_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            train: TrainArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("train_mvtec").chain(args.iter().copied()));
+        let dir = std::env::temp_dir().join(format!("pnpt-train-args-{}", std::process::id()));
+        let dir = dir.to_str().unwrap();
+        let line = format!(
+            "--data data --categories a,b --device cpu --preset paper --epochs 4 --seed 7 --out {dir} --resume {dir} \
+             --backbone-weights w.pth --no-heatmaps --method memory --time-budget 15m --evaluate det --rescore"
+        );
+        let a = parse(&line.split_whitespace().collect::<Vec<_>>()).unwrap().train;
+        assert_eq!(a.categories.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!((a.epochs, a.seed, a.time_budget), (Some(4), Some(7), Some(900.0)));
+        assert_eq!(a.method, Some(ScoringMethod::Memory));
+        let o = a.job_options().unwrap();
+        assert_eq!((o.config.preset.as_str(), o.config.train.epochs, o.config.train.seed), ("paper", 4, 7));
+        assert_eq!(o.config.backbone_weights.as_deref(), Some(Path::new("w.pth")));
+        assert_eq!(o.config.train.time_budget_seconds, Some(900.0));
+        assert!(o.resume && !o.heatmaps && o.rescore && o.verbose);
+        assert_eq!((o.out.to_str(), o.evaluate.as_deref()), (Some(dir), Some(Path::new("det"))));
+        // Defaults: the synthetic job in pnpt-out.
+        let o = parse(&[]).unwrap().train.job_options().unwrap();
+        assert_eq!((o.out.to_str(), o.resume, o.heatmaps, o.data.is_none()), (Some("pnpt-out"), false, true, true));
+        assert_eq!((o.config.input_size, o.config.train.epochs), (SYNTHETIC_INPUT_SIZE, SYNTHETIC_EPOCHS));
+        let err = parse(&["--rescore"]).unwrap().train.job_options().unwrap_err();
+        assert!(err.to_string().contains("it needs --evaluate DETECTOR_DIR"), "{err}");
+        for bad in [&["--epochs", "three"][..], &["--categories", " , "], &["--device", "tpu"], &["--bogus"]] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(&["--help"]).err().map(|e| e.kind()), Some(clap::error::ErrorKind::DisplayHelp));
+    }
+}

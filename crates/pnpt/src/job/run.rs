@@ -1,0 +1,227 @@
+//! The job's work on the chosen backend: load or train, save, evaluate, with progress lines.
+
+use burn::tensor::backend::AutodiffBackend;
+use pnpt_data::{Dataset, synthetic::SyntheticConfig};
+use pnpt_model::train::split_holdout;
+use pnpt_model::{Detector, TrainOptions};
+
+use super::out_dir::prepare_out;
+use super::record::{BankRecord, MemoryRecord, RunRecord, StageSeconds};
+use super::{JobOptions, JobOutput};
+use crate::Result;
+use crate::backend::BackendTask;
+use crate::evaluate::{EvaluateOptions, evaluate};
+use crate::train::train;
+use crate::validation::ValidationOptions;
+
+/// The job as a [`BackendTask`], so [`super::run_job`] can run it on the backend of its device.
+pub(super) struct Job(pub(super) JobOptions);
+
+/// Prints every validation candidate, marking the chosen one.
+fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
+    log(format!(
+        "validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC / AUPRO):",
+        v.normal_images, v.anomalous_images
+    ));
+    for (i, c) in v.candidates.iter().enumerate() {
+        let mark = if i == v.chosen { "  <- chosen" } else { "" };
+        log(format!(
+            "  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4} / {:.4}{mark}",
+            c.method.to_string(),
+            c.memory_weight,
+            c.score.to_string(),
+            if c.positional { " positional" } else { "" },
+            c.image_auroc,
+            c.pixel_auroc,
+            c.aupro
+        ));
+    }
+}
+
+impl BackendTask for Job {
+    type Output = Result<JobOutput>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobOutput> {
+        let args = self.0;
+        // Progress lines as `log` events (the binaries print them: `crate::logging`).
+        let log = |msg: String| {
+            if args.verbose {
+                log::info!("{msg}");
+            }
+        };
+        let warn = |msg: String| {
+            if args.verbose {
+                log::warn!("{msg}");
+            }
+        };
+        let root = match &args.data {
+            Some(dir) => dir.clone(),
+            None => {
+                let cache = pnpt_data::default_cache_dir();
+                log(format!("no data folder: using the synthetic dataset (cache {})", cache.display()));
+                pnpt_data::ensure_synthetic(&cache, &SyntheticConfig::default())?
+            }
+        };
+        let dataset = Dataset::open(&root, args.categories.as_deref())?;
+        if dataset.categories.is_empty() {
+            return Err(pnpt_data::DataError::EmptyDataset { path: root }.into());
+        }
+        // Before `prepare_out`: a misspelled --resume folder must not be created (or cleared).
+        if args.resume && args.evaluate.is_none() {
+            let checkpoint = args.out.join("checkpoint").join(pnpt_model::train::CHECKPOINT_FILE);
+            if !checkpoint.is_file() {
+                return Err(crate::Error::Resume {
+                    path: checkpoint,
+                    reason: "no checkpoint to resume from (start without --resume)".into(),
+                });
+            }
+            log(format!("resuming from {}", checkpoint.display()));
+        }
+        prepare_out(&args.out)?;
+        // Every file the run will read, before the first epoch; all problems at once.
+        let t0 = std::time::Instant::now();
+        let audit = dataset.audit();
+        for w in &audit.warnings {
+            warn(w.clone());
+        }
+        let mut problems = audit.problems;
+        match problems.len() {
+            0 => log(format!("checked every image and mask in {:.1} s", t0.elapsed().as_secs_f64())),
+            1 => return Err(problems.remove(0).into()),
+            _ => return Err(pnpt_data::DataError::Problems { root: dataset.root.clone(), problems }.into()),
+        }
+        log(format!(
+            "{} categories, {} training images, {} test images; preset {}, {} epochs, device {}",
+            dataset.categories.len(),
+            dataset.num_train(),
+            dataset.num_test(),
+            args.config.preset,
+            args.config.train.epochs,
+            args.device
+        ));
+        let mut record = RunRecord::default();
+        let (detector, train_seconds, detector_dir) = match &args.evaluate {
+            Some(dir) => {
+                let mut detector = Detector::<B::InnerBackend>::load(dir, &device)?;
+                log(format!("evaluating the saved detector {}", dir.display()));
+                let unseen: Vec<String> =
+                    dataset.names().into_iter().filter(|n| !detector.categories().contains(n)).collect();
+                if !unseen.is_empty() {
+                    warn(format!(
+                        "the detector was not trained on {}: their images are scored against the nearest trained class",
+                        unseen.join(", ")
+                    ));
+                    record.unseen_categories = Some(unseen);
+                }
+                if let Some(m) = args.method {
+                    let c = detector.config().clone();
+                    detector.set_scoring(m, c.scoring.memory_weight)?;
+                    let (_, holdout) = split_holdout(&dataset, c.scoring.calibration_fraction, c.train.seed);
+                    detector.calibrate(&holdout)?;
+                    log(format!(
+                        "scoring method {m}; thresholds recalibrated on {} held-out images of the data",
+                        holdout.len()
+                    ));
+                }
+                if args.rescore {
+                    let t0 = std::time::Instant::now();
+                    let validation = ValidationOptions::default()
+                        .with_seed(detector.config().train.seed)
+                        .with_select(args.method.is_none());
+                    if let Some(v) = crate::train::rescore(&mut detector, &dataset, &validation)? {
+                        log_validation(&log, &v);
+                        record.validation = Some(v);
+                    }
+                    let detector_dir = args.out.join("detector");
+                    detector.save(&detector_dir)?;
+                    log(format!(
+                        "scoring re-fitted in {:.1} s ({}); detector saved to {}",
+                        t0.elapsed().as_secs_f64(),
+                        detector.config().scoring.rule(),
+                        detector_dir.display()
+                    ));
+                    (detector, 0.0, Some(detector_dir))
+                } else {
+                    (detector, 0.0, None)
+                }
+            }
+            None => {
+                // Recorded in every checkpoint; a resumed run on other data is refused.
+                let fingerprint = pnpt_data::fingerprint::Fingerprint::of(&dataset)?;
+                let options = TrainOptions::default()
+                    .with_checkpoint_dir(Some(args.out.join("checkpoint")))
+                    .with_resume(args.resume)
+                    .with_progress(args.verbose)
+                    .with_progress_sink(if args.verbose { crate::logging::progress_bars() } else { Default::default() })
+                    .with_dataset(Some(fingerprint));
+                let validation =
+                    ValidationOptions::default().with_seed(args.config.train.seed).with_select(args.method.is_none());
+                let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, &validation)?;
+                let fit = &report.fit;
+                for e in &fit.history {
+                    let v =
+                        e.validation.map(|(i, p)| format!("  validation (pnpt) {i:.4} / {p:.4}")).unwrap_or_default();
+                    log(format!(
+                        "epoch {:>3}: loss {:.5}  {:.1} s  {:.2} img/s{v}",
+                        e.epoch, e.loss, e.seconds, e.images_per_second
+                    ));
+                }
+                log(format!(
+                    "features {:.1} s, patch memory {:.1} s, training {:.1} s, positional statistics {:.1} s, validation {:.1} s ({} train, {} held-out images)",
+                    fit.feature_seconds,
+                    fit.memory_seconds,
+                    fit.train_seconds,
+                    fit.positional_seconds,
+                    report.validation_seconds,
+                    fit.train_images,
+                    fit.holdout_images
+                ));
+                if let Some(v) = &report.validation {
+                    log_validation(&log, v);
+                    record.validation = Some(v.clone());
+                }
+                record.memory = detector.memory().map(|m| MemoryRecord {
+                    dim: m.dim(),
+                    seconds: fit.memory_seconds,
+                    classes: m
+                        .names()
+                        .iter()
+                        .zip(m.sizes())
+                        .zip(m.candidates())
+                        .map(|((n, bank), &patches)| (n.clone(), BankRecord { bank, patches }))
+                        .collect(),
+                });
+                record.history = Some(fit.history.clone());
+                record.seconds = Some(StageSeconds {
+                    features: fit.feature_seconds,
+                    memory: fit.memory_seconds,
+                    training: fit.train_seconds,
+                    positional: fit.positional_seconds,
+                    validation: report.validation_seconds,
+                });
+                let detector_dir = args.out.join("detector");
+                detector.save(&detector_dir)?;
+                log(format!("detector saved to {}", detector_dir.display()));
+                (
+                    detector,
+                    fit.feature_seconds + fit.memory_seconds + fit.train_seconds + fit.positional_seconds,
+                    Some(detector_dir),
+                )
+            }
+        };
+        let config = detector.config().clone();
+        let eval = EvaluateOptions {
+            batch_size: config.train.batch_size,
+            out_dir: Some(args.out.clone()),
+            heatmaps: args.heatmaps,
+            preset: config.preset.clone(),
+            seed: config.train.seed,
+            device: args.device.to_string(),
+            train_seconds,
+            extra: record.into_extra(),
+        };
+        let report = evaluate(&detector, &dataset, &eval)?;
+        log(format!("report written to {}", args.out.join("report.md").display()));
+        Ok(JobOutput { report, detector_dir })
+    }
+}
