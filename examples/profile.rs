@@ -10,23 +10,36 @@
 //! the arithmetic per image is the same as a trained detector's. Each row is the median of
 //! `--reps` runs after two warm-ups (and 16 images through the whole detector first). Output is
 //! a Markdown table, as in the README's *Performance* section.
+//!
+//! `--json` prints one JSON object instead, with the headline medians that
+//! `benches/compare_onnxruntime.py` sets beside ONNX Runtime's: `predict_ms` (`Detector::predict`,
+//! one image, end to end, the preset's own scoring), `predict_batch8_ms_per_image`,
+//! `backbone_ms`, `backbone_batch8_ms_per_image`, `train_step_ms` (batch 8: forward, loss,
+//! backward, AdamW) and the per-stage rows, with the machine's load average before and after
+//! (these machines are shared: a run on a loaded machine says so).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 use clap::Parser;
 use pnpt::{
     backbone::{Backbone, MultiScale},
     backend::{BackendTask, DeviceSpec, run_on},
     data::image::{DynamicImage, Rgb, RgbImage},
+    memory::{MemoryBuilder, MemoryConfig},
     model::{
-        Detector, Pnpt, PnptConfig, Thresholds,
+        Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds,
         anomaly_map::{gaussian_blur, host_image_score, raw_anomaly_map},
+        loss::pnpt_loss,
         macs::{attention as attention_macs, ffn as ffn_macs, planned_forward_macs},
+        train::adamw,
     },
     prompt::{Distance, PoolBuilder},
 };
+use rand::SeedableRng;
+use serde::Serialize;
 
 /// Where the time of one inference goes, stage by stage (random weights; a Markdown table).
 #[derive(Debug, Parser)]
@@ -44,6 +57,9 @@ struct Args {
     /// Timed runs per stage (the median is reported).
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = positive)]
     reps: usize,
+    /// Print one JSON object (headline medians and stages) instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--batch` and `--reps`: a positive integer.
@@ -81,6 +97,57 @@ struct Profile {
     config: PnptConfig,
     batch: usize,
     reps: usize,
+    json: bool,
+}
+
+/// `--json`'s object. Times are medians in milliseconds.
+#[derive(Serialize)]
+struct Report {
+    preset: String,
+    device: String,
+    reps: usize,
+    /// Worker threads of the CPU backend's pool (rayon).
+    threads: usize,
+    /// 1-minute load average before and after the run (Linux; `null` elsewhere). Above the
+    /// thread count, other jobs shared the cores and every time below is inflated.
+    load_before: Option<f64>,
+    load_after: Option<f64>,
+    matmul_peak_gflops: f64,
+    /// `Detector::predict`, one 256 x 256 image, end to end, with the preset's scoring (`fused`
+    /// for `cpu`: PNPT's map and a patch memory of 4,096 patches per class).
+    predict_ms: f64,
+    /// The same with PNPT's map alone (no patch memory).
+    predict_pnpt_ms: f64,
+    /// `Detector::predict_batch` on 8 images, per image (preset's scoring).
+    predict_batch8_ms_per_image: f64,
+    images_per_s_batch8: f64,
+    /// The frozen backbone alone, batch 1 and batch 8 (per image).
+    backbone_ms: f64,
+    backbone_batch8_ms_per_image: f64,
+    /// `Pnpt::forward_planned` for one image.
+    pnpt_forward_ms: f64,
+    /// One training step at batch 8: jittered forward of both streams, loss, backward, AdamW.
+    train_step_ms: f64,
+    train_images_per_s: f64,
+    /// The per-stage table (`--batch` images per call, per image).
+    stages: Vec<Stage>,
+}
+
+#[derive(Serialize)]
+struct Stage {
+    name: &'static str,
+    ms: f64,
+    macs: u64,
+}
+
+/// Milliseconds to three decimals: more than the run-to-run spread of any time here.
+fn r3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// The 1-minute load average (Linux).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 impl BackendTask for Profile {
@@ -88,10 +155,11 @@ impl BackendTask for Profile {
 
     fn run<A: AutodiffBackend>(self, device: A::Device) -> Self::Output {
         type B<A> = <A as AutodiffBackend>::InnerBackend;
-        let Profile { mut config, batch: n, reps } = self;
-        // The stages below are PNPT's; the patch memory's cost is in `cargo bench --bench pnpt`
-        // (`predict` vs `predict_pnpt`).
-        config.scoring.method = pnpt::model::ScoringMethod::Pnpt;
+        let Profile { mut config, batch: n, reps, json } = self;
+        let load_before = load_average();
+        let preset_scoring = config.scoring.method;
+        // The stages below are PNPT's; `--json` adds the preset's own scoring end to end.
+        config.scoring.method = ScoringMethod::Pnpt;
         B::<A>::seed(&device, 0);
         let sync = || B::<A>::sync(&device).expect("device sync");
         let size = config.input_size as usize;
@@ -246,6 +314,76 @@ impl BackendTask for Profile {
             let _ = detector.predict_batch(&images).expect("predict");
         }) / n as f64;
 
+        if json {
+            let image = &images[0];
+            let eight: Vec<DynamicImage> = vec![image.clone(); 8];
+            let x1 = x.clone().narrow(0, 0, 1);
+            let x8 = Tensor::<B<A>, 4>::cat(vec![x1.clone(); 8], 0);
+            let backbone_ms = median_ms(reps, || {
+                let _ = backbone.features(x1.clone()).expect("backbone");
+                sync();
+            });
+            let backbone_batch8 = median_ms(reps, || {
+                let _ = backbone.features(x8.clone()).expect("backbone");
+                sync();
+            }) / 8.0;
+            let pnpt_forward_ms = median_ms(reps, || {
+                let one = feats.clone().map(|f| f.narrow(0, 0, 1));
+                let _ = model.forward_planned(&plan, &one, &classes[..1]).expect("forward");
+                sync();
+            });
+            let predict_pnpt_ms = median_ms(reps, || {
+                let _ = detector.predict(image).expect("predict");
+            });
+            // The preset's scoring: for `fused`/`memory`, a patch memory of 4,096 patches per
+            // class (4 images of 32 x 32 patches kept whole, about ad13's 10 % coreset).
+            let mut detector = detector;
+            if preset_scoring != ScoringMethod::Pnpt {
+                let mut memory = MemoryBuilder::new(MemoryConfig { coreset_ratio: 1.0, ..Default::default() })
+                    .map_err(|e| err(&e))?;
+                for name in ["a", "b", "c"] {
+                    let feats: [Tensor<B<A>, 4>; 3] = [0, 1, 2].map(|i| {
+                        let [h, w] = spec.sizes[i];
+                        Tensor::random([4, spec.channels[i], h, w], Distribution::Normal(0.0, 1.0), &device)
+                    });
+                    memory.add_class(name, &[feats]).map_err(|e| err(&e))?;
+                }
+                detector = detector.with_memory(memory.build().map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+                detector.set_scoring(preset_scoring, config.scoring.memory_weight).map_err(|e| err(&e))?;
+                for _ in 0..2 {
+                    detector.predict_batch(&eight).map_err(|e| err(&e))?;
+                }
+            }
+            let predict_ms = median_ms(reps, || {
+                let _ = detector.predict(image).expect("predict");
+            });
+            let predict_batch8 = median_ms(reps, || {
+                let _ = detector.predict_batch(&eight).expect("predict");
+            }) / 8.0;
+            let train_step_ms = train_step_ms::<A>(&config, reps, &device).map_err(|e| err(&e))?;
+            let report = Report {
+                preset: config.preset.clone(),
+                device: format!("{device:?}"),
+                reps,
+                threads: rayon::current_num_threads(),
+                load_before,
+                load_after: load_average(),
+                matmul_peak_gflops: r3(peak_gflops),
+                predict_ms: r3(predict_ms),
+                predict_pnpt_ms: r3(predict_pnpt_ms),
+                predict_batch8_ms_per_image: r3(predict_batch8),
+                images_per_s_batch8: r3(1e3 / predict_batch8),
+                backbone_ms: r3(backbone_ms),
+                backbone_batch8_ms_per_image: r3(backbone_batch8),
+                pnpt_forward_ms: r3(pnpt_forward_ms),
+                train_step_ms: r3(train_step_ms),
+                train_images_per_s: r3(8e3 / train_step_ms),
+                stages: rows.iter().map(|r| Stage { name: r.name, ms: r3(r.ms), macs: r.macs }).collect(),
+            };
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| err(&e))?);
+            return Ok(());
+        }
+
         println!(
             "preset `{}` ({}, C = {}, N = {}, M = {}), batch {n}, median of {reps} runs\n",
             config.preset, config.backbone, config.model.hidden, config.model.semantic_tokens, config.model.layers
@@ -285,6 +423,42 @@ impl BackendTask for Profile {
     }
 }
 
+/// Median of `reps` training steps of the preset's transformer at batch 8 (random features,
+/// as `cargo bench --bench pnpt`'s `train_step`).
+fn train_step_ms<A: AutodiffBackend>(
+    config: &PnptConfig,
+    reps: usize,
+    device: &A::Device,
+) -> Result<f64, pnpt::model::Error> {
+    let spec = config.feature_spec();
+    let features = || -> [Tensor<A, 4>; 3] {
+        [0, 1, 2].map(|i| {
+            let [h, w] = spec.sizes[i];
+            Tensor::random([8, spec.channels[i], h, w], Distribution::Normal(0.0, 1.0), device)
+        })
+    };
+    let (x, prior) = (features(), features());
+    let mut model = Some(Pnpt::<A>::new(&config.model, spec, device)?);
+    let mut optimizer = adamw(config).init::<A, Pnpt<A>>();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut failure = None;
+    let ms = median_ms(reps, || {
+        let Some(m) = model.take() else { return };
+        match m.forward_train(&x, Some(&prior), config.train.jitter_scale, &mut rng) {
+            Ok(recon) => {
+                let grads = GradientsParams::from_grads(pnpt_loss(&x, &recon).backward(), &m);
+                model = Some(optimizer.step(config.train.lr, m, grads));
+                A::sync(device).expect("device sync");
+            }
+            Err(e) => failure = Some(e),
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ms),
+    }
+}
+
 fn main() -> ExitCode {
     // Bad arguments: clap prints its message and exits 2.
     let args = Args::parse();
@@ -295,7 +469,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run_on(&args.device, Profile { config, batch: args.batch, reps: args.reps }) {
+    match run_on(&args.device, Profile { config, batch: args.batch, reps: args.reps, json: args.json }) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("error: {e}");
