@@ -48,6 +48,22 @@ const PLACEHOLDER: &str = "00000000000000000000000000000000000000000000000000000
 /// without pnpt (`python3 -c "$PYTHON_READER" FILE`).
 pub const PYTHON_READER: &str = include_str!("../python/read_pnpt_safetensors.py");
 
+/// Reads `path` with [`PYTHON_READER`] in `python3`: the JSON object it prints (`metadata`,
+/// `tensors` with their values, `digest_ok`). `Ok(None)` when `python3` cannot be started;
+/// `Err` with Python's message when the reader fails. For checking an artefact from outside
+/// pnpt; the tests of every crate that saves one do.
+pub fn read_with_python(path: impl AsRef<Path>) -> std::result::Result<Option<Value>, String> {
+    let path = path.as_ref();
+    let out = match std::process::Command::new("python3").arg("-c").arg(PYTHON_READER).arg(path).output() {
+        Ok(out) => out,
+        Err(_) => return Ok(None),
+    };
+    if !out.status.success() {
+        return Err(format!("python reader failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map(Some).map_err(|e| format!("python reader printed no JSON: {e}"))
+}
+
 /// Element type of a stored tensor (the two pnpt writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {

@@ -180,21 +180,12 @@ fn damaged_checkpoints_are_clear_errors_and_python_reads_a_good_one() {
     assert!(err.contains("expected a training checkpoint file, found a prompt pool"), "{err}");
 }
 
-/// [`pnpt_prompt::tensor_file::PYTHON_READER`] on `path`; `None` (with a message) without
+/// [`pnpt_prompt::tensor_file::read_with_python`] on `path`; `None` (with a message) without
 /// python3.
 fn read_with_python(path: &Path) -> Option<serde_json::Value> {
-    let out = match std::process::Command::new("python3")
-        .arg("-c")
-        .arg(pnpt_prompt::tensor_file::PYTHON_READER)
-        .arg(path)
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("SKIPPED: python3 is not available ({e}), the independent reader did not run");
-            return None;
-        }
-    };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    let read = pnpt_prompt::tensor_file::read_with_python(path).unwrap();
+    if read.is_none() {
+        eprintln!("SKIPPED: python3 is not available, the independent reader did not run");
+    }
+    read
 }
