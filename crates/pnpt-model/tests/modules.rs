@@ -1,6 +1,5 @@
 //! Unit tests of the PNPT modules against hand-worked or independent expectations.
 
-use burn::backend::Flex;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
@@ -11,42 +10,8 @@ use pnpt_model::{ConcatMode, FeatureSpec, ModelConfig, Pnpt, PnptConfig, Reconst
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-type B = Flex<f32>;
-
-fn dev() -> burn::backend::flex::FlexDevice {
-    Default::default()
-}
-
-fn vals<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
-}
-
-fn t4(v: Vec<f32>, shape: [usize; 4]) -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(v, shape), &dev())
-}
-
-fn max_abs_diff(a: Vec<f32>, b: Vec<f32>) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-/// Small spec: patches 4, 2, 1 on a 2×2 grid (like 64/32/16 → 16 at full size).
-fn small_spec() -> FeatureSpec {
-    FeatureSpec { channels: [4, 6, 8], sizes: [[8, 8], [4, 4], [2, 2]] }
-}
-
-fn small_config() -> ModelConfig {
-    ModelConfig { hidden: 16, semantic_tokens: 4, heads: 4, layers: 2, ..PnptConfig::cpu().model }
-}
-
-fn random_feats(spec: &FeatureSpec, n: usize, seed: u64) -> [Tensor<B, 4>; 3] {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    [0, 1, 2].map(|i| {
-        let [h, w] = spec.sizes[i];
-        let t = pnpt_model::pnpt::standard_normal::<B, _>([n, spec.channels[i], h * w], &mut rng, &dev());
-        t.reshape([n, spec.channels[i], h, w])
-    })
-}
+mod common;
+use common::*;
 
 fn set_linear(linear: &mut Linear<B>, weight: Vec<f32>, d_in: usize, d_out: usize) {
     linear.weight = Param::from_tensor(Tensor::from_data(TensorData::new(weight, [d_in, d_out]), &dev()));
@@ -111,85 +76,6 @@ fn blocks_keep_token_shapes() {
     assert_eq!((r.dims(), rs.unwrap().dims()), ([2, 7, 16], [2, 4, 16]));
     assert_eq!(SaceFusion::<B>::new(&cfg, &dev()).forward(s.clone(), s.clone()).dims(), [2, 4, 16]);
     assert_eq!(Cscd::<B>::new(&cfg, &dev()).forward(x, s).dims(), [2, 7, 16]);
-}
-
-/// `LN(q + MHA(q, kv, kv))` computed on the host in f64 from the sublayer's own weights.
-fn host_attention_sublayer(
-    layer: &pnpt_model::block::AttentionSublayer<B>,
-    q: &[f32],
-    kv: &[f32],
-    shape: [usize; 4],
-) -> Vec<f32> {
-    let [batch, lq, lk, c] = shape;
-    let mha = &layer.attention;
-    let (h, d) = (mha.n_heads, mha.d_k);
-    let lin = |l: &Linear<B>, x: &[f32], rows: usize| -> Vec<f64> {
-        let w: Vec<f32> = vals(l.weight.val());
-        let b: Vec<f32> = vals(l.bias.as_ref().expect("bias").val());
-        let mut out = vec![0.0f64; rows * c];
-        for r in 0..rows {
-            for o in 0..c {
-                out[r * c + o] = b[o] as f64 + (0..c).map(|i| x[r * c + i] as f64 * w[i * c + o] as f64).sum::<f64>();
-            }
-        }
-        out
-    };
-    let (qp, kp, vp) = (lin(&mha.query, q, batch * lq), lin(&mha.key, kv, batch * lk), lin(&mha.value, kv, batch * lk));
-    let mut context = vec![0.0f32; batch * lq * c];
-    for b in 0..batch {
-        for head in 0..h {
-            for i in 0..lq {
-                let at = |m: &[f64], l: usize, row: usize, k: usize| m[(b * l + row) * c + head * d + k];
-                let scores: Vec<f64> = (0..lk)
-                    .map(|j| (0..d).map(|k| at(&qp, lq, i, k) * at(&kp, lk, j, k)).sum::<f64>() / (d as f64).sqrt())
-                    .collect();
-                let max = scores.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                for k in 0..d {
-                    let v: f64 = (0..lk).map(|j| e[j] / sum * at(&vp, lk, j, k)).sum();
-                    context[(b * lq + i) * c + head * d + k] = v as f32;
-                }
-            }
-        }
-    }
-    let out = lin(&mha.output, &context, batch * lq);
-    let (gamma, beta) = (vals(layer.norm.gamma.val()), vals(layer.norm.beta.as_ref().expect("beta").val()));
-    let mut y = vec![0.0f32; batch * lq * c];
-    for r in 0..batch * lq {
-        let x: Vec<f64> = (0..c).map(|o| q[r * c + o] as f64 + out[r * c + o]).collect();
-        let mean = x.iter().sum::<f64>() / c as f64;
-        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
-        for o in 0..c {
-            y[r * c + o] = ((x[o] - mean) / (var + 1e-5).sqrt() * gamma[o] as f64 + beta[o] as f64) as f32;
-        }
-    }
-    y
-}
-
-#[test]
-fn attention_matches_a_host_reference() {
-    let cfg = pnpt_model::block::BlockConfig {
-        layer_norm_eps: 1e-5,
-        ..pnpt_model::block::BlockConfig::from(&small_config())
-    };
-    let layer = cfg.attention::<B>(&dev());
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    // Short sequences, and longer ones than SACE's 272 tokens (the path a fused or tiled
-    // attention kernel would take, should the sublayer move to one).
-    for [batch, lq, lk] in [[2, 5, 7], [1, 530, 530]] {
-        let q = pnpt_model::pnpt::standard_normal::<B, _>([batch, lq, cfg.hidden], &mut rng, &dev());
-        let kv = pnpt_model::pnpt::standard_normal::<B, _>([batch, lk, cfg.hidden], &mut rng, &dev());
-        let expected =
-            host_attention_sublayer(&layer, &vals(q.clone()), &vals(kv.clone()), [batch, lq, lk, cfg.hidden]);
-        let got = vals(layer.forward(q.clone(), kv));
-        assert!(max_abs_diff(got, expected) < 1e-4, "cross-attention, {lq} x {lk}");
-        if lq == lk {
-            let expected =
-                host_attention_sublayer(&layer, &vals(q.clone()), &vals(q.clone()), [batch, lq, lq, cfg.hidden]);
-            assert!(max_abs_diff(vals(layer.forward_self(q)), expected) < 1e-4, "self-attention, {lq}");
-        }
-    }
 }
 
 // ---------------------------------------------------------------- HPE⁻¹ ∘ HPE

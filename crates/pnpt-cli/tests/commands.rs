@@ -1,0 +1,174 @@
+//! The `pnpt` command with real parts: `predict` on folders, `info`, `train` and `eval`, run as
+//! subprocesses against the tiny detector of `common` (fitted once for this binary).
+
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, pnpt_bin};
+use pnpt::data::image::{self, ImageFormat};
+use serde_json::Value;
+
+/// A folder mixing good images, a truncated PNG and a text file named `.png`: results for the
+/// good ones, error lines for the bad two, exit code 1.
+#[test]
+fn predict_command_on_a_mixed_folder() {
+    let f = fixture();
+    let dir = f.root.join("mixed");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a_good.png"), &f.good_png).unwrap();
+    let jpeg = image::load_from_memory(&f.good_png).unwrap();
+    jpeg.to_rgb8().save_with_format(dir.join("sub/b_good.jpg"), ImageFormat::Jpeg).unwrap();
+    std::fs::write(dir.join("c_truncated.png"), &f.good_png[..f.good_png.len() / 2]).unwrap();
+    std::fs::write(dir.join("d_text.png"), b"not a picture").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"ignored").unwrap();
+    let out = f.root.join("mixed-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = pnpt_bin()
+        .arg("predict")
+        .arg(&f.dir)
+        .arg(&dir)
+        .arg(&f.foreign)
+        .arg("--out")
+        .arg(&out)
+        .arg("--batch")
+        .arg("2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("5 images") && stderr.contains("2 failed") && stderr.contains("images/s"), "{stderr}");
+    let text = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<String> = lines
+        .iter()
+        .map(|l| Path::new(l["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let foreign_name = f.foreign.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(names, ["a_good.png", "c_truncated.png", "d_text.png", "b_good.jpg", foreign_name.as_str()]);
+    for (i, l) in lines.iter().enumerate() {
+        let bad = names[i].starts_with('c') || names[i].starts_with('d');
+        assert_eq!(l["error"].is_string(), bad, "{l}");
+        if !bad {
+            for key in [
+                "category",
+                "retrieval_distance",
+                "score",
+                "threshold",
+                "normalized_score",
+                "verdict",
+                "ms",
+                "unknown_category",
+            ] {
+                assert!(!l[key].is_null(), "{key}: {l}");
+            }
+            let overlay = out.join(l["overlay"].as_str().unwrap());
+            let mask = image::open(out.join(l["mask"].as_str().unwrap())).unwrap();
+            assert!(overlay.is_file());
+            assert_eq!((mask.width(), mask.height()), (64, 64), "masks are at the image's size");
+        }
+    }
+    assert_eq!(lines[0]["overlay"], "maps/a_good.overlay.png");
+    assert_eq!(lines[3]["mask"], "maps/sub/b_good.mask.png");
+    assert_eq!(lines[4]["unknown_category"], true, "{}", lines[4]);
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "predictions.jsonl" && n != "maps")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // --category and --no-maps on one file: exit 0, only the JSONL.
+    let out2 = f.root.join("single-out");
+    let _ = std::fs::remove_dir_all(&out2);
+    let run = pnpt_bin()
+        .arg("predict")
+        .arg(&f.dir)
+        .arg(dir.join("a_good.png"))
+        .args(["--category", "screw", "--no-maps", "--out"])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(out2.join("predictions.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(
+        (line["category"].as_str(), line["category_given"].as_bool(), line["overlay"].is_null()),
+        (Some("screw"), Some(true), true)
+    );
+    assert!(!out2.join("maps").exists());
+    // An unknown category is an error before anything is scored.
+    let run = pnpt_bin()
+        .arg("predict")
+        .arg(&f.dir)
+        .arg(&dir)
+        .args(["--category", "teapot", "--out"])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown category `teapot`"));
+}
+
+#[test]
+fn info_command_text_and_json() {
+    let f = fixture();
+    let run = pnpt_bin().arg("info").arg(&f.dir).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    for word in ["bottle", "screw", "efficientnet", "thresholds.json", "fused"] {
+        assert!(text.to_lowercase().contains(word), "{word} missing: {text}");
+    }
+    let run = pnpt_bin().arg("info").arg(&f.dir).arg("--json").output().unwrap();
+    let v: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["input_size"], 64);
+    assert!(v["parameters"].as_u64().unwrap() > 0);
+    assert!(v["files"]["model.safetensors"].as_u64().unwrap() > 0);
+}
+
+/// SIGTERM while a request is in progress: the request is answered, then `pnpt serve` exits 0.
+#[cfg(unix)]
+/// `pnpt train` and `pnpt eval` run the library's job (`pnpt::job`) end to end on the tiny set.
+#[test]
+fn train_and_eval_commands() {
+    let f = fixture();
+    let out = f.root.join("train-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = pnpt_bin()
+        .arg("train")
+        .arg("--data")
+        .arg(f.root.join("data"))
+        .arg("--config")
+        .arg(f.root.join("config.json"))
+        .args(["--epochs", "1", "--no-heatmaps", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("validation on"), "the scoring method is chosen on validation: {stderr}");
+    assert!(out.join("detector/manifest.json").is_file() && out.join("checkpoint").is_dir());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["mean"]["image_auroc"].is_number() && report["validation"].is_object(), "{report}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("bottle"), "the report table is printed");
+
+    let eval = f.root.join("eval-out");
+    let _ = std::fs::remove_dir_all(&eval);
+    let run = pnpt_bin()
+        .arg("eval")
+        .arg(&f.dir)
+        .arg("--data")
+        .arg(f.root.join("data"))
+        .args(["--method", "memory", "--categories", "bottle", "--out"])
+        .arg(&eval)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["method"], "memory");
+    assert_eq!(report["categories"].as_object().map(|c| c.len()), Some(1));
+    assert!(eval.join("heatmaps/bottle").is_dir());
+}
