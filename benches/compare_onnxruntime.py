@@ -14,7 +14,7 @@ Needs `pip install onnxruntime onnx numpy` (PyPI). The graph is exported with a 
 changed). Machines here are shared: the table prints the load average before and after, and a
 run whose load exceeded the thread count is marked as loaded.
 
-Usage: python3 benches/compare_onnxruntime.py [--profile-json FILE] [--reps 30] [--json-out FILE]
+Usage: python3 benches/compare_onnxruntime.py [--profile-json FILE | --cargo-profile dev] [--reps 30] [--json-out FILE]
 """
 import argparse
 import json
@@ -35,10 +35,10 @@ def load_average():
         return None
 
 
-def profile_json(path):
+def profile_json(path, cargo_profile):
     if path:
         return json.loads(Path(path).read_text())
-    cmd = ["cargo", "run", "--quiet", "--release", "--example", "profile", "--", "--preset", "cpu", "--json"]
+    cmd = ["cargo", "run", "--quiet", "--profile", cargo_profile, "--example", "profile", "--", "--preset", "cpu", "--json"]
     print("running:", " ".join(cmd), file=sys.stderr)
     out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out)
@@ -77,6 +77,8 @@ def median_ms(f, reps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile-json", help="a saved `profile --json` object instead of running it")
+    parser.add_argument("--cargo-profile", default="release",
+                        help="cargo profile to build `profile` with (`dev` reuses the test build, also opt-level 3)")
     parser.add_argument("--reps", type=int, default=30, help="timed runs per ONNX Runtime case (median)")
     parser.add_argument("--json-out", help="also write both sides and the ratios to this JSON file")
     args = parser.parse_args()
@@ -84,7 +86,7 @@ def main():
     import numpy as np
     import onnxruntime as ort
 
-    ours = profile_json(args.profile_json)
+    ours = profile_json(args.profile_json, args.cargo_profile)
     threads = int(ours.get("threads") or os.cpu_count())
     load_before = load_average()
     rng = np.random.default_rng(0)
