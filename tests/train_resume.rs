@@ -55,7 +55,7 @@ fn resume_equals_uninterrupted() {
     builder.add("b", &feats.clone().map(|t| t.narrow(0, 5, 5))).unwrap();
     let pool = builder.build(cfg.distance).unwrap();
     let prior_index = pool.nearest(&feats).unwrap().0;
-    let set = FeatureSet { feats: feats.clone(), categories, prior_index };
+    let set = FeatureSet::in_memory(feats.clone(), categories, prior_index).unwrap();
 
     let straight = train_model::<A>(&cfg, &set, &pool, &device, &TrainOptions::default()).unwrap();
     assert!(straight.completed);

@@ -64,5 +64,5 @@ pub fn feature_set(cfg: &PnptConfig, n: usize) -> (FeatureSet<B>, pnpt::prompt::
     builder.add("b", &feats.clone().map(|t| t.narrow(0, half, n - half))).unwrap();
     let pool = builder.build(cfg.distance).unwrap();
     let prior_index = pool.nearest(&feats).unwrap().0;
-    (FeatureSet { feats, categories, prior_index }, pool)
+    (FeatureSet::in_memory(feats, categories, prior_index).unwrap(), pool)
 }

@@ -57,7 +57,8 @@ pub enum Command {
     /// Evaluate a saved detector on a labelled dataset: report.json/md/html and heat maps.
     Eval(EvalArgs),
     /// Train one detector on every category of a dataset, save it and evaluate it.
-    Train(TrainArgs),
+    // Boxed: its many options would make every `Command` as large as it.
+    Train(Box<TrainArgs>),
 }
 
 /// `pnpt predict`.
@@ -219,7 +220,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Train(a) => {
-            let out = job::run_job(a.job_options()?)?;
+            let out = job::run_job((*a).job_options()?)?;
             println!("{}", out.report.to_markdown());
             Ok(ExitCode::SUCCESS)
         }

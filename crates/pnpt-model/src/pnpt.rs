@@ -144,6 +144,13 @@ pub struct Jitter<B: Backend> {
     pub scale: f64,
 }
 
+impl<B: Backend> Jitter<B> {
+    /// Images `start..start + len` of the batch's noise (a data-parallel rank's slice).
+    pub fn narrow(self, start: usize, len: usize) -> Self {
+        Jitter { noise: self.noise.map(|n| n.narrow(0, start, len)), scale: self.scale }
+    }
+}
+
 /// `[d0, d1, d2]` standard normal values (Box–Muller) from `rng`.
 pub fn standard_normal<B: Backend, R: Rng>(shape: [usize; 3], rng: &mut R, device: &B::Device) -> Tensor<B, 3> {
     let n: usize = shape.iter().product();
@@ -251,14 +258,20 @@ impl<B: Backend> Pnpt<B> {
         scale: f64,
         rng: &mut R,
     ) -> Result<Reconstruction<B>> {
-        let jitter = (scale > 0.0).then(|| {
-            let shape = [input[0].dims()[0], self.sequence_length(), self.config.hidden];
-            let device = input[0].device();
-            let sample = standard_normal::<B, R>(shape, rng, &device);
-            let prior = self.config.variant.has_prior().then(|| standard_normal::<B, R>(shape, rng, &device));
-            Jitter { noise: Streams { sample, prior }, scale }
-        });
+        let jitter = self.draw_jitter(input[0].dims()[0], scale, rng, &input[0].device());
         self.forward_jittered(input, prior, jitter)
+    }
+
+    /// The jitter noise [`forward_train`](Self::forward_train) draws for a batch of `batch`
+    /// images (`None`, drawing nothing, when `scale` is 0): the sample stream's `[B, L, C]`,
+    /// then the prior stream's.
+    pub fn draw_jitter<R: Rng>(&self, batch: usize, scale: f64, rng: &mut R, device: &B::Device) -> Option<Jitter<B>> {
+        (scale > 0.0).then(|| {
+            let shape = [batch, self.sequence_length(), self.config.hidden];
+            let sample = standard_normal::<B, R>(shape, rng, device);
+            let prior = self.config.variant.has_prior().then(|| standard_normal::<B, R>(shape, rng, device));
+            Jitter { noise: Streams { sample, prior }, scale }
+        })
     }
 
     /// Forward with explicit jitter noise (`None` = inference).

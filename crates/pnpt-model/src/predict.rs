@@ -210,15 +210,14 @@ pub(crate) fn raise_retrieval_limits(
 /// its distance to that class) and its retrieved class (by the nearest distance).
 pub(crate) fn training_retrieval_limits<B: Backend>(
     pool: &PromptPool<B>,
-    feats: &[Tensor<B, 4>; 3],
-    truth: &[String],
+    set: &crate::train::FeatureSet<B>,
 ) -> Result<BTreeMap<String, f32>> {
+    let truth = &set.categories;
     let (names, k) = (pool.names(), pool.len());
     let mut limits = BTreeMap::new();
     for start in (0..truth.len()).step_by(64) {
         let len = (truth.len() - start).min(64);
-        let chunk = [0, 1, 2].map(|s| feats[s].clone().narrow(0, start, len));
-        let dist: Vec<f32> = pool.distances(&chunk)?.into_data().iter::<f32>().collect();
+        let dist: Vec<f32> = pool.distances(&set.rows(start, len)?)?.into_data().iter::<f32>().collect();
         for (row, t) in dist.chunks(k).zip(&truth[start..start + len]) {
             if let Some(own) = names.iter().position(|n| n == t) {
                 raise(&mut limits, t, row[own]);

@@ -69,7 +69,7 @@ fn tiny_set(cfg: &PnptConfig) -> (FeatureSet<B>, PromptPool<B>) {
     }
     let pool = builder.build(cfg.distance).unwrap();
     let prior_index = pool.nearest(&feats).unwrap().0;
-    (FeatureSet { feats, categories, prior_index }, pool)
+    (FeatureSet::in_memory(feats, categories, prior_index).unwrap(), pool)
 }
 
 fn losses(h: &[EpochStats]) -> Vec<f64> {
@@ -78,7 +78,7 @@ fn losses(h: &[EpochStats]) -> Vec<f64> {
 
 fn outputs(model: &pnpt_model::Pnpt<B>, set: &FeatureSet<B>, pool: &PromptPool<B>) -> Vec<f32> {
     let prior = pool.prior_of(&set.prior_index).unwrap();
-    let r = model.forward(&set.feats, Some(&prior)).unwrap();
+    let r = model.forward(&set.rows(0, set.len()).unwrap(), Some(&prior)).unwrap();
     r.sample.into_iter().flat_map(|t| t.into_data().iter::<f32>().collect::<Vec<_>>()).collect()
 }
 

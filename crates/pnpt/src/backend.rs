@@ -23,7 +23,7 @@
 
 use std::{fmt, str::FromStr};
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Device, DeviceId};
 
 use crate::{Error, Result};
 
@@ -172,6 +172,22 @@ pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output> {
             Err(not_compiled())
         }
     }
+}
+
+/// Burn's ids of the devices `specs`, which must all belong to one backend: the devices of a
+/// data-parallel run (`--devices cuda:0,cuda:1`; `cpu,cpu` is two replicas on the CPU).
+pub fn device_ids(specs: &[DeviceSpec]) -> Result<Vec<DeviceId>> {
+    struct IdOf;
+    impl BackendTask for IdOf {
+        type Output = DeviceId;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> DeviceId {
+            device.to_id()
+        }
+    }
+    if let Some(other) = specs.iter().find(|s| s.feature() != specs[0].feature()) {
+        return Err(Error::Arguments(format!("--devices mixes two backends: {} and {other}", specs[0])));
+    }
+    specs.iter().map(|s| run_on(s, IdOf)).collect()
 }
 
 /// Runs one tiny operation on a GPU device, so that a missing driver, adapter or device index

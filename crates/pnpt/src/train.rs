@@ -44,8 +44,11 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     validation: &ValidationOptions,
 ) -> Result<(Detector<B::InnerBackend>, TrainReport)> {
-    // Refuse what cannot fit before the backbone, the feature cache or the model is allocated.
-    config.check_memory(dataset.num_train(), pnpt_model::config::available_memory())?;
+    // Refuse what cannot fit before the backbone, the feature cache or the model is allocated
+    // (features kept on disk take no memory).
+    let images = dataset.num_train();
+    let in_memory = options.feature_storage_for(config, images) == pnpt_model::train::FeatureStorage::Memory;
+    config.check_memory(if in_memory { images } else { 0 }, pnpt_model::config::available_memory())?;
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
     // Built once, before training: the per-epoch validation and the final choice use the
     // same images.

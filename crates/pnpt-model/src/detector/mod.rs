@@ -236,7 +236,7 @@ impl<B: Backend> Detector<B> {
         let mut all = Components { size: self.config.input_size as usize, ..Default::default() };
         let idx: Vec<usize> = (0..set.len()).collect();
         for chunk in idx.chunks(batch.max(1)) {
-            all.extend(self.components_of_features(set.select(chunk), true, false, None)?);
+            all.extend(self.components_of_features(set.select(chunk)?, true, false, None)?);
         }
         self.fit_positional(&all)
     }

@@ -50,7 +50,7 @@ fn tiny_set(cfg: &PnptConfig) -> (FeatureSet<B>, pnpt_prompt::PromptPool<B>) {
     let pool = builder.build(cfg.distance).unwrap();
     let categories = ["a", "a", "a", "b", "b", "b"].map(String::from).to_vec();
     let prior_index = pool.nearest(&feats).unwrap().0;
-    (FeatureSet { feats, categories, prior_index }, pool)
+    (FeatureSet::in_memory(feats, categories, prior_index).unwrap(), pool)
 }
 
 fn params<BB: Backend>(model: &Pnpt<BB>) -> Vec<f32> {

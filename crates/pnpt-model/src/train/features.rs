@@ -10,14 +10,16 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use super::TrainOptions;
+use super::feature_store::{DiskFeatures, DiskWriter, FeatureStorage};
 use crate::progress::Progress;
 use crate::{Error, PnptConfig, Result};
 
-/// Frozen-backbone features of the training images, cached for the run.
-#[derive(Debug, Clone)]
+/// Frozen-backbone features of the training images, kept for the run in memory or on disk
+/// ([`FeatureStorage`]).
+#[derive(Debug)]
 pub struct FeatureSet<B: Backend> {
-    /// `[N, C_i, H_i, W_i]` ×3.
-    pub feats: [Tensor<B, 4>; 3],
+    store: Store<B>,
     /// True category of each image (for reporting and class-balanced sampling; never seen by
     /// the model).
     pub categories: Vec<String>,
@@ -25,7 +27,28 @@ pub struct FeatureSet<B: Backend> {
     pub prior_index: Vec<usize>,
 }
 
+#[derive(Debug)]
+enum Store<B: Backend> {
+    /// `[N, C_i, H_i, W_i]` ×3.
+    Memory([Tensor<B, 4>; 3]),
+    Disk(DiskFeatures, B::Device),
+}
+
 impl<B: Backend> FeatureSet<B> {
+    /// A set held in memory: `feats` `[N, C_i, H_i, W_i]` ×3, one category and retrieved pool
+    /// index per image.
+    pub fn in_memory(feats: [Tensor<B, 4>; 3], categories: Vec<String>, prior_index: Vec<usize>) -> Result<Self> {
+        let n = feats[0].dims()[0];
+        if feats.iter().any(|f| f.dims()[0] != n) || categories.len() != n || prior_index.len() != n {
+            return Err(Error::Shape(format!(
+                "feature set of {n} rows with {} categories and {} prior indices",
+                categories.len(),
+                prior_index.len()
+            )));
+        }
+        Ok(Self { store: Store::Memory(feats), categories, prior_index })
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.categories.len()
@@ -36,11 +59,39 @@ impl<B: Backend> FeatureSet<B> {
         self.categories.is_empty()
     }
 
-    /// Rows `indices` of the cached features.
-    pub fn select(&self, indices: &[usize]) -> [Tensor<B, 4>; 3] {
-        let device = self.feats[0].device();
-        let idx = index_tensor::<B>(indices, &device);
-        [0, 1, 2].map(|s| self.feats[s].clone().select(0, idx.clone()))
+    /// Where the features are kept: [`FeatureStorage::Memory`], [`FeatureStorage::Disk`] or
+    /// [`FeatureStorage::DiskF16`].
+    pub fn storage(&self) -> FeatureStorage {
+        match &self.store {
+            Store::Memory(_) => FeatureStorage::Memory,
+            Store::Disk(d, _) if d.is_half() => FeatureStorage::DiskF16,
+            Store::Disk(..) => FeatureStorage::Disk,
+        }
+    }
+
+    /// Rows `indices` of the features.
+    pub fn select(&self, indices: &[usize]) -> Result<[Tensor<B, 4>; 3]> {
+        match &self.store {
+            Store::Memory(feats) => {
+                if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+                    return Err(Error::Invalid(format!("feature row {i} of {}", self.len())));
+                }
+                let device = feats[0].device();
+                let idx = index_tensor::<B>(indices, &device);
+                Ok([0, 1, 2].map(|s| feats[s].clone().select(0, idx.clone())))
+            }
+            Store::Disk(disk, device) => disk.select(indices, device),
+        }
+    }
+
+    /// Rows `start..start + len`.
+    pub fn rows(&self, start: usize, len: usize) -> Result<[Tensor<B, 4>; 3]> {
+        match &self.store {
+            Store::Memory(feats) if start + len <= self.len() => {
+                Ok([0, 1, 2].map(|s| feats[s].clone().narrow(0, start, len)))
+            }
+            _ => self.select(&(start..start + len).collect::<Vec<_>>()),
+        }
     }
 }
 
@@ -97,38 +148,81 @@ pub fn extract_features<B: Backend>(
     Ok(parts.map(|p| Tensor::cat(p, 0)))
 }
 
-/// Extracts and caches the features of `samples`, builds the prompt pool from them (class
-/// means per true category, as CS-NPP defines them) and retrieves every image's prior class.
+/// Extracts the features of `samples` into a [`FeatureSet`] kept as `options` ask
+/// ([`TrainOptions::feature_storage`], within [`TrainOptions::feature_memory`]), builds the
+/// prompt pool from them (class means per true category, as CS-NPP defines them) and retrieves
+/// every image's prior class.
 pub fn build_training_set<B: Backend>(
     config: &PnptConfig,
     backbone: &Backbone<B>,
     samples: &[Sample],
     device: &B::Device,
-    progress: &Progress,
+    options: &TrainOptions,
 ) -> Result<(FeatureSet<B>, PromptPool<B>)> {
     let pre = preprocess_for(config, backbone);
-    let feats = extract_features(backbone, samples, &pre, config.train.feature_batch, device, progress)?;
+    let bytes = config.estimate_memory(samples.len()).feature_cache;
+    let storage = options.feature_storage_for(config, samples.len());
     let mut builder = PoolBuilder::<B>::new();
-    let mut names: Vec<&str> = Vec::new();
-    for s in samples {
-        if !names.contains(&s.category.as_str()) {
-            names.push(&s.category);
+    let store = if storage == FeatureStorage::Memory {
+        let feats =
+            extract_features(backbone, samples, &pre, config.train.feature_batch, device, &options.progress_sink)?;
+        // Whole classes at once, in the order the classes first appear.
+        let mut names: Vec<&str> = Vec::new();
+        for s in samples {
+            if !names.contains(&s.category.as_str()) {
+                names.push(&s.category);
+            }
         }
-    }
-    for name in names {
-        let idx: Vec<usize> = samples.iter().enumerate().filter(|(_, s)| s.category == name).map(|(i, _)| i).collect();
-        let it = index_tensor::<B>(&idx, device);
-        builder.add(name, &[0, 1, 2].map(|s| feats[s].clone().select(0, it.clone())))?;
-    }
+        for name in names {
+            let idx: Vec<usize> =
+                samples.iter().enumerate().filter(|(_, s)| s.category == name).map(|(i, _)| i).collect();
+            let it = index_tensor::<B>(&idx, device);
+            builder.add(name, &[0, 1, 2].map(|s| feats[s].clone().select(0, it.clone())))?;
+        }
+        Store::Memory(feats)
+    } else {
+        let parent = options.feature_dir.clone().unwrap_or_else(std::env::temp_dir);
+        if options.progress {
+            log::info!(
+                "training features ({:.2} GiB in f32) go to disk under {} ({storage})",
+                bytes as f64 / (1u64 << 30) as f64,
+                parent.display()
+            );
+        }
+        let mut writer = DiskWriter::create(&parent, storage == FeatureStorage::DiskF16)?;
+        let stage = options.progress_sink.stage("features", samples.len());
+        for item in BatchIter::<B>::new(samples, &pre, config.train.feature_batch, None, device)? {
+            let (images, idx) = item?;
+            let maps = backbone.features(images)?.maps;
+            // The pool's class sums from the batch as extracted (the rows written are what
+            // training reads back; with f16 the pool keeps the unrounded means).
+            let mut seen: Vec<&str> = Vec::new();
+            for &i in &idx {
+                let name = samples[i].category.as_str();
+                if seen.contains(&name) {
+                    continue;
+                }
+                seen.push(name);
+                let rows: Vec<usize> =
+                    idx.iter().enumerate().filter(|(_, j)| samples[**j].category == name).map(|(r, _)| r).collect();
+                let it = index_tensor::<B>(&rows, device);
+                builder.add(name, &[0, 1, 2].map(|s| maps[s].clone().select(0, it.clone())))?;
+            }
+            writer.append(&maps)?;
+            stage.advance(idx.len(), || None);
+        }
+        Store::Disk(writer.finish()?, device.clone())
+    };
     let pool = builder.build(config.distance)?;
+    let categories: Vec<String> = samples.iter().map(|s| s.category.clone()).collect();
+    let mut set = FeatureSet { store, prior_index: vec![0; categories.len()], categories };
     let mut prior_index = Vec::with_capacity(samples.len());
     for start in (0..samples.len()).step_by(64) {
         let len = (samples.len() - start).min(64);
-        let chunk = [0, 1, 2].map(|s| feats[s].clone().narrow(0, start, len));
-        prior_index.extend(pool.nearest(&chunk)?.0);
+        prior_index.extend(pool.nearest(&set.rows(start, len)?)?.0);
     }
-    let categories = samples.iter().map(|s| s.category.clone()).collect();
-    Ok((FeatureSet { feats, categories, prior_index }, pool))
+    set.prior_index = prior_index;
+    Ok((set, pool))
 }
 
 /// The preprocessing for a configuration: the backbone's normalisation at `input_size`.

@@ -72,7 +72,7 @@ pub fn fit_with<B: AutodiffBackend>(
         return Err(Error::Invalid(format!("{}: no normal training images (train/good)", dataset.root.display())));
     }
     let t0 = Instant::now();
-    let (set, pool) = build_training_set(config, &backbone, &train, &inner, &options.progress_sink)?;
+    let (set, pool) = build_training_set(config, &backbone, &train, &inner, options)?;
     let feature_seconds = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     // Built before training so that a problem with it ends the run before the long part.
@@ -82,7 +82,7 @@ pub fn fit_with<B: AutodiffBackend>(
         None
     };
     let memory_seconds = t0.elapsed().as_secs_f64();
-    let retrieval = crate::predict::training_retrieval_limits(&pool, &set.feats, &set.categories)?;
+    let retrieval = crate::predict::training_retrieval_limits(&pool, &set)?;
     let mut hook = |model: &Pnpt<B::InnerBackend>, last: bool| -> Result<Option<(f64, f64)>> {
         let mut cfg = config.clone();
         cfg.scoring.method = ScoringMethod::Pnpt;
@@ -128,7 +128,7 @@ pub fn build_memory<B: Backend>(
     let stage = progress.stage("memory", pool.len());
     for name in pool.names() {
         let idx: Vec<usize> = (0..set.len()).filter(|&i| &set.categories[i] == name).collect();
-        let batches: Vec<[Tensor<B, 4>; 3]> = idx.chunks(64).map(|chunk| set.select(chunk)).collect();
+        let batches: Vec<[Tensor<B, 4>; 3]> = idx.chunks(64).map(|chunk| set.select(chunk)).collect::<Result<_>>()?;
         builder.add_class(name, &batches)?;
         stage.advance(1, || None);
     }

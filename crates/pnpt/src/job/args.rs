@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use pnpt_model::ScoringMethod;
+use pnpt_model::train::{FeatureStorage, NodeOptions, parse_size};
 
 use super::{ConfigChoice, JobOptions};
 use crate::Result;
@@ -49,6 +50,15 @@ pub fn parse_categories(text: &str) -> Result<Vec<String>> {
     let list: Vec<String> = text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if list.is_empty() {
         return Err(crate::Error::EmptyList { flag: "--categories".into() });
+    }
+    Ok(list)
+}
+
+/// The comma-separated devices of `--devices` (at least one).
+pub fn parse_devices(text: &str) -> Result<Vec<DeviceSpec>> {
+    let list = text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<Result<Vec<_>>>()?;
+    if list.is_empty() {
+        return Err(crate::Error::EmptyList { flag: "--devices".into() });
     }
     Ok(list)
 }
@@ -134,6 +144,27 @@ pub struct TrainArgs {
     /// validation, thresholds; the weights stay) and save it to OUT/detector.
     #[arg(long)]
     pub rescore: bool,
+    /// Data-parallel training on these devices of one backend, comma-separated (cuda:0,cuda:1;
+    /// cpu,cpu runs two replicas on the CPU); replaces --device.
+    #[arg(long, value_parser = |s: &str| parse_devices(s).map_err(|e| e.to_string()))]
+    pub devices: Option<::std::vec::Vec<DeviceSpec>>, // the full path: one value, parsed whole
+    /// Processes in a multi-node run (one device each); every one runs this command with the
+    /// same data and options and its own --node-rank.
+    #[arg(long, requires_all = ["node_rank", "orchestrator"])]
+    pub nodes: Option<u32>,
+    /// This process's rank in a multi-node run, 0..N (rank 0 listens at --orchestrator).
+    #[arg(long, requires = "nodes")]
+    pub node_rank: Option<u32>,
+    /// Where node 0 listens and the others connect, the same for every node: HOST:PORT.
+    #[arg(long, requires = "nodes")]
+    pub orchestrator: Option<String>,
+    /// Where the training features are kept: auto (in memory when they fit in --feature-memory,
+    /// else on disk), memory, disk, disk-f16.
+    #[arg(long, default_value = "auto")]
+    pub feature_storage: FeatureStorage,
+    /// The memory the training features may take (4GiB, 512MiB); default: what is available.
+    #[arg(long, value_parser = |s: &str| parse_size(s).map_err(|e| e.to_string()))]
+    pub feature_memory: Option<u64>,
 }
 
 impl TrainArgs {
@@ -157,7 +188,15 @@ impl TrainArgs {
         }
         .build_for(self.data.as_deref())?;
         let (out, resume) = resume_folder(self.resume.as_deref(), self.out.as_deref())?;
+        let nodes = match (self.nodes, self.node_rank, self.orchestrator) {
+            (Some(nodes), Some(rank), Some(orchestrator)) => Some(NodeOptions { nodes, rank, orchestrator }),
+            _ => None,
+        };
         Ok(JobOptions {
+            devices: self.devices.unwrap_or_default(),
+            nodes,
+            feature_storage: self.feature_storage,
+            feature_memory: self.feature_memory,
             data: self.data,
             categories: self.categories,
             device: self.device,
@@ -202,7 +241,9 @@ mod tests {
         let dir = dir.to_str().unwrap();
         let line = format!(
             "--data data --categories a,b --device cpu --preset paper --epochs 4 --seed 7 --out {dir} --resume {dir} \
-             --backbone-weights w.pth --no-heatmaps --method memory --time-budget 15m --evaluate det --rescore"
+             --backbone-weights w.pth --no-heatmaps --method memory --time-budget 15m --evaluate det --rescore \
+             --devices cpu,flex --nodes 2 --node-rank 1 --orchestrator h:3000 \
+             --feature-storage disk-f16 --feature-memory 1.5GiB"
         );
         let a = parse(&line.split_whitespace().collect::<Vec<_>>()).unwrap().train;
         assert_eq!(a.categories.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
@@ -214,6 +255,14 @@ mod tests {
         assert_eq!(o.config.train.time_budget_seconds, Some(900.0));
         assert!(o.resume && !o.heatmaps && o.rescore && o.verbose);
         assert_eq!((o.out.to_str(), o.evaluate.as_deref()), (Some(dir), Some(Path::new("det"))));
+        assert_eq!(o.devices, vec![DeviceSpec::Cpu, DeviceSpec::Flex]);
+        assert_eq!(o.nodes, Some(NodeOptions { nodes: 2, rank: 1, orchestrator: "h:3000".into() }));
+        assert_eq!((o.feature_storage, o.feature_memory), (FeatureStorage::DiskF16, Some(3 << 29)));
+        // A multi-node run needs all of its flags; devices need at least one name.
+        assert!(parse(&["--nodes", "2", "--node-rank", "0"]).is_err());
+        assert!(parse(&["--node-rank", "0"]).is_err());
+        assert!(parse(&["--devices", ","]).is_err());
+        assert!(parse(&["--feature-memory", "lots"]).is_err());
         // Defaults: the synthetic job in pnpt-out.
         let o = parse(&[]).unwrap().train.job_options().unwrap();
         assert_eq!((o.out.to_str(), o.resume, o.heatmaps, o.data.is_none()), (Some("pnpt-out"), false, true, true));

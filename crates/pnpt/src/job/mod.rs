@@ -27,13 +27,14 @@ mod run;
 
 use std::path::{Path, PathBuf};
 
+use pnpt_model::train::{FeatureStorage, NodeOptions};
 use pnpt_model::{PnptConfig, ScoringMethod};
 
 use crate::Result;
-use crate::backend::{DeviceSpec, run_on};
+use crate::backend::{DeviceSpec, device_ids, run_on};
 use crate::evaluate::Report;
 
-pub use args::{TrainArgs, parse_categories, parse_duration, parse_whole, resume_folder};
+pub use args::{TrainArgs, parse_categories, parse_devices, parse_duration, parse_whole, resume_folder};
 pub use config::{ConfigChoice, SYNTHETIC_EPOCHS, SYNTHETIC_INPUT_SIZE};
 
 /// Everything the job does, as plain fields an argument parser fills in.
@@ -70,6 +71,15 @@ pub struct JobOptions {
     /// (info and warn; a program prints them by installing a logger, such as
     /// [`crate::logging::init`]).
     pub verbose: bool,
+    /// Data-parallel training on these devices of one backend (`device` is ignored then;
+    /// `cpu,cpu` runs two replicas on the CPU); empty = `device` alone.
+    pub devices: Vec<DeviceSpec>,
+    /// This process's place in a training run over several processes or machines.
+    pub nodes: Option<NodeOptions>,
+    /// Where the training features are kept (in memory or on disk).
+    pub feature_storage: FeatureStorage,
+    /// The memory the training features may take in bytes (`None`: what is available).
+    pub feature_memory: Option<u64>,
 }
 
 // `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
@@ -140,6 +150,30 @@ impl JobOptions {
         self.verbose = verbose;
         self
     }
+
+    /// Sets [`devices`](Self::devices).
+    pub fn with_devices(mut self, devices: Vec<DeviceSpec>) -> Self {
+        self.devices = devices;
+        self
+    }
+
+    /// Sets [`nodes`](Self::nodes).
+    pub fn with_nodes(mut self, nodes: Option<NodeOptions>) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Sets [`feature_storage`](Self::feature_storage).
+    pub fn with_feature_storage(mut self, feature_storage: FeatureStorage) -> Self {
+        self.feature_storage = feature_storage;
+        self
+    }
+
+    /// Sets [`feature_memory`](Self::feature_memory).
+    pub fn with_feature_memory(mut self, feature_memory: Option<u64>) -> Self {
+        self.feature_memory = feature_memory;
+        self
+    }
 }
 
 impl JobOptions {
@@ -157,6 +191,10 @@ impl JobOptions {
             method: None,
             rescore: false,
             verbose: true,
+            devices: Vec::new(),
+            nodes: None,
+            feature_storage: FeatureStorage::Auto,
+            feature_memory: None,
         }
     }
 }
@@ -172,8 +210,9 @@ pub struct JobOutput {
 
 /// Runs the job on the device of `options` (see the module documentation).
 pub fn run_job(options: JobOptions) -> Result<JobOutput> {
-    let device = options.device;
-    run_on(&device, run::Job(options))?
+    let device = options.devices.first().copied().unwrap_or(options.device);
+    let ids = if options.devices.is_empty() { Vec::new() } else { device_ids(&options.devices)? };
+    run_on(&device, run::Job(options, ids))?
 }
 
 /// Evaluates the saved detector in `detector` on `data`'s test split, writing the reports to

@@ -15,7 +15,7 @@ use crate::train::train;
 use crate::validation::ValidationOptions;
 
 /// The job as a [`BackendTask`], so [`super::run_job`] can run it on the backend of its device.
-pub(super) struct Job(pub(super) JobOptions);
+pub(super) struct Job(pub(super) JobOptions, pub(super) Vec<burn::tensor::backend::DeviceId>);
 
 /// Prints every validation candidate, marking the chosen one.
 fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
@@ -42,7 +42,7 @@ impl BackendTask for Job {
     type Output = Result<JobOutput>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<JobOutput> {
-        let args = self.0;
+        let Job(args, device_ids) = self;
         // Progress lines as `log` events (the binaries print them: `crate::logging`).
         let log = |msg: String| {
             if args.verbose {
@@ -153,7 +153,14 @@ impl BackendTask for Job {
                     .with_resume(args.resume)
                     .with_progress(args.verbose)
                     .with_progress_sink(if args.verbose { crate::logging::progress_bars() } else { Default::default() })
-                    .with_dataset(Some(fingerprint));
+                    .with_dataset(Some(fingerprint))
+                    .with_devices(device_ids)
+                    .with_nodes(args.nodes.clone())
+                    .with_feature_storage(args.feature_storage)
+                    .with_feature_memory(args.feature_memory)
+                    // Beside the run's other files (the system's temporary folder may be
+                    // memory-backed); removed when training ends.
+                    .with_feature_dir(Some(args.out.clone()));
                 let validation =
                     ValidationOptions::default().with_seed(args.config.train.seed).with_select(args.method.is_none());
                 let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, &validation)?;
