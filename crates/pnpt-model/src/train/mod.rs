@@ -89,8 +89,8 @@ pub struct TrainOptions {
     /// batch is split between them and their gradients are summed (all-reduce). Empty = the
     /// device given to [`train_model`] alone.
     pub devices: Vec<DeviceId>,
-    /// This process's place among several joined by burn-collective's orchestrator (machines
-    /// or processes); `None` = this process alone.
+    /// This process's place among several (on one or several machines, one device each) whose
+    /// gradients are summed at node 0; `None` = this process alone.
     pub nodes: Option<NodeOptions>,
 }
 
