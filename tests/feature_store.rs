@@ -10,18 +10,13 @@ use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::model::PnptConfig;
 use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, train_model};
 
+mod common;
+
 type B = Cpu;
 
 fn config() -> PnptConfig {
-    let mut cfg = PnptConfig::cpu();
-    cfg.preset = "test".into();
+    let mut cfg = common::tiny_config(2);
     cfg.input_size = 64;
-    cfg.model.hidden = 32;
-    cfg.model.semantic_tokens = 4;
-    cfg.model.heads = 4;
-    cfg.model.layers = 1;
-    cfg.train.epochs = 2;
-    cfg.train.batch_size = 4;
     // Batches of 5 images cut across the two categories.
     cfg.train.feature_batch = 5;
     cfg
