@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pnpt::backbone::{Backbone, BackboneKind};
+use pnpt::backbone::{Backbone, BackboneKind, Kernels};
 
 /// The crate's default CPU backend (Flex, or NdArray with `--no-default-features --features ndarray`).
 type B = pnpt::backend::Cpu;
@@ -20,12 +20,20 @@ fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("backbone_forward_{side}"));
     // A forward of a wide ResNet at batch 8 takes seconds on a small CPU: keep runs short.
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
-    for kind in [BackboneKind::EfficientNetLite0, BackboneKind::ResNet18, BackboneKind::WideResNet50_2] {
-        let backbone = Backbone::<B>::random(kind, &device);
+    // EfficientNet-Lite0 on both implementations: the fused CPU kernels (the default on CPU
+    // backends) and the generated graph they replace.
+    let cases = [
+        (BackboneKind::EfficientNetLite0, Kernels::Host, "efficientnet-lite0"),
+        (BackboneKind::EfficientNetLite0, Kernels::Graph, "efficientnet-lite0-graph"),
+        (BackboneKind::ResNet18, Kernels::Auto, "resnet18"),
+        (BackboneKind::WideResNet50_2, Kernels::Auto, "wide_resnet50_2"),
+    ];
+    for (kind, kernels, name) in cases {
+        let backbone = Backbone::<B>::random(kind, &device).with_kernels(kernels);
         for batch in [1usize, 8] {
             let images = Tensor::<B, 4>::random([batch, 3, side, side], Distribution::Normal(0.0, 1.0), &device);
             group.throughput(Throughput::Elements(batch as u64));
-            group.bench_with_input(BenchmarkId::new(kind.name(), batch), &images, |b, x| {
+            group.bench_with_input(BenchmarkId::new(name, batch), &images, |b, x| {
                 b.iter(|| {
                     let ms = backbone.features(x.clone()).expect("valid input");
                     // Force the computation (backends may be lazy).

@@ -11,11 +11,17 @@
 //!   scoring (`fused`: PNPT's map and the patch memory's, one bank of 4,096 patches per class,
 //!   about ad13's 10 % coreset); `predict_pnpt/cpu` and `predict_memory/cpu` with one map each.
 //!
+//! * `attention_core/<burn|host>/<batch>`: the attention core (softmax(Q Kᵀ/√d) V, 8 heads of
+//!   32) of SACE's self-attention at the `cpu` preset's size, 272 tokens per sequence, batch 2
+//!   (both streams of one image) and 16: Burn's operators (as `MultiHeadAttention`) against the
+//!   host kernels CPU inference uses (`pnpt::model::attention`).
+//!
 //! Without `--bench` (as in `cargo test --benches`) each benchmark runs once, as a smoke test.
 
 use std::hint::black_box;
 
 use burn::{
+    nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig},
     optim::{GradientsParams, Optimizer},
     tensor::{Distribution, Tensor, backend::AutodiffBackend},
 };
@@ -25,10 +31,13 @@ use pnpt::{
     backend::{BackendTask, DeviceSpec, run_on},
     data::image::{DynamicImage, Rgb, RgbImage},
     memory::{MemoryBuilder, MemoryConfig},
-    model::{Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds, loss::pnpt_loss, train::adamw},
+    model::{Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds, attention, loss::pnpt_loss, train::adamw},
     prompt::{Distance, PoolBuilder},
 };
 use rand::SeedableRng;
+
+/// An attention core: `(mha, q, k, v) -> context`.
+type Core<B> = fn(&MultiHeadAttention<B>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) -> Tensor<B, 3>;
 
 fn features<B: burn::tensor::backend::Backend>(
     config: &PnptConfig,
@@ -69,6 +78,29 @@ impl BackendTask for Bench<'_> {
         }
 
         let config = PnptConfig::cpu();
+        let mha =
+            MultiHeadAttentionConfig::new(config.model.hidden, config.model.heads).init::<B::InnerBackend>(&device);
+        for batch in [2, 16] {
+            let qkv = [0; 3].map(|_| {
+                Tensor::<B::InnerBackend, 3>::random(
+                    [batch, 272, config.model.hidden],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )
+            });
+            for (name, core) in [
+                ("burn", attention::burn_core::<B::InnerBackend> as Core<B::InnerBackend>),
+                ("host", attention::host_core),
+            ] {
+                group.bench_function(format!("attention_core/{name}/{batch}/{}", self.label), |b| {
+                    b.iter(|| {
+                        let [q, k, v] = qkv.clone();
+                        black_box(core(&mha, q, k, v).into_data())
+                    })
+                });
+            }
+        }
+
         let mut model = Pnpt::<B>::new(&config.model, config.feature_spec(), &device).expect("model");
         let mut optimizer = adamw(&config).init::<B, Pnpt<B>>();
         let x = features::<B>(&config, 8, &device);

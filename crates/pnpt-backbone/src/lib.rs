@@ -36,6 +36,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::EfficientNetLite0;
+pub use crate::efficientnet::Kernels;
 use crate::resnet::{ResNet, ResNetConfig};
 
 /// Side of the square input the backbones are used at (the PNPT setting).
@@ -214,6 +215,15 @@ impl<B: Backend> Backbone<B> {
         Self { kind, net }
     }
 
+    /// The same backbone running EfficientNet-Lite0 on the given [`Kernels`] (the default,
+    /// [`Kernels::Auto`], picks the fused CPU kernels on CPU backends). ResNets ignore it.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        if let Net::EfficientNet(net) = self.net {
+            self.net = Net::EfficientNet(Box::new(net.with_kernels(kernels)));
+        }
+        self
+    }
+
     /// Multi-scale features of an NCHW batch of preprocessed images (see [`Self::preprocess`]).
     ///
     /// Errors unless the batch is `[N ≥ 1, 3, H, W]` with `H`, `W` positive multiples of
@@ -233,7 +243,7 @@ impl<B: Backend> Backbone<B> {
             ));
         }
         let maps = match &self.net {
-            Net::EfficientNet(net) => net.forward(images),
+            Net::EfficientNet(net) => net.forward(images)?,
             Net::ResNet(net) => net.forward(images),
         };
         Ok(MultiScale { maps: maps.map(|m| m.detach()) })

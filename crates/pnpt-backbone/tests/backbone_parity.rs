@@ -6,7 +6,7 @@ mod common;
 
 use common::{B, golden_dir, npy_tensor, rel_max_err};
 use pnpt_backbone::resnet::{BlockKind, ResNet, ResNetConfig};
-use pnpt_backbone::{Backbone, BackboneKind};
+use pnpt_backbone::{Backbone, BackboneKind, Kernels};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -21,17 +21,22 @@ fn check(label: &str, names: [&str; 3], got: &[burn::tensor::Tensor<B, 4>; 3], d
     assert!(worst <= TOLERANCE, "{label}: worst relative error {worst:.3e} > {TOLERANCE:e}");
 }
 
+/// Both implementations: the generated graph and the fused CPU kernels (the default on Flex).
 #[test]
 fn efficientnet_lite0_matches_golden() {
     let Some(golden) = golden_dir() else { return };
     let dir = golden.join("efficientnet_lite0");
     let device = Default::default();
-    let backbone = Backbone::<B>::load(BackboneKind::EfficientNetLite0, None, &device).unwrap();
-    let ms = backbone.features(npy_tensor(&dir.join("input.npy"))).unwrap();
-    assert_eq!(ms.maps[0].dims(), [1, 24, 64, 64]);
-    assert_eq!(ms.maps[1].dims(), [1, 40, 32, 32]);
-    assert_eq!(ms.maps[2].dims(), [1, 112, 16, 16]);
-    check("efficientnet-lite0", ["feat_s4.npy", "feat_s8.npy", "feat_s16.npy"], &ms.maps, &dir);
+    for kernels in [Kernels::Graph, Kernels::Host] {
+        let backbone =
+            Backbone::<B>::load(BackboneKind::EfficientNetLite0, None, &device).unwrap().with_kernels(kernels);
+        let ms = backbone.features(npy_tensor(&dir.join("input.npy"))).unwrap();
+        assert_eq!(ms.maps[0].dims(), [1, 24, 64, 64]);
+        assert_eq!(ms.maps[1].dims(), [1, 40, 32, 32]);
+        assert_eq!(ms.maps[2].dims(), [1, 112, 16, 16]);
+        let label = format!("efficientnet-lite0 ({kernels:?})");
+        check(&label, ["feat_s4.npy", "feat_s8.npy", "feat_s16.npy"], &ms.maps, &dir);
+    }
 }
 
 fn resnet_tiny(model: &str, config: ResNetConfig) {

@@ -1,10 +1,11 @@
 //! Post-norm residual sublayers shared by SACE and CSCD (the paper's SACE and CSCD: `LN(sublayer(x) + x)`).
 
 use burn::module::{Initializer, Module};
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, activation::relu, backend::Backend};
 
+use crate::attention::multi_head;
 use crate::config::ModelConfig;
 
 /// What every SACE and CSCD block is built from: the leaf blocks' share of [`ModelConfig`]
@@ -77,13 +78,13 @@ impl<B: Backend> AttentionSublayer<B> {
 
     /// `q: [B, Lq, C]`, `kv: [B, Lk, C]` → `[B, Lq, C]`.
     pub fn forward(&self, q: Tensor<B, 3>, kv: Tensor<B, 3>) -> Tensor<B, 3> {
-        let context = self.attention.forward(MhaInput::new(q.clone(), kv.clone(), kv)).context;
+        let context = multi_head(&self.attention, q.clone(), kv.clone(), kv);
         self.norm.forward(q + self.dropout.forward(context))
     }
 
     /// Self-attention: `LN(x + Dropout(MHA(x, x, x)))`.
     pub fn forward_self(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let context = self.attention.forward(MhaInput::self_attn(x.clone())).context;
+        let context = multi_head(&self.attention, x.clone(), x.clone(), x.clone());
         self.norm.forward(x + self.dropout.forward(context))
     }
 }

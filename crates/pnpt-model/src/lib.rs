@@ -25,6 +25,7 @@
 //! the `cpu` preset starts from its choices where the paper leaves them open.
 
 pub mod anomaly_map;
+pub mod attention;
 pub mod block;
 pub mod config;
 pub mod cscd;
