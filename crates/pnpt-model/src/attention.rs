@@ -188,12 +188,13 @@ fn softmax_row(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// `e^x` for `x ≤ 0` with plain arithmetic, so that loops over it vectorise (the C library's
+/// `e^x` for `x ≤ 0` (NaN stays NaN) with plain arithmetic, so that loops over it vectorise (the C library's
 /// `expf` is a call per value): Cephes' single-precision `expf` (range reduction by `ln 2` in two
 /// parts, a degree-5 polynomial), within a few ulp; inputs below -87 give `2^-126`, not 0.
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
-    let x = x.max(-87.0);
+    // Not `x.max(-87.0)`: that returns -87 for NaN, and a NaN score must stay NaN.
+    let x = if x < -87.0 { -87.0 } else { x };
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
@@ -283,6 +284,16 @@ mod tests {
             let want = ((i % 19) + 1) as f32 / 190.0;
             assert!((v - want).abs() < 1e-6 * want.max(1e-3), "{i}: {v} vs {want}");
         }
+    }
+
+    /// A NaN score makes its row NaN, as Burn's softmax does, and leaves other rows alone.
+    #[test]
+    fn softmax_keeps_nan() {
+        let mut scores = vec![0.5f32; 20];
+        scores[3] = f32::NAN;
+        softmax_rows(&mut scores, 10);
+        assert!(scores[..10].iter().all(|v| v.is_nan()));
+        assert!(scores[10..].iter().all(|&v| (v - 0.1).abs() < 1e-7));
     }
 
     #[test]

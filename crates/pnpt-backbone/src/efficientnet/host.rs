@@ -33,7 +33,6 @@ const BLOCKS: [(bool, usize); 11] = [
 const TAPS: [usize; 3] = [2, 4, 10];
 
 /// A convolution's weights rearranged for the NHWC kernels.
-#[derive(Debug)]
 struct Conv {
     /// Dense: `[(ky, kx, C_in), C_out]`; depthwise: `[(ky, kx), C]`; 1×1: `[C_in, C_out]`.
     weight: Vec<f32>,
@@ -41,7 +40,6 @@ struct Conv {
     k: usize,
 }
 
-#[derive(Debug)]
 struct Block {
     expand: Option<Conv>,
     depthwise: Conv,
@@ -50,12 +48,22 @@ struct Block {
 }
 
 /// The whole encoder, host side.
-#[derive(Debug)]
 pub(crate) struct HostNet {
     stem: Conv,
     blocks: Vec<Block>,
     /// Activation buffers of earlier passes, one set per image in flight.
     buffers: Mutex<Vec<Buffers>>,
+}
+
+/// A summary rather than every weight, for when an encoder is printed with `{:?}`.
+impl std::fmt::Debug for HostNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let weights: usize = std::iter::once(&self.stem)
+            .chain(self.blocks.iter().flat_map(|b| b.expand.iter().chain([&b.depthwise, &b.project])))
+            .map(|c| c.weight.len() + c.bias.len())
+            .sum();
+        f.debug_struct("HostNet").field("blocks", &self.blocks.len()).field("weights", &weights).finish_non_exhaustive()
+    }
 }
 
 impl HostNet {

@@ -246,6 +246,7 @@ const GROUP: usize = 8;
 ///
 /// Accumulators start at the bias, taps in the zero padding contribute nothing (no padded
 /// copy of the input), and ReLU6 is applied on the way out.
+#[derive(Clone, Copy)]
 struct Window<'a> {
     x: &'a Nhwc,
     weight: &'a [f32],
@@ -377,7 +378,10 @@ impl Window<'_> {
                 }
             }
             for (p, a) in acc.iter().enumerate() {
-                let v = if self.relu6 { _mm256_min_ps(_mm256_max_ps(*a, lo), hi) } else { *a };
+                // The accumulator second: `max_ps`/`min_ps` return their second operand when
+                // either is NaN, so a NaN stays NaN (as `f32::clamp` keeps it) and is caught
+                // downstream instead of turning into 0.
+                let v = if self.relu6 { _mm256_min_ps(hi, _mm256_max_ps(lo, *a)) } else { *a };
                 unsafe { _mm256_storeu_ps(out.add((ox0 + p) * cout + at), v) };
             }
         }
@@ -470,6 +474,15 @@ mod tests {
         (out, [n, cout, oh, ow])
     }
 
+    /// Runs `window` on the portable loop and, where the CPU has them, the AVX2 kernel.
+    fn check_both_paths(window: Window<'_>, want_dims: [usize; 4], want: &[f32]) {
+        for simd in [false, simd_available()] {
+            let got = Window { simd, ..window }.run(&mut Buffers::default());
+            assert_eq!(got.nchw_dims(), want_dims);
+            assert_close(&got.to_nchw(), want);
+        }
+    }
+
     fn nhwc(x: &[f32], dims: [usize; 4]) -> Nhwc {
         Nhwc::from_nchw(x, dims, &mut Buffers::default())
     }
@@ -543,22 +556,18 @@ mod tests {
                 }
             }
             let input = nhwc(&x, dims);
-            for simd in [true, false] {
-                let window = Window {
-                    x: &input,
-                    weight: &w_khwc,
-                    bias: &bias,
-                    k,
-                    stride,
-                    pad,
-                    relu6: true,
-                    depthwise: true,
-                    simd,
-                };
-                let got = window.run(&mut Buffers::default());
-                assert_eq!(got.nchw_dims(), want_dims);
-                assert_close(&got.to_nchw(), &want);
-            }
+            let window = Window {
+                x: &input,
+                weight: &w_khwc,
+                bias: &bias,
+                k,
+                stride,
+                pad,
+                relu6: true,
+                depthwise: true,
+                simd: false,
+            };
+            check_both_paths(window, want_dims, &want);
         }
     }
 
@@ -581,22 +590,45 @@ mod tests {
                 }
             }
             let input = nhwc(&x, dims);
-            for simd in [true, false] {
-                let window = Window {
-                    x: &input,
-                    weight: &w_mat,
-                    bias: &bias,
-                    k,
-                    stride,
-                    pad,
-                    relu6: false,
-                    depthwise: false,
-                    simd,
-                };
-                let got = window.run(&mut Buffers::default());
-                assert_eq!(got.nchw_dims(), want_dims);
-                assert_close(&got.to_nchw(), &want);
-            }
+            let window = Window {
+                x: &input,
+                weight: &w_mat,
+                bias: &bias,
+                k,
+                stride,
+                pad,
+                relu6: false,
+                depthwise: false,
+                simd: false,
+            };
+            check_both_paths(window, want_dims, &want);
+        }
+    }
+
+    /// A NaN in the input comes out as NaN (ReLU6 must not turn it into 0 or 6).
+    #[test]
+    fn nan_propagates_through_both_paths() {
+        let (c, h, w) = (16, 4, 12);
+        let mut x = values(c * h * w, 13);
+        x[5 * h * w + 2 * w + 6] = f32::NAN; // channel 5, row 2, column 6
+        let input = nhwc(&x, [1, c, h, w]);
+        let weight = values(9 * c, 14);
+        let bias = values(c, 15);
+        for simd in [false, simd_available()] {
+            let window = Window {
+                x: &input,
+                weight: &weight,
+                bias: &bias,
+                k: 3,
+                stride: 1,
+                pad: Pad::same(3, 1),
+                relu6: true,
+                depthwise: true,
+                simd,
+            };
+            let out = window.run(&mut Buffers::default()).to_nchw();
+            assert!(out[5 * h * w + 2 * w + 6].is_nan(), "simd {simd}");
+            assert_eq!(out.iter().filter(|v| v.is_nan()).count(), 9, "the 3x3 neighbourhood of one channel");
         }
     }
 

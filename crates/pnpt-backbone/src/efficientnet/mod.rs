@@ -35,8 +35,8 @@ pub enum Kernels {
     Auto,
     /// The generated graph, one Burn operator at a time (any backend).
     Graph,
-    /// Channels-last CPU kernels with pads, ReLU6 and residual adds fused (about 5x faster
-    /// than the graph on Flex; outputs equal within f32 rounding). On a GPU backend the batch
+    /// Channels-last CPU kernels with pads, ReLU6 and residual adds fused (4-5x faster than
+    /// the graph on Flex; outputs equal within f32 rounding). On a GPU backend the batch
     /// would round-trip through host memory: only useful for testing there.
     Host,
 }
