@@ -112,9 +112,9 @@ impl HostNet {
 
     /// The stride 4/8/16 maps of an NCHW batch, as NCHW values with their dims.
     ///
-    /// A batch runs one image per task: an image's activations (at most 9.4 MB, most layers
-    /// far less) stay in cache where a whole batch's would not (measured: batch 8 took 1.9x
-    /// the time per image of batch 1 when run as one).
+    /// A batch runs one image per task: an image's live activations (about 9 MB at 256² in
+    /// block 1, far less further on) stay closer to the cores than a whole batch's (measured:
+    /// batch 8 run as one took 1.9x the time per image of batch 1).
     pub fn forward(&self, input: &[f32], dims: [usize; 4]) -> [(Vec<f32>, [usize; 4]); 3] {
         let [n, c, h, w] = dims;
         if n == 1 {
