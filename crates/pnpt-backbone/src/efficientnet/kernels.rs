@@ -271,7 +271,9 @@ impl Window<'_> {
         let len = self.x.n * oh * ow * cout;
         let mut out = buffers.take(len);
         out.resize(len, 0.0);
-        out.par_chunks_mut(ow * cout).enumerate().for_each(|(row, dst)| self.row(row / oh, row % oh, dst));
+        // What taps in the padding read: one zero pixel for the whole convolution.
+        let zeros = vec![0f32; self.x.c];
+        out.par_chunks_mut(ow * cout).enumerate().for_each(|(row, dst)| self.row(row / oh, row % oh, &zeros, dst));
         Nhwc { n: self.x.n, h: oh, w: ow, c: cout, data: out }
     }
 
@@ -295,7 +297,7 @@ impl Window<'_> {
         (ox * self.stride + kx).checked_sub(self.pad.left).filter(|&ix| ix < self.x.w)
     }
 
-    fn row(&self, b: usize, oy: usize, dst: &mut [f32]) {
+    fn row(&self, b: usize, oy: usize, zeros: &[f32], dst: &mut [f32]) {
         let (lines, count) = self.lines(b, oy);
         let lines = &lines[..count];
         let cout = self.bias.len();
@@ -303,16 +305,15 @@ impl Window<'_> {
         let mut ox = 0;
         #[cfg(target_arch = "x86_64")]
         if self.simd {
-            let zeros = vec![0f32; self.x.c];
             let full = cout - cout % LANES;
             while ox + GROUP <= ow {
                 // SAFETY: `simd` is only set when the CPU has AVX2 and FMA.
-                unsafe { self.group_avx2::<GROUP>(ox, lines, &zeros, full, dst) };
+                unsafe { self.group_avx2::<GROUP>(ox, lines, zeros, full, dst) };
                 ox += GROUP;
             }
             while ox < ow {
                 // SAFETY: as above.
-                unsafe { self.group_avx2::<1>(ox, lines, &zeros, full, dst) };
+                unsafe { self.group_avx2::<1>(ox, lines, zeros, full, dst) };
                 ox += 1;
             }
             if full < cout {
