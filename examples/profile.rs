@@ -9,7 +9,7 @@
 //! The weights are random (ImageNet weights of the paper's wide_resnet50_2 are not bundled):
 //! the arithmetic per image is the same as a trained detector's. Each row is the median of
 //! `--reps` runs after two warm-ups (and 16 images through the whole detector first). Output is
-//! a Markdown table, as in the README's *Performance* section.
+//! a Markdown table, as in docs/performance.md (*Where the time goes*).
 //!
 //! `--json` prints one JSON object instead, with the headline medians that
 //! `benches/compare_onnxruntime.py` sets beside ONNX Runtime's: `predict_ms` (`Detector::predict`,

@@ -1,4 +1,4 @@
-//! The bad-input suite of the job (README, "Reliability"): each case is one wrong argument, file,
+//! The bad-input suite of the job (docs/reliability.md): each case is one wrong argument, file,
 //! folder or checkpoint, and asserts the typed error *variant* it must produce (never the
 //! message text), that nothing panicked, and that no half-written file was left under a final
 //! name. Tiny configurations and 32-pixel images keep the whole file within seconds of CPU,

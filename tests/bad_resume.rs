@@ -1,4 +1,4 @@
-//! The resume half of the job's bad-input suite (README, "Reliability"): a checkpoint of other
+//! The resume half of the job's bad-input suite (docs/reliability.md): a checkpoint of other
 //! data, fewer epochs than were done, damaged or foreign checkpoint files. Each case asserts
 //! the typed error variant and that the checkpoint is left untouched.
 

@@ -204,6 +204,7 @@ fn score_maps_prints_the_metric_keys_of_report_json() {
         ms_per_image: 0.0,
         method: "pnpt".into(),
         methods: vec![],
+        agreement: None,
         extra: Default::default(),
     };
     let written: Value = serde_json::from_str(&report.to_json()).unwrap();

@@ -50,12 +50,29 @@ fn train_save_load_predict_beats_chance() {
     // detector now scores with the best one.
     let v = full.validation.expect("validation ran");
     let defaults = ValidationOptions::default();
-    // Every method that uses PNPT's map also with its per-position standardisation.
-    assert_eq!(v.candidates.len(), (1 + 2 * (1 + defaults.weights.len())) * defaults.score_rules.len());
-    assert_eq!(
-        v.candidates.iter().filter(|c| c.positional).count(),
-        (1 + defaults.weights.len()) * defaults.score_rules.len()
-    );
+    // Every method that uses PNPT's map also with its per-position standardisation, for the
+    // image score only and for score and map.
+    assert_eq!(v.candidates.len(), (1 + 3 * (1 + defaults.weights.len())) * defaults.score_rules.len());
+    for map in [false, true] {
+        assert_eq!(
+            v.candidates.iter().filter(|c| c.positional && c.positional_map == map).count(),
+            (1 + defaults.weights.len()) * defaults.score_rules.len()
+        );
+    }
+    assert!(v.candidates.iter().all(|c| c.positional || !c.positional_map));
+    // The image-score-only form has the pixel metrics of the form without it (same map) and the
+    // image AUROC of the form with it (same scores).
+    for c in v.candidates.iter().filter(|c| c.positional && !c.positional_map) {
+        let twin = |positional, positional_map| {
+            v.candidates
+                .iter()
+                .find(|d| d.rule() == pnpt::model::ScoringRule { positional, positional_map, ..c.rule() })
+                .unwrap()
+        };
+        let (off, both) = (twin(false, false), twin(true, true));
+        assert_eq!((c.pixel_auroc, c.aupro), (off.pixel_auroc, off.aupro));
+        assert_eq!(c.image_auroc, both.image_auroc);
+    }
     assert!(v.candidates.iter().all(|c| !(c.positional && c.method == ScoringMethod::Memory)));
     assert_eq!((v.normal_images, v.anomalous_images), (8, 8 * ValidationOptions::default().per_image));
     let best = v.best();
@@ -159,12 +176,18 @@ fn train_save_load_predict_beats_chance() {
         memory_weight: 0.0,
         score: pnpt::model::ScoreMode::Max,
         positional: true,
+        positional_map: true,
     };
     let out = loaded.combine_with(&parts, &rule).unwrap();
     let floor = loaded.normalization().pnpt[class].std;
     let by_hand = loaded.positional().standardise(class, parts.pnpt.as_ref().unwrap(), floor).unwrap();
     assert_eq!(out.maps, by_hand);
     assert_eq!(out.scores[0], by_hand.iter().copied().fold(f32::MIN, f32::max));
+    // For the image score only: the map stays PNPT's own (one class, so standardised or not it
+    // is the raw map for `pnpt` alone), the score is the per-position map's.
+    let score_only = loaded.combine_with(&parts, &pnpt::model::ScoringRule { positional_map: false, ..rule }).unwrap();
+    assert_eq!(&score_only.maps, parts.pnpt.as_ref().unwrap());
+    assert_eq!(score_only.scores, out.scores);
     // Re-fitting the scoring of the saved detector (what `rescore` does for detectors saved
     // before positional statistics existed) reproduces training's statistics and choice.
     let mut refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();

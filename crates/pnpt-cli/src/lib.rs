@@ -178,7 +178,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve(a) => {
             // The service shares one detector between threads: the CPU backend, whose
-            // detector is Send + Sync (GPU devices are for one thread at a time, README).
+            // detector is Send + Sync (GPU devices are for one thread at a time, docs/performance.md).
             let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
             let info = info::detector_info(&detector, Some(&a.detector));
             let options = serve::ServeOptions {

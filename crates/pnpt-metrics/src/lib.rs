@@ -23,12 +23,14 @@
 //! assert_eq!(overall.image_ap, 1.0);
 //! ```
 
+mod correlation;
 mod pixel;
 mod ranking;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use correlation::spearman;
 pub use pixel::{AUPRO_FPR_LIMIT, PixelMetrics, aupro, pixel_metrics};
 pub use ranking::{F1Max, RankingMetrics, auroc, average_precision, f1_max, ranking_metrics};
 

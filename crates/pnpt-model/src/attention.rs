@@ -8,8 +8,8 @@
 //! * **Host kernels** on the CPU backends without autodiff (inference): the projections stay
 //!   Burn's, but the attention core reads the heads in place from the `[B, L, C]` projections
 //!   with strided matrix products, one task per (batch, head), and never materialises the
-//!   `[B, H, L, d]` copies that `swap_dims` costs Flex. Measured (examples/profile.rs, README
-//!   *Performance*): Flex runs the batched `Q Kᵀ` with 32-wide heads at 13-14 GFLOP/s.
+//!   `[B, H, L, d]` copies that `swap_dims` costs Flex. Measured (examples/profile.rs,
+//!   docs/performance.md): Flex runs the batched `Q Kᵀ` with 32-wide heads at 13-14 GFLOP/s.
 //!
 //! Both are checked against each other and against `MultiHeadAttention::forward` in the tests.
 

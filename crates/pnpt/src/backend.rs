@@ -27,7 +27,7 @@ use burn::tensor::backend::{AutodiffBackend, Device, DeviceId};
 
 use crate::{Error, Result};
 
-/// The default CPU backend: Flex, measured faster than NdArray on PNPT's workload (README).
+/// The default CPU backend: Flex, measured faster than NdArray on PNPT's workload (docs/performance.md).
 #[cfg(feature = "flex")]
 pub type Cpu = burn::backend::Flex<f32>;
 /// The default CPU backend (NdArray, since the `flex` feature is off in this build).

@@ -335,6 +335,23 @@ impl Report {
             }
             s.push_str("</table>\n");
         }
+        if let Some(a) = &self.agreement {
+            let r = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "<p id=\"agreement\">Validation against test: Spearman's rank correlation over the {} scoring candidates \
+                 between their validation (pseudo-anomalies) and test metrics is <b>{}</b> (image AUROC {}, pixel AUROC {}, \
+                 AUPRO {}). Validation chose <b>{}</b>; the best on test would have been <b>{}</b> (report.md lists every \
+                 candidate).</p>",
+                a.candidates.len(),
+                r(a.objective),
+                r(a.image_auroc),
+                r(a.pixel_auroc),
+                r(a.aupro),
+                escape(&a.candidates[a.chosen].rule),
+                escape(&a.candidates[a.best_on_test].rule)
+            );
+        }
         for (c, r) in &self.skipped {
             let _ = writeln!(s, "<p>skipped <b>{}</b>: {}</p>", escape(c), escape(r));
         }

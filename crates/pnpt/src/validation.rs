@@ -127,8 +127,10 @@ pub struct Candidate {
     pub memory_weight: f64,
     /// Image-score rule.
     pub score: ScoreMode,
-    /// Per-position standardisation of PNPT's map.
+    /// Per-position standardisation of PNPT's map for the image score.
     pub positional: bool,
+    /// ... and for the map.
+    pub positional_map: bool,
     /// Mean image AUROC over categories.
     pub image_auroc: f64,
     /// Mean pixel AUROC over categories.
@@ -163,6 +165,7 @@ impl Candidate {
             memory_weight: self.memory_weight,
             score: self.score,
             positional: self.positional,
+            positional_map: self.positional_map,
         }
     }
 }
@@ -259,34 +262,7 @@ impl ValidationSet {
         let mut per_rule = vec![BTreeMap::new(); rules.len()];
         for CategorySet { name, images, labels, masks } in &self.categories {
             let parts: Components = detector.image_components(images, batch_size, true, memory)?;
-            let metric = |e| Error::CategoryMetrics { category: name.to_string(), source: e };
-            let outs =
-                rules.iter().map(|rule| detector.combine_with(&parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
-            // Pixel labels for the AUROC-only path, made when needed rather than stored twice.
-            let pixel_labels: Vec<bool> = if aupro { Vec::new() } else { masks.iter().map(|&m| m != 0).collect() };
-            // The metrics (a sort of every pixel per rule) dominate: one rule per thread.
-            let scores: Vec<Scores> = outs
-                .par_iter()
-                .map(|out| {
-                    let image_auroc = pnpt_metrics::auroc(&out.scores, labels).map_err(metric)?;
-                    let (pixel_auroc, aupro) = if aupro {
-                        // Pixel AUROC and AUPRO from one sort of the pixels.
-                        let m = pnpt_metrics::pixel_metrics(
-                            &out.maps,
-                            masks,
-                            labels.len(),
-                            parts.size,
-                            parts.size,
-                            pnpt_metrics::AUPRO_FPR_LIMIT,
-                        )
-                        .map_err(metric)?;
-                        (m.auroc, m.aupro)
-                    } else {
-                        (pnpt_metrics::auroc(&out.maps, &pixel_labels).map_err(metric)?, 0.0)
-                    };
-                    Ok(Scores { image_auroc, pixel_auroc, aupro })
-                })
-                .collect::<Result<_>>()?;
+            let scores = score_rules(detector, name, &parts, rules, masks, labels, aupro)?;
             for (c, s) in scores.into_iter().enumerate() {
                 per_rule[c].insert(name.to_string(), s);
             }
@@ -303,11 +279,69 @@ impl ValidationSet {
             memory_weight: 0.0,
             score: detector.config().scoring.score,
             positional: false,
+            positional_map: false,
         };
         let per = self.score(detector, &[rule], batch_size, false)?.remove(0);
         let n = per.len().max(1) as f64;
         Ok((per.values().map(|v| v.image_auroc).sum::<f64>() / n, per.values().map(|v| v.pixel_auroc).sum::<f64>() / n))
     }
+}
+
+/// Image AUROC, pixel AUROC and (when `aupro`) AUPRO of every rule on one category's component
+/// maps. The pixel metrics (a sort of every pixel) dominate, and the map does not depend on the
+/// image-score rule nor, without `positional_map`, on `positional`: they are computed once per
+/// distinct map, one map per thread.
+pub(crate) fn score_rules<B: Backend>(
+    detector: &Detector<B>,
+    category: &str,
+    parts: &Components,
+    rules: &[ScoringRule],
+    masks: &[u8],
+    labels: &[bool],
+    aupro: bool,
+) -> Result<Vec<Scores>> {
+    let metric = |e| Error::CategoryMetrics { category: category.to_string(), source: e };
+    let outs = rules.iter().map(|rule| detector.combine_with(parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
+    let map_key = |r: &ScoringRule| {
+        let weight = if r.method == ScoringMethod::Fused { r.memory_weight.to_bits() } else { 0 };
+        (r.method.to_string(), weight, r.positional && r.positional_map && r.method.uses_pnpt())
+    };
+    let keys: Vec<_> = rules.iter().map(map_key).collect();
+    // The first rule of each distinct map computes its pixel metrics.
+    let firsts: Vec<usize> = (0..rules.len()).filter(|&i| !keys[..i].contains(&keys[i])).collect();
+    // Pixel labels for the AUROC-only path, made when needed rather than stored twice.
+    let pixel_labels: Vec<bool> = if aupro { Vec::new() } else { masks.iter().map(|&m| m != 0).collect() };
+    let pixel: Vec<(f64, f64)> = firsts
+        .par_iter()
+        .map(|&i| {
+            let out = &outs[i];
+            if aupro {
+                // Pixel AUROC and AUPRO from one sort of the pixels.
+                let size = parts.size;
+                let m = pnpt_metrics::pixel_metrics(
+                    &out.maps,
+                    masks,
+                    labels.len(),
+                    size,
+                    size,
+                    pnpt_metrics::AUPRO_FPR_LIMIT,
+                )
+                .map_err(metric)?;
+                Ok((m.auroc, m.aupro))
+            } else {
+                Ok((pnpt_metrics::auroc(&out.maps, &pixel_labels).map_err(metric)?, 0.0))
+            }
+        })
+        .collect::<Result<_>>()?;
+    outs.iter()
+        .zip(&keys)
+        .map(|(out, key)| {
+            let image_auroc = pnpt_metrics::auroc(&out.scores, labels).map_err(metric)?;
+            let j = firsts.iter().position(|&i| &keys[i] == key).unwrap_or(0);
+            let (pixel_auroc, aupro) = pixel[j];
+            Ok(Scores { image_auroc, pixel_auroc, aupro })
+        })
+        .collect()
 }
 
 /// Scores every candidate on a validation set built by [`ValidationSet::build`] from the
@@ -328,14 +362,25 @@ pub fn validate<B: Backend>(
     } else {
         options.score_rules.clone()
     };
-    let positional: &[bool] = if detector.positional().is_empty() { &[false] } else { &[false, true] };
+    // Per-position standardisation: off, for the image score only, for score and map.
+    let positional: &[(bool, bool)] = if detector.positional().is_empty() {
+        &[(false, false)]
+    } else {
+        &[(false, false), (true, false), (true, true)]
+    };
     let candidates: Vec<ScoringRule> = methods
         .iter()
         .flat_map(|&(method, memory_weight)| rules.iter().map(move |&score| (method, memory_weight, score)))
         .flat_map(|(method, memory_weight, score)| {
             // The memory map alone has no positional variant.
-            let pos: &[bool] = if method.uses_pnpt() { positional } else { &[false] };
-            pos.iter().map(move |&positional| ScoringRule { method, memory_weight, score, positional })
+            let pos: &[(bool, bool)] = if method.uses_pnpt() { positional } else { &[(false, false)] };
+            pos.iter().map(move |&(positional, positional_map)| ScoringRule {
+                method,
+                memory_weight,
+                score,
+                positional,
+                positional_map,
+            })
         })
         .collect();
     if set.normal_images == 0 {
@@ -347,7 +392,7 @@ pub fn validate<B: Backend>(
     let candidates: Vec<Candidate> = candidates
         .into_iter()
         .zip(per_candidate)
-        .map(|(ScoringRule { method, memory_weight, score, positional }, categories)| {
+        .map(|(ScoringRule { method, memory_weight, score, positional, positional_map }, categories)| {
             let n = categories.len().max(1) as f64;
             let mean = |f: fn(&Scores) -> f64| categories.values().map(f).sum::<f64>() / n;
             Candidate {
@@ -355,6 +400,7 @@ pub fn validate<B: Backend>(
                 memory_weight,
                 score,
                 positional,
+                positional_map,
                 image_auroc: mean(|s| s.image_auroc),
                 pixel_auroc: mean(|s| s.pixel_auroc),
                 aupro: mean(|s| s.aupro),

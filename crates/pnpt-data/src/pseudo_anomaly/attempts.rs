@@ -3,9 +3,10 @@
 use image::RgbImage;
 
 use super::canvas::Canvas;
-use super::cut_paste::cut_paste;
+use super::cut_paste::{blend, cut_paste};
 use super::drawn::{colour_spot, hole, scratch, stain};
 use super::layout::Prepared;
+use super::subtle::{blemish, colour_shift, warp};
 use super::{MAX_AREA_FRACTION, MIN_AREA_FRACTION, MIN_DELTA, PseudoAnomaly, PseudoAnomalyConfig, PseudoKind};
 use crate::DataError;
 use crate::rnd::{Rnd, splitmix};
@@ -75,6 +76,10 @@ fn draw(kind: PseudoKind, cv: &mut Canvas<'_>, src: usize, normals: &[Prepared],
         PseudoKind::Stain => stain(cv, rng),
         PseudoKind::Hole => hole(cv, rng),
         PseudoKind::ColourSpot => colour_spot(cv, rng),
+        PseudoKind::Warp => warp(cv, rng),
+        PseudoKind::Blemish => blemish(cv, rng),
+        PseudoKind::ColourShift => colour_shift(cv, rng),
+        PseudoKind::Blend => blend(cv, src, normals, donors, rng),
     }
 }
 

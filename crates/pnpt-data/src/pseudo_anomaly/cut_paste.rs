@@ -1,13 +1,24 @@
 //! The cut-paste defect: an irregular patch of another normal image of the category (or of
-//! another place in the same one), slightly rotated and colour-jittered.
+//! another place in the same one), slightly rotated and colour-jittered; and its seamless
+//! variant, blended in with feathered edges and the colour of its surroundings.
 use image::RgbImage;
 
-use super::canvas::Canvas;
+use super::canvas::{Canvas, mix3, smoothstep};
 use super::layout::Prepared;
 use super::shape::{Shape, area, place_blob};
 use crate::rnd::Rnd;
 
 pub(super) fn cut_paste(cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], donors: &[Prepared], rng: &mut Rnd) {
+    paste(cv, src, normals, donors, rng, false);
+}
+
+/// A patch with no edge to find: alpha feathered over the outer half of the shape and the
+/// patch's mean colour moved to the destination's, so only the structure inside is foreign.
+pub(super) fn blend(cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], donors: &[Prepared], rng: &mut Rnd) {
+    paste(cv, src, normals, donors, rng, true);
+}
+
+fn paste(cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], donors: &[Prepared], rng: &mut Rnd, seamless: bool) {
     let p = cv.p;
     let n = p.s * p.s;
     let a = area(rng, n, 0.008, 0.025) * cv.scale;
@@ -36,13 +47,26 @@ pub(super) fn cut_paste(cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], d
     let theta = rng.range(-20.0f32, 20.0).to_radians();
     let (ct, st) = (theta.cos(), theta.sin());
     let g = 1.0 + rng.sign() * rng.range(0.06, 0.15);
-    let gain = [g + rng.range(-0.03, 0.03), g + rng.range(-0.03, 0.03), g + rng.range(-0.03, 0.03)];
-    for (i, x, y, _) in dst.pixels(p.s, 1.0) {
+    let mut gain = [g + rng.range(-0.03, 0.03), g + rng.range(-0.03, 0.03), g + rng.range(-0.03, 0.03)];
+    let pixels = dst.pixels(p.s, 1.0);
+    let source_of = |x: f32, y: f32| {
         let (ox, oy) = (x - dst.cx, y - dst.cy);
-        let sx = from.0 + ct * ox - st * oy;
-        let sy = from.1 + st * ox + ct * oy;
-        let v = bilinear(&donor.img, sx - 0.5, sy - 0.5);
-        cv.put(i, [v[0] * gain[0], v[1] * gain[1], v[2] * gain[2]]);
+        bilinear(&donor.img, from.0 + ct * ox - st * oy - 0.5, from.1 + st * ox + ct * oy - 0.5)
+    };
+    if seamless {
+        let here = cv.mean(pixels.iter().map(|q| q.0));
+        let (mut there, n) = ([0f32; 3], pixels.len().max(1) as f32);
+        for &(_, x, y, _) in &pixels {
+            let v = source_of(x, y);
+            (0..3).for_each(|k| there[k] += v[k] / n);
+        }
+        gain = [0, 1, 2].map(|k| if there[k] > 1e-3 { (here[k] / there[k]).clamp(0.5, 2.0) } else { 1.0 });
+    }
+    for (i, x, y, d) in pixels {
+        let v = source_of(x, y);
+        let v = [v[0] * gain[0], v[1] * gain[1], v[2] * gain[2]];
+        let v = if seamless { mix3(cv.clean(i), v, 1.0 - smoothstep(0.5, 1.0, d)) } else { v };
+        cv.put(i, v);
     }
 }
 

@@ -1,8 +1,10 @@
 //! A validation set with synthetic anomalies, made from normal images only.
 //!
 //! Choosing hyper-parameters or score rules on the test split leaks its labels into the result.
-//! Instead, [`synthesize`] pastes plausible defects ([`PseudoKind`]: cut-paste patches,
-//! scratches, stains, holes, colour spots) into held-out *normal* images, with pixel-exact masks,
+//! Instead, [`synthesize`] pastes plausible defects ([`PseudoKind`]: cut-paste patches and
+//! seamless blends, scratches, stains, holes, colour spots, and the hard ones — structural
+//! distortions, low-contrast blemishes, colour shifts) into held-out *normal* images, with
+//! pixel-exact masks,
 //! so image- and pixel-level metrics can be computed on data that never saw a test label.
 //!
 //! * Defects are plainly visible but small: half change roughly 0.3 %–4 % of the image, the
@@ -31,7 +33,7 @@
 //! });
 //! let cfg = PseudoAnomalyConfig { size: 64, per_image: 5, seed: 7 };
 //! let out = synthesize(&[normal.clone()], &[], &cfg).unwrap();
-//! assert_eq!(out.len(), 5); // one of each kind, in a fixed cycle
+//! assert_eq!(out.len(), 5); // the first five kinds, in a fixed cycle
 //! let clean = resize_to(&normal, 64); // what the anomalies were drawn on
 //! for a in &out {
 //!     assert_eq!(a.image.dimensions(), (64, 64));
@@ -47,6 +49,7 @@ mod cut_paste;
 mod drawn;
 mod layout;
 mod shape;
+mod subtle;
 #[cfg(test)]
 mod tests;
 
@@ -95,12 +98,31 @@ pub enum PseudoKind {
     Hole,
     /// A saturated colour blob (paint, contamination).
     ColourSpot,
+    /// The content inside a blob pushed or twisted, fading out at the outline: a dent, a bent
+    /// part, displaced structure; nothing foreign is added.
+    Warp,
+    /// A soft patch only 8–20 grey levels lighter or darker: a faint, low-contrast flaw.
+    Blemish,
+    /// The region's hue turned or drained at unchanged brightness: discolouration.
+    ColourShift,
+    /// A patch of another normal image blended in with feathered edges and its colour matched
+    /// to the surroundings: a seamless misplaced structure.
+    Blend,
 }
 
 impl PseudoKind {
     /// All kinds, in the order outputs cycle through them.
-    pub const ALL: [PseudoKind; 5] =
-        [PseudoKind::CutPaste, PseudoKind::Scratch, PseudoKind::Stain, PseudoKind::Hole, PseudoKind::ColourSpot];
+    pub const ALL: [PseudoKind; 9] = [
+        PseudoKind::CutPaste,
+        PseudoKind::Scratch,
+        PseudoKind::Warp,
+        PseudoKind::Stain,
+        PseudoKind::Blemish,
+        PseudoKind::Hole,
+        PseudoKind::ColourShift,
+        PseudoKind::ColourSpot,
+        PseudoKind::Blend,
+    ];
 
     /// The snake_case name (as in serde and `Display`).
     pub fn name(self) -> &'static str {
@@ -110,11 +132,15 @@ impl PseudoKind {
             PseudoKind::Stain => "stain",
             PseudoKind::Hole => "hole",
             PseudoKind::ColourSpot => "colour_spot",
+            PseudoKind::Warp => "warp",
+            PseudoKind::Blemish => "blemish",
+            PseudoKind::ColourShift => "colour_shift",
+            PseudoKind::Blend => "blend",
         }
     }
 
     fn index(self) -> usize {
-        self as usize
+        Self::ALL.iter().position(|&k| k == self).unwrap_or(0)
     }
 }
 
@@ -180,8 +206,8 @@ pub struct PseudoAnomaly {
 /// [`PseudoKind::CutPaste`] takes its patch from another normal, or from the same image at
 /// another place). Donors from another category would make cut-paste trivially detectable.
 ///
-/// Kinds cycle over the outputs (`(source * per_image + variant) % 5` in [`PseudoKind::ALL`]),
-/// so every kind appears once five anomalies are made. If a defect stays invisible (for example
+/// Kinds cycle over the outputs (`(source * per_image + variant) % 9` in [`PseudoKind::ALL`]),
+/// so every kind appears once nine anomalies are made. If a defect stays invisible (for example
 /// a colour spot of the surface's own colour) or misses the area bounds, other placements and
 /// then other kinds are tried; an image on which nothing visible can be drawn is an error.
 pub fn synthesize(

@@ -169,7 +169,8 @@ fn small_object_on_black_gets_its_defects() {
 #[test]
 fn every_kind_appears_and_outputs_are_in_source_order() {
     let all: HashSet<PseudoKind> = PseudoKind::ALL.into_iter().collect();
-    for (n_img, per) in [(5usize, 1usize), (1, 5), (3, 2)] {
+    let k = PseudoKind::ALL.len();
+    for (n_img, per) in [(k, 1usize), (1, k), (3, k.div_ceil(3))] {
         let normals: Vec<RgbImage> = (0..n_img as u32).map(|k| texture(64, k)).collect();
         let out = synthesize(&normals, &[], &cfg(64, per, 1)).unwrap();
         assert_eq!(out.len(), n_img * per);
@@ -293,4 +294,41 @@ fn defects_come_small_and_full_size() {
     assert!(small >= 8 && large >= 8, "{small} small and {large} large of 40: {fracs:?}");
     let (lo, hi) = fracs.iter().fold((1f32, 0f32), |(lo, hi), &f| (lo.min(f), hi.max(f)));
     assert!(hi / lo > 10.0, "areas {lo}..{hi}");
+}
+
+#[test]
+fn hard_kinds_stay_subtle() {
+    // One textured image, every kind once: the blemish changes no channel by more than
+    // 20 grey levels x the 1.15 tint (plus rounding), and the warp only moves what is there,
+    // so its pixels stay within the clean image's range of each channel.
+    let img = texture(96, 3);
+    let out = synthesize(std::slice::from_ref(&img), &[], &cfg(96, PseudoKind::ALL.len(), 11)).unwrap();
+    let mut seen = HashSet::new();
+    let (mut lo, mut hi) = ([255u8; 3], [0u8; 3]);
+    for p in img.pixels() {
+        for c in 0..3 {
+            lo[c] = lo[c].min(p.0[c]);
+            hi[c] = hi[c].max(p.0[c]);
+        }
+    }
+    for a in &out {
+        check_mask(&img, a);
+        seen.insert(a.kind);
+        let changed = a.image.pixels().zip(img.pixels()).zip(&a.mask).filter(|(_, m)| **m == 1).map(|(pq, _)| pq);
+        match a.kind {
+            PseudoKind::Blemish => {
+                for (p, q) in changed {
+                    let d = (0..3).map(|c| p.0[c].abs_diff(q.0[c])).max().unwrap();
+                    assert!(d <= 24, "blemish changed a pixel by {d}");
+                }
+            }
+            PseudoKind::Warp => {
+                for (p, _) in changed {
+                    assert!((0..3).all(|c| (lo[c]..=hi[c]).contains(&p.0[c])), "warp invented {:?}", p.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(seen.contains(&PseudoKind::Warp) && seen.contains(&PseudoKind::Blemish), "{seen:?}");
 }

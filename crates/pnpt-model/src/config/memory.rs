@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn memory_estimate_counts_parameters_and_refuses_what_cannot_fit() {
-        // The cpu preset builds 6.07 M parameters (README); the estimate is within 25 %.
+        // The cpu preset builds 6.07 M parameters; the estimate is within 25 %.
         let cfg = PnptConfig::cpu();
         let e = cfg.estimate_memory(0);
         let params = e.parameters as f64 / 4.0;

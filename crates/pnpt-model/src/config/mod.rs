@@ -115,12 +115,13 @@ impl PnptConfig {
                 threshold_quantile: 0.99,
                 // Chosen on the pseudo-anomaly validation set (held-out ad13 training images,
                 // never the test split): `fused` with w = 0.1, per-position standardisation of
-                // PNPT's map and the top-100 mean won on seeds 0, 1 and 2 (see README, *How a
-                // detector scores*). `pnpt::train` chooses again for every dataset; these
+                // PNPT's map and the top-100 mean won on seeds 0, 1 and 2 (docs/results.md, *Three
+                // seeds*). `pnpt::train` chooses again for every dataset; these
                 // values matter with `--method`, which skips the choice.
                 method: ScoringMethod::Fused,
                 memory_weight: 0.1,
                 positional: true,
+                positional_map: false,
             },
             memory: MemoryConfig::default(),
             train: TrainConfig {
@@ -164,6 +165,7 @@ impl PnptConfig {
         // The paper scores with PNPT's own map; the patch memory is this library's addition.
         cfg.scoring.method = ScoringMethod::Pnpt;
         cfg.scoring.positional = false;
+        cfg.scoring.positional_map = false;
         cfg
     }
 
@@ -184,14 +186,16 @@ impl PnptConfig {
 
     /// Reads the `config.json` of a saved detector. A field added after the detector was saved
     /// takes the value that keeps its old behaviour, not the preset's (which may have changed
-    /// since): `scoring.positional` reads `false`.
+    /// since): `scoring.positional` reads `false`, `scoring.positional_map` reads what
+    /// `positional` reads.
     pub fn load_saved(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         Self::read(
             path,
             Some(|value: &mut serde_json::Value| {
                 if let Some(scoring) = value.get_mut("scoring").and_then(|s| s.as_object_mut()) {
-                    scoring.entry("positional").or_insert(serde_json::Value::Bool(false));
+                    let positional = scoring.entry("positional").or_insert(serde_json::Value::Bool(false)).clone();
+                    scoring.entry("positional_map").or_insert(positional);
                 }
             }),
         )

@@ -57,6 +57,13 @@ pub struct ScoringConfig {
     /// it takes the preset's value like every field; detectors saved before it existed read
     /// `false` ([`PnptConfig::load_saved`]).
     pub positional: bool,
+    /// Standardise the anomaly *map* per position too, not only the image score. Off: the map
+    /// (heat maps, masks, pixel metrics) keeps the per-class standardisation, because the
+    /// per-position statistics come from training images the model has seen, whose deviations
+    /// understate the held-out ones where the product varies (a tire's tread, a tile's
+    /// texture) and rank whole regions of normal pixels above real defects there. Detectors
+    /// saved before the field existed read the value of `positional` (their old behaviour).
+    pub positional_map: bool,
 }
 
 /// The scoring choices that validation picks among (`pnpt::validation`): no weight depends on
@@ -69,8 +76,10 @@ pub struct ScoringRule {
     pub memory_weight: f64,
     /// Image-score rule.
     pub score: ScoreMode,
-    /// Per-position standardisation of PNPT's map.
+    /// Per-position standardisation of PNPT's map for the image score.
     pub positional: bool,
+    /// ... and for the map itself ([`ScoringConfig::positional_map`]).
+    pub positional_map: bool,
 }
 
 impl fmt::Display for ScoringRule {
@@ -81,7 +90,7 @@ impl fmt::Display for ScoringRule {
         }
         write!(f, " {}", self.score)?;
         if self.positional && self.method.uses_pnpt() {
-            f.write_str(" positional")?;
+            f.write_str(if self.positional_map { " positional" } else { " positional-score" })?;
         }
         Ok(())
     }
@@ -95,6 +104,7 @@ impl ScoringConfig {
             memory_weight: self.memory_weight,
             score: self.score,
             positional: self.positional,
+            positional_map: self.positional_map,
         }
     }
 }

@@ -179,15 +179,22 @@ impl<B: Backend> Detector<B> {
     ) -> Result<BatchOutput> {
         self.combine_with(
             parts,
-            &ScoringRule { method, memory_weight, score, positional: self.config.scoring.positional },
+            &ScoringRule {
+                method,
+                memory_weight,
+                score,
+                positional: self.config.scoring.positional,
+                positional_map: self.config.scoring.positional_map,
+            },
         )
     }
 
-    /// Combines component maps by any scoring rule. With `positional`, PNPT's map of a class
-    /// that has positional statistics is standardised position by position (floored by the
-    /// class's held-out deviation) instead of by the class's one mean and deviation.
+    /// Combines component maps by any scoring rule. With `positional`, the image score comes
+    /// from PNPT's map of a class that has positional statistics standardised position by
+    /// position (floored by the class's held-out deviation) instead of by the class's one mean
+    /// and deviation; with `positional_map` too, so does the returned map.
     pub fn combine_with(&self, parts: &Components, rule: &ScoringRule) -> Result<BatchOutput> {
-        let ScoringRule { method, memory_weight, score, positional } = *rule;
+        let ScoringRule { method, memory_weight, score, positional, positional_map } = *rule;
         let size = parts.size;
         let px = size * size;
         let n = parts.categories.len();
@@ -214,11 +221,15 @@ impl<B: Backend> Detector<B> {
             let own = pnpt.map(|m| &m[i * px..(i + 1) * px]);
             let mem = memory.map(|m| &m[i * px..(i + 1) * px]);
             let z = own.filter(|_| positional).and_then(|p| self.positional.standardise(name, p, sp.std));
-            let map = match &z {
-                Some(z) => combine_maps(Some(z), mem, (MapStats::IDENTITY, sm), memory_weight),
-                None => combine_maps(own, mem, (sp, sm), memory_weight),
+            let per_class = || combine_maps(own, mem, (sp, sm), memory_weight);
+            let (map, score_map) = match &z {
+                Some(z) => {
+                    let per_position = combine_maps(Some(z), mem, (MapStats::IDENTITY, sm), memory_weight);
+                    if positional_map { (per_position, None) } else { (per_class(), Some(per_position)) }
+                }
+                None => (per_class(), None),
             };
-            scores.push(host_image_score(&map, score));
+            scores.push(host_image_score(score_map.as_ref().unwrap_or(&map), score));
             maps.extend(map);
         }
         if scores.iter().any(|s| !s.is_finite()) {

@@ -190,14 +190,15 @@ impl<B: Backend> Detector<B> {
     /// where it has none (it could not apply).
     pub fn set_scoring_rule(&mut self, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<()> {
         let positional = self.config.scoring.positional && !self.positional.is_empty();
-        self.set_rule(ScoringRule { method, memory_weight, score, positional })
+        let positional_map = positional && self.config.scoring.positional_map;
+        self.set_rule(ScoringRule { method, memory_weight, score, positional, positional_map })
     }
 
     /// Switches every scoring choice at once (thresholds: see [`set_scoring`](Self::set_scoring)).
     /// Per-position standardisation needs the statistics [`fit_positional`](Self::fit_positional)
     /// computes.
     pub fn set_rule(&mut self, rule: ScoringRule) -> Result<()> {
-        let ScoringRule { method, memory_weight, score, positional } = rule;
+        let ScoringRule { method, memory_weight, score, positional, positional_map } = rule;
         if positional && method.uses_pnpt() && self.positional.is_empty() {
             return Err(Error::Config("per-position standardisation needs the detector's positional statistics, and it has none (fit them on its training images first)".into()));
         }
@@ -212,6 +213,7 @@ impl<B: Backend> Detector<B> {
         self.config.scoring.memory_weight = memory_weight;
         self.config.scoring.score = score;
         self.config.scoring.positional = positional;
+        self.config.scoring.positional_map = positional && positional_map;
         Ok(())
     }
 

@@ -56,6 +56,35 @@ impl Report {
             }
             s.push('\n');
         }
+        if let Some(a) = &self.agreement {
+            let r = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "\n## Validation against test\n\nSpearman's rank correlation over the {} scoring candidates between their \
+                 validation (pseudo-anomalies) and test metrics: objective {}, image AUROC {}, pixel AUROC {}, AUPRO {}. \
+                 Validation chose `{}`; the best on test (for the record) is `{}`.\n",
+                a.candidates.len(),
+                r(a.objective),
+                r(a.image_auroc),
+                r(a.pixel_auroc),
+                r(a.aupro),
+                a.candidates[a.chosen].rule,
+                a.candidates[a.best_on_test].rule
+            );
+            s.push_str("| candidate | validation image / pixel AUROC / AUPRO | test image / pixel AUROC / AUPRO |\n|---|---|---|\n");
+            for (i, c) in a.candidates.iter().enumerate() {
+                let mark = if i == a.chosen { " (chosen)" } else { "" };
+                let f = |x: &crate::validation::Scores| {
+                    format!("{:.3} / {:.3} / {:.3}", x.image_auroc, x.pixel_auroc, x.aupro)
+                };
+                let _ = writeln!(s, "| `{}`{mark} | {} | {} |", c.rule, f(&c.validation), f(&c.test));
+            }
+            s.push_str("\nPer category (objective):");
+            for (c, x) in &a.categories {
+                let _ = write!(s, " {c} {};", r(*x));
+            }
+            s.push('\n');
+        }
         for (c, r) in &self.skipped {
             let _ = writeln!(s, "\nskipped `{c}`: {r}");
         }
@@ -79,6 +108,38 @@ mod tests {
         assert!(
             md.contains("* <x>&y: lo 0.5000 (median test-map pixel), threshold 1.0000 (middle of the bar), hi 1.5000"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn agreement_is_stated_in_all_three_reports() {
+        use crate::evaluate::{Agreement, CandidateAgreement};
+        use crate::validation::Scores;
+        let mut report = sample_report();
+        let s = |x: f64| Scores { image_auroc: x, pixel_auroc: x, aupro: x };
+        let candidate =
+            |rule: &str, v: f64, t: f64| CandidateAgreement { rule: rule.into(), validation: s(v), test: s(t) };
+        report.agreement = Some(Agreement {
+            candidates: vec![candidate("pnpt max", 0.5, 0.75), candidate("memory <b>", 0.625, 0.875)],
+            chosen: 1,
+            best_on_test: 1,
+            objective: Some(1.0),
+            image_auroc: Some(1.0),
+            pixel_auroc: None,
+            aupro: Some(-0.5),
+            categories: [("a\"b".to_string(), Some(1.0))].into_iter().collect(),
+        });
+        let md = report.to_markdown();
+        assert!(md.contains("objective 1.00, image AUROC 1.00, pixel AUROC –, AUPRO -0.50"), "{md}");
+        assert!(md.contains("| `memory <b>` (chosen) | 0.625 / 0.625 / 0.625 | 0.875 / 0.875 / 0.875 |"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["agreement"]["objective"], 1.0);
+        assert!(json["agreement"]["pixel_auroc"].is_null());
+        assert_eq!(json["agreement"]["candidates"][0]["test"]["aupro"], 0.75);
+        let html = report.to_html();
+        assert!(html.contains("Validation chose <b>memory &lt;b&gt;</b>"), "the rule is escaped");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&sample_report().to_json()).unwrap().get("agreement").is_none()
         );
     }
 }

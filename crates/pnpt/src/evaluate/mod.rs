@@ -22,6 +22,7 @@
 //! maps were not written); the heat maps' colour scale is fixed per category by that threshold
 //! ([`ColourScale`]).
 
+mod agreement;
 mod markdown;
 mod report;
 mod schema;
@@ -37,8 +38,10 @@ use pnpt_model::detector::{BatchOutput, Detector};
 use serde_json::{Map, Value};
 
 use crate::heatmap::{self, ColourScale};
+use crate::validation::Validation;
 use crate::{Error, Result};
 
+pub use agreement::{Agreement, CandidateAgreement};
 pub use report::{CategoryReport, ImageResult, METRIC_COLUMNS, MethodReport, Report, metric_values};
 pub use schema::{MapScores, MetricsRecord};
 
@@ -69,6 +72,9 @@ pub struct EvaluateOptions {
     pub train_seconds: f64,
     /// More top-level entries for `report.json`.
     pub extra: Map<String, Value>,
+    /// The validation of the scoring candidates, when the detector was just trained or
+    /// rescored: every candidate is then also scored on the test split ([`Agreement`]).
+    pub validation: Option<Validation>,
 }
 
 // `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
@@ -121,6 +127,12 @@ impl EvaluateOptions {
         self.extra = extra;
         self
     }
+
+    /// Sets [`validation`](Self::validation).
+    pub fn with_validation(mut self, validation: Option<Validation>) -> Self {
+        self.validation = validation;
+        self
+    }
 }
 
 impl Default for EvaluateOptions {
@@ -134,6 +146,7 @@ impl Default for EvaluateOptions {
             device: "cpu".into(),
             train_seconds: 0.0,
             extra: Map::new(),
+            validation: None,
         }
     }
 }
@@ -151,6 +164,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
     let mut skipped = Vec::new();
     let mut images = 0usize;
     let mut seconds = 0.0f64;
+    let mut agreement = options.validation.as_ref().map(agreement::AgreementBuilder::new);
     for cat in &dataset.categories {
         let n = cat.test.len();
         let anomalous = cat.test.iter().filter(|s| s.is_anomalous()).count();
@@ -170,6 +184,9 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
                 .map_err(|source| Error::CategoryMetrics { category: cat.name.clone(), source })
         };
         let metrics = score(&out)?;
+        if let Some(a) = agreement.as_mut() {
+            a.add(detector, &cat.name, &parts, &masks, &labels)?;
+        }
         for (i, &m) in methods.iter().enumerate() {
             let metrics = if m == own { metrics.clone() } else { score(&detector.combine(&parts, m, weight)?)? };
             per_method[i].push((cat.name.clone(), metrics));
@@ -233,6 +250,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         ms_per_image: 1000.0 * seconds / images.max(1) as f64,
         method: own.to_string(),
         methods: method_reports,
+        agreement: agreement.and_then(agreement::AgreementBuilder::finish),
         extra: options.extra.clone(),
     };
     if let Some(dir) = &options.out_dir {

@@ -76,6 +76,8 @@ pub struct Report {
     pub method: String,
     /// Per scoring method the detector can use: per-category metrics and their mean.
     pub methods: Vec<MethodReport>,
+    /// Validation against test over the scoring candidates (when the validation was given).
+    pub agreement: Option<super::Agreement>,
     /// More top-level `report.json` entries (training history, validation, memory sizes...).
     pub extra: Map<String, Value>,
 }
@@ -188,6 +190,7 @@ pub(crate) mod tests {
                     mean: m,
                 },
             ],
+            agreement: None,
             extra: [
                 ("validation".to_string(), json!({"chosen": 2})),
                 (

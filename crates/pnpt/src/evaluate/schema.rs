@@ -106,6 +106,8 @@ pub(super) struct ReportJson<'a> {
     methods: BTreeMap<&'a str, MethodJson<'a>>,
     images: BTreeMap<&'a str, ImagesJson<'a>>,
     aupro_fpr_limit: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agreement: Option<&'a super::Agreement>,
     /// [`Report::extra`], after the fields above (an entry of the same name replaces one).
     #[serde(flatten)]
     extra: &'a Map<String, Value>,
@@ -187,6 +189,7 @@ impl<'a> ReportJson<'a> {
                 })
                 .collect(),
             aupro_fpr_limit: AUPRO_FPR_LIMIT,
+            agreement: r.agreement.as_ref(),
             extra: &r.extra,
         }
     }

@@ -30,7 +30,11 @@ fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
             c.method.to_string(),
             c.memory_weight,
             c.score.to_string(),
-            if c.positional { " positional" } else { "" },
+            match (c.positional, c.positional_map) {
+                (false, _) => "",
+                (true, false) => " pos-score",
+                (true, true) => " positional",
+            },
             c.image_auroc,
             c.pixel_auroc,
             c.aupro
@@ -217,6 +221,7 @@ impl BackendTask for Job {
             }
         };
         let config = detector.config().clone();
+        let validation = record.validation.clone();
         let eval = EvaluateOptions {
             batch_size: config.train.batch_size,
             out_dir: Some(args.out.clone()),
@@ -226,6 +231,7 @@ impl BackendTask for Job {
             device: args.device.to_string(),
             train_seconds,
             extra: record.into_extra(),
+            validation,
         };
         let report = evaluate(&detector, &dataset, &eval)?;
         log(format!("report written to {}", args.out.join("report.md").display()));
