@@ -23,6 +23,8 @@
 //! ```
 
 #![warn(missing_docs)]
+// The CPU kernels (raw pointers, AVX2) live in pnpt-kernels.
+#![forbid(unsafe_code)]
 
 pub mod efficientnet;
 pub mod macs;

@@ -40,6 +40,9 @@
 //! # Ok::<(), pnpt_memory::Error>(())
 //! ```
 
+// The coreset's AVX2 loop (raw intrinsics) lives in pnpt-kernels.
+#![forbid(unsafe_code)]
+
 mod bank;
 mod coreset;
 mod error;

@@ -24,6 +24,9 @@
 //! trained once on the ad13 categories with EfficientNet-Lite0 features (C = 256, N = 16, M = 2):
 //! the `cpu` preset starts from its choices where the paper leaves them open.
 
+// The host attention core (raw pointers, AVX2) lives in pnpt-kernels.
+#![forbid(unsafe_code)]
+
 pub mod anomaly_map;
 pub mod attention;
 pub mod block;

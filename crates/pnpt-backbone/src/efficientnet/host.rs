@@ -1,5 +1,5 @@
-//! EfficientNet-Lite0 on the CPU kernels of [`super::kernels`], with the generated graph's
-//! weights.
+//! EfficientNet-Lite0 on the channels-last CPU kernels of `pnpt-kernels`, with the generated
+//! graph's weights.
 //!
 //! The graph is the stem (3×3 stride 2, ReLU6) and eleven MBConv blocks: an optional 1×1
 //! expansion with ReLU6, a k×k depthwise convolution with ReLU6 behind a TensorFlow-"SAME"
@@ -10,11 +10,11 @@
 
 use burn::tensor::backend::Backend;
 use burn_store::ModuleSnapshot;
+use pnpt_kernels::{Buffers, Nhwc, Pad, dense, depthwise, pointwise};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 use super::generated;
-use super::kernels::{Buffers, Nhwc, Pad, dense, depthwise, pointwise};
 
 /// `(expands, stride)` of `_blocks.0..=10`; the taps follow blocks 2, 4 and 10.
 const BLOCKS: [(bool, usize); 11] = [

@@ -7,12 +7,11 @@
 //! are explicit `pad` calls in the generated forward (extra row/column at the bottom/right of
 //! the stride-2 convolutions).
 //!
-//! On CPU backends the same weights run on channels-last kernels with the pads, ReLU6 and
+//! On CPU backends the same weights run on channels-last kernels (`pnpt-kernels`) with the pads, ReLU6 and
 //! residual adds fused ([`Kernels`]); the generated graph is the reference they are tested
 //! against and the path on every other backend.
 
 mod host;
-mod kernels;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -50,7 +49,7 @@ impl Kernels {
             Kernels::Auto => {
                 let name = B::name(device);
                 let inner = name.strip_prefix("autodiff<").and_then(|n| n.strip_suffix('>')).unwrap_or(&name);
-                matches!(inner, "flex" | "ndarray") && kernels::simd_available()
+                matches!(inner, "flex" | "ndarray") && pnpt_kernels::simd_available()
             }
         }
     }

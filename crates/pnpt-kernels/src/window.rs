@@ -1,112 +1,14 @@
-//! Channels-last (NHWC) f32 kernels for the CPU: what EfficientNet-Lite0 needs, fused.
+//! Direct k×k convolutions of NHWC activations, depthwise and dense (the stem).
 //!
-//! Burn's CPU backends run the generated graph one operator at a time in NCHW: each zero pad,
-//! ReLU6 and residual add is its own pass over memory, and depthwise convolutions walk one
-//! channel plane at a time. Here an activation stays NHWC, so
-//! * a 1×1 convolution is a matrix product `[N·H·W, C_in] × [C_in, C_out]`, run in tiles of rows
-//!   whose output starts as bias (+ residual), is accumulated into and clamped while in cache;
-//! * a depthwise convolution reads eight contiguous channels of a pixel with one vector load
-//!   per tap, keeps eight output pixels' accumulators in registers, reads zeros for taps in the
-//!   padding (no padded copy) and clamps on the way out (ReLU6 fused);
-//! * the dense stem convolution is the same direct loop with each input value broadcast.
-//!
-//! Every kernel is checked against a direct loop in the tests below, and the whole network
-//! against the generated graph (`tests/efficientnet_kernels.rs`).
+//! A depthwise convolution reads eight contiguous channels of a pixel with one vector load per
+//! tap, keeps eight output pixels' accumulators in registers, reads zeros for taps in the
+//! padding (no padded copy) and clamps on the way out (ReLU6 fused); the dense stem
+//! convolution is the same direct loop with each input value broadcast.
 
 use rayon::prelude::*;
 
-/// Activation buffers kept from one forward pass to the next.
-///
-/// A fresh multi-megabyte `Vec` is fresh zeroed pages from the kernel: before the buffers were
-/// reused, page faults and page clearing took about 5 % of the backbone's samples in `perf`.
-#[derive(Debug, Default)]
-pub(crate) struct Buffers(Vec<Vec<f32>>);
-
-impl Buffers {
-    /// An empty vector with room for `len` values: the smallest kept one that fits, else the
-    /// largest grown.
-    pub fn take(&mut self, len: usize) -> Vec<f32> {
-        let fits = (0..self.0.len()).filter(|&i| self.0[i].capacity() >= len).min_by_key(|&i| self.0[i].capacity());
-        let largest = (0..self.0.len()).max_by_key(|&i| self.0[i].capacity());
-        let mut v = match fits.or(largest) {
-            Some(i) => self.0.swap_remove(i),
-            None => Vec::new(),
-        };
-        v.clear();
-        v.reserve(len);
-        v
-    }
-
-    /// Keeps a vector for a later [`Self::take`].
-    pub fn give(&mut self, v: Vec<f32>) {
-        self.0.push(v);
-    }
-}
-
-/// An NHWC activation of f32 values.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Nhwc {
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
-    pub data: Vec<f32>,
-}
-
-impl Nhwc {
-    /// From NCHW values (`data.len() == n·c·h·w`).
-    pub fn from_nchw(data: &[f32], [n, c, h, w]: [usize; 4], buffers: &mut Buffers) -> Self {
-        let mut out = buffers.take(data.len());
-        out.resize(data.len(), 0.0);
-        let plane = h * w;
-        out.par_chunks_mut(plane * c).zip(data.par_chunks(plane * c)).for_each(|(dst, src)| {
-            for ch in 0..c {
-                for (p, &v) in src[ch * plane..(ch + 1) * plane].iter().enumerate() {
-                    dst[p * c + ch] = v;
-                }
-            }
-        });
-        Self { n, h, w, c, data: out }
-    }
-
-    /// The values in NCHW order.
-    pub fn to_nchw(&self) -> Vec<f32> {
-        let (c, plane) = (self.c, self.h * self.w);
-        let mut out = vec![0f32; self.data.len()];
-        out.par_chunks_mut(plane * c).zip(self.data.par_chunks(plane * c)).for_each(|(dst, src)| {
-            for (p, px) in src.chunks_exact(c).enumerate() {
-                for (ch, &v) in px.iter().enumerate() {
-                    dst[ch * plane + p] = v;
-                }
-            }
-        });
-        out
-    }
-
-    /// `[n, c, h, w]`.
-    pub fn nchw_dims(&self) -> [usize; 4] {
-        [self.n, self.c, self.h, self.w]
-    }
-}
-
-/// Zero padding of a convolution's input: rows above/below, columns left/right.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pad {
-    pub top: usize,
-    pub bottom: usize,
-    pub left: usize,
-    pub right: usize,
-}
-
-impl Pad {
-    /// TensorFlow "SAME" for a k×k window (what the graph's explicit pads encode, for inputs
-    /// of even side at stride 2): `k − s` zeros in all, the extra one at the bottom/right.
-    pub fn same(k: usize, stride: usize) -> Self {
-        let total = k.saturating_sub(stride);
-        let before = total / 2;
-        Self { top: before, bottom: total - before, left: before, right: total - before }
-    }
-}
+use crate::nhwc::{Buffers, Nhwc, Pad};
+use crate::simd_available;
 
 /// Output height and width of a k×k convolution with this padding and stride.
 fn out_dims(x: &Nhwc, k: usize, stride: usize, pad: Pad) -> (usize, usize) {
@@ -114,89 +16,9 @@ fn out_dims(x: &Nhwc, k: usize, stride: usize, pad: Pad) -> (usize, usize) {
     (side(x.h, pad.top, pad.bottom), side(x.w, pad.left, pad.right))
 }
 
-/// `dst[m × n] += lhs[m × k] · rhs[k × n]`, all row-major and contiguous.
-fn matmul_accumulate(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
-    assert!(dst.len() == m * n && lhs.len() == m * k && rhs.len() == k * n, "matmul shapes");
-    // SAFETY: the assert above bounds every access: dst is m×n with row stride n, lhs m×k with
-    // row stride k, rhs k×n with row stride n, all column strides 1; the three do not alias
-    // (`dst` is borrowed mutably).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            // The callers run tiles in parallel.
-            gemm::Parallelism::None,
-        );
-    }
-}
-
-/// A 1×1 convolution: `weight` is `[C_in, C_out]` row-major; `residual` (same shape as the
-/// output) is added; ReLU6 when `relu6`.
-///
-/// Runs in tiles of rows, one task each: a tile's output is set to bias (+ residual), the
-/// product accumulated into it and clamped while it is still in cache.
-pub(crate) fn pointwise(
-    x: &Nhwc,
-    weight: &[f32],
-    bias: &[f32],
-    residual: Option<&Nhwc>,
-    relu6_out: bool,
-    buffers: &mut Buffers,
-) -> Nhwc {
-    let (cin, cout) = (x.c, bias.len());
-    assert_eq!(weight.len(), cin * cout, "pointwise weight shape");
-    if let Some(r) = residual {
-        assert_eq!((r.n, r.h, r.w, r.c), (x.n, x.h, x.w, cout), "residual shape");
-    }
-    let rows = x.n * x.h * x.w;
-    let mut out = buffers.take(rows * cout);
-    out.resize(rows * cout, 0.0);
-    let tile = tile_rows(cout);
-    out.par_chunks_mut(tile * cout).zip(x.data.par_chunks(tile * cin)).enumerate().for_each(|(t, (dst, lhs))| {
-        let n = lhs.len() / cin;
-        match residual {
-            Some(r) => {
-                let res = &r.data[t * tile * cout..t * tile * cout + n * cout];
-                for (px, rp) in dst.chunks_exact_mut(cout).zip(res.chunks_exact(cout)) {
-                    for ((v, &b), &rv) in px.iter_mut().zip(bias).zip(rp) {
-                        *v = b + rv;
-                    }
-                }
-            }
-            None => dst.chunks_exact_mut(cout).for_each(|px| px.copy_from_slice(bias)),
-        }
-        matmul_accumulate(dst, lhs, weight, n, cin, cout);
-        if relu6_out {
-            dst.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-        }
-    });
-    Nhwc { n: x.n, h: x.h, w: x.w, c: cout, data: out }
-}
-
-/// Rows per tile of [`pointwise`]: about 64 KB of output.
-fn tile_rows(cout: usize) -> usize {
-    (16_384 / cout).clamp(16, 512)
-}
-
 /// A dense k×k convolution (the stem): `weight` is `[(ky, kx, C_in), C_out]` row-major.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn dense(
+pub fn dense(
     x: &Nhwc,
     weight: &[f32],
     bias: &[f32],
@@ -212,7 +34,7 @@ pub(crate) fn dense(
 
 /// A depthwise k×k convolution: `weight` is `[(ky, kx), C]` row-major; ReLU6 when `relu6`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn depthwise(
+pub fn depthwise(
     x: &Nhwc,
     weight: &[f32],
     bias: &[f32],
@@ -224,14 +46,6 @@ pub(crate) fn depthwise(
 ) -> Nhwc {
     assert!(bias.len() == x.c && weight.len() == k * k * x.c, "depthwise weight shape");
     Window { x, weight, bias, k, stride, pad, relu6, depthwise: true, simd: simd_available() }.run(buffers)
-}
-
-/// Whether this CPU runs the AVX2 + FMA kernel (else the portable loop).
-pub(crate) fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// Largest window side the direct kernels take (EfficientNet uses 3 and 5).
@@ -416,64 +230,7 @@ impl Window<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1) (no RNG crate needed).
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Direct NCHW convolution with `groups` (1 or C), the textbook loop, f64 accumulation.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        x: &[f32],
-        [n, c, h, w]: [usize; 4],
-        weight_oihw: &[f32],
-        bias: &[f32],
-        k: usize,
-        stride: usize,
-        pad: Pad,
-        depthwise: bool,
-    ) -> (Vec<f32>, [usize; 4]) {
-        let cout = bias.len();
-        let oh = (h + pad.top + pad.bottom - k) / stride + 1;
-        let ow = (w + pad.left + pad.right - k) / stride + 1;
-        let cin_per = if depthwise { 1 } else { c };
-        let mut out = vec![0f32; n * cout * oh * ow];
-        for b in 0..n {
-            for o in 0..cout {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = bias[o] as f64;
-                        for i in 0..cin_per {
-                            let ci = if depthwise { o } else { i };
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let iy = (oy * stride + ky) as isize - pad.top as isize;
-                                    let ix = (ox * stride + kx) as isize - pad.left as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    let v = x[((b * c + ci) * h + iy as usize) * w + ix as usize] as f64;
-                                    let wv = weight_oihw[((o * cin_per + i) * k + ky) * k + kx] as f64;
-                                    acc += v * wv;
-                                }
-                            }
-                        }
-                        out[((b * cout + o) * oh + oy) * ow + ox] = acc as f32;
-                    }
-                }
-            }
-        }
-        (out, [n, cout, oh, ow])
-    }
+    use crate::test_util::{assert_close, nhwc, reference, relu6_all, values};
 
     /// Runs `window` on the portable loop and, where the CPU has them, the AVX2 kernel.
     fn check_both_paths(window: Window<'_>, want_dims: [usize; 4], want: &[f32]) {
@@ -482,58 +239,6 @@ mod tests {
             assert_eq!(got.nchw_dims(), want_dims);
             assert_close(&got.to_nchw(), want);
         }
-    }
-
-    fn nhwc(x: &[f32], dims: [usize; 4]) -> Nhwc {
-        Nhwc::from_nchw(x, dims, &mut Buffers::default())
-    }
-
-    fn assert_close(got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "element {i}: {g} vs {w}");
-        }
-    }
-
-    fn relu6_all(v: &mut [f32]) {
-        v.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0));
-    }
-
-    #[test]
-    fn buffers_are_reused_best_fit() {
-        let mut buffers = Buffers::default();
-        buffers.give(Vec::with_capacity(100));
-        buffers.give(Vec::with_capacity(10));
-        let mut small = buffers.take(8);
-        assert_eq!((small.len(), small.capacity()), (0, 10));
-        small.push(1.0);
-        buffers.give(small);
-        // Nothing fits 200: the largest kept one is grown.
-        let big = buffers.take(200);
-        assert!(big.is_empty() && big.capacity() >= 200);
-        assert_eq!(buffers.take(5).capacity(), 10);
-        assert!(buffers.0.is_empty(), "every kept vector handed out");
-    }
-
-    #[test]
-    fn layout_round_trip() {
-        let dims = [2, 3, 4, 5];
-        let x = values(120, 1);
-        let t = Nhwc::from_nchw(&x, dims, &mut Buffers::default());
-        // Pixel (b=1, y=2, x=3), channel 1, by hand.
-        assert_eq!(t.data[((4 + 2) * 5 + 3) * 3 + 1], x[((3 + 1) * 4 + 2) * 5 + 3]);
-        assert_eq!(t.to_nchw(), x);
-        assert_eq!(t.nchw_dims(), dims);
-    }
-
-    #[test]
-    fn same_padding_matches_the_graph() {
-        // The generated graph pads (0, 1) before 3×3 stride-2, (1, 2) before 5×5 stride-2,
-        // (1, 1) and (2, 2) before the stride-1 windows.
-        assert_eq!(Pad::same(3, 2), Pad { top: 0, bottom: 1, left: 0, right: 1 });
-        assert_eq!(Pad::same(5, 2), Pad { top: 1, bottom: 2, left: 1, right: 2 });
-        assert_eq!(Pad::same(3, 1), Pad { top: 1, bottom: 1, left: 1, right: 1 });
-        assert_eq!(Pad::same(5, 1), Pad { top: 2, bottom: 2, left: 2, right: 2 });
     }
 
     #[test]
@@ -631,32 +336,5 @@ mod tests {
             assert!(out[5 * h * w + 2 * w + 6].is_nan(), "simd {simd}");
             assert_eq!(out.iter().filter(|v| v.is_nan()).count(), 9, "the 3x3 neighbourhood of one channel");
         }
-    }
-
-    #[test]
-    fn pointwise_adds_bias_and_residual() {
-        // 1,030 output channels: tiles of 16 rows, the last one partial (70 rows).
-        let (c, cout, h, w) = (5, 1030, 5, 7);
-        let dims = [2, c, h, w];
-        let x = values(2 * c * h * w, 9);
-        let weight = values(cout * c, 10);
-        let bias = values(cout, 11);
-        let residual_nchw = values(2 * cout * h * w, 12);
-        let (mut want, want_dims) = reference(&x, dims, &weight, &bias, 1, 1, Pad::same(1, 1), false);
-        want.iter_mut().zip(&residual_nchw).for_each(|(a, r)| *a += r);
-        let mut w_mat = vec![0f32; weight.len()];
-        for o in 0..cout {
-            for i in 0..c {
-                w_mat[i * cout + o] = weight[o * c + i];
-            }
-        }
-        let residual = nhwc(&residual_nchw, want_dims);
-        let got = pointwise(&nhwc(&x, dims), &w_mat, &bias, Some(&residual), false, &mut Buffers::default());
-        assert_close(&got.to_nchw(), &want);
-        // With ReLU6 and no residual: clamped to [0, 6].
-        let scaled: Vec<f32> = x.iter().map(|v| v * 40.0).collect();
-        let got = pointwise(&nhwc(&scaled, dims), &w_mat, &bias, None, true, &mut Buffers::default());
-        assert!(got.data.iter().all(|v| (0.0..=6.0).contains(v)));
-        assert!(got.data.contains(&6.0) && got.data.contains(&0.0));
     }
 }
