@@ -29,6 +29,16 @@ use crate::{Error, PnptConfig, Result};
 /// backend meanwhile: replicas sharing a device (two CPU ranks) share its one generator.
 static INIT: Mutex<()> = Mutex::new(());
 
+/// Held by every training of the process while a step builds its autodiff graph and while it
+/// runs the backward pass. Burn 0.21 keeps every thread's autodiff graphs in one registry, and
+/// each `backward()` ends by sweeping all of them for nodes that no tensor holds. A sweep that
+/// runs while another thread is inside an operation (its inputs let go, its output not yet
+/// registered) frees a step that operation still needs, and a parameter of that thread's model
+/// silently gets part of its gradient or none: two trainings at once in one process then end
+/// with other weights now and then. With this lock no sweep meets a graph being built. Between
+/// the two phases a graph is safe: its loss holds it.
+static AUTODIFF: Mutex<()> = Mutex::new(());
+
 /// One device's training state.
 pub(super) struct Run<'a, B: AutodiffBackend> {
     config: &'a PnptConfig,
@@ -286,6 +296,7 @@ fn step_grads<B: AutodiffBackend>(
         },
     };
     let rows = &batch[start..start + len];
+    let graph = AUTODIFF.lock().unwrap_or_else(|e| e.into_inner());
     let input = set.select(rows)?.map(Tensor::<B, 4>::from_inner);
     let prior = if config.model.variant.has_prior() {
         let idx: Vec<usize> = rows.iter().map(|&i| set.prior_index[i]).collect();
@@ -304,12 +315,20 @@ fn step_grads<B: AutodiffBackend>(
     let recon = model.forward_jittered(&input, prior.as_ref(), jitter)?;
     let mut loss = pnpt_loss(&input, &recon);
     let Some(rank) = rank else {
-        let value: f32 = loss.clone().into_scalar().elem();
-        return Ok((value, GradientsParams::from_grads(loss.backward(), model)));
+        let grads = loss.backward();
+        drop(graph);
+        let value: f32 = loss.into_scalar().elem();
+        return Ok((value, GradientsParams::from_grads(grads, model)));
     };
     // The batch mean is the sum of the shares' means weighted by their sizes.
     loss = loss.mul_scalar(weight);
+    // Released for the sums: the other devices build their graphs before they join them.
+    drop(graph);
     let value: f32 = rank.sum::<B::InnerBackend>(loss.clone().inner())?.into_scalar().elem();
-    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let grads = {
+        let _graph = AUTODIFF.lock().unwrap_or_else(|e| e.into_inner());
+        loss.backward()
+    };
+    let grads = GradientsParams::from_grads(grads, model);
     Ok((value, rank.sum_gradients::<B, _>(model, grads)?))
 }

@@ -13,8 +13,9 @@
 //!   class-balanced epochs, global-norm gradient clipping, a wall-clock budget) are all off by
 //!   default, and then draw nothing from the stream and leave every bit of a run as before.
 //! * Data-parallel runs ([`TrainOptions::devices`], [`TrainOptions::nodes`]) split every batch
-//!   between devices and sum their gradients; they end where the one-device run ends, up to
-//!   rounding (`parallel.rs`).
+//!   between devices and sum their gradients in rank order; they end where the one-device run
+//!   ends up to rounding, with the same bits on every run of the same device count
+//!   (`parallel.rs`, docs/data-parallel.md).
 //! * A checkpoint (`checkpoint.bin`, a safetensors file: model weights, AdamW record, epoch, RNG position, loss
 //!   history, configuration, the run's planned epoch count, the dataset fingerprint of
 //!   [`TrainOptions::dataset`]) is written atomically after every epoch. Resuming refuses a

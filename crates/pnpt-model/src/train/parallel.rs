@@ -1,29 +1,31 @@
-//! Data-parallel training with Burn's collective operations (`burn-collective`).
+//! Data-parallel training: several devices of one process ([`TrainOptions::devices`]), or
+//! several processes or machines ([`TrainOptions::nodes`]).
 //!
-//! Every device — several in one process ([`TrainOptions::devices`]), in several processes
-//! or machines ([`TrainOptions::nodes`]) — holds the same model and runs the same loop with
-//! its own copy of the run's RNG, so all of them draw the same epoch order and jitter noise as
-//! a one-device run. Each takes a contiguous share of every batch, weights its loss by its
-//! share of the batch, and the gradients are summed across devices (all-reduce) before the
-//! same AdamW step on every device: the update is the one-device run's, up to the order of
-//! floating-point sums. The first device of each process reports progress, validates and
-//! writes the checkpoints; resuming reads them on every device.
+//! Every device holds the same model and runs the same loop with its own copy of the run's RNG,
+//! so all of them draw the same epoch order and jitter noise as a one-device run. Each takes a
+//! contiguous share of every batch, weights its loss by its share of the batch, and the
+//! gradients are summed across devices (all-reduce) before the same AdamW step on every device.
+//! Sums add the devices' values in rank order (the devices of a process on the first one, the
+//! processes at node 0), so a run gives the same bits every time with the same device count;
+//! against one device it differs by rounding (docs/data-parallel.md). The first device of each
+//! process reports progress, validates and writes the checkpoints; resuming reads them on every
+//! device.
 //!
 //! Equality with one device holds for deterministic layers; with `model.dropout > 0` every
 //! device draws its own dropout masks.
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend, Device, DeviceId};
-use burn::tensor::{ElementConversion, Tensor, TensorData, TensorPrimitive};
-use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use pnpt_prompt::PromptPool;
 
 use super::epochs::Run;
@@ -59,8 +61,8 @@ impl NodeOptions {
 /// How a device's sums reach the other devices.
 #[derive(Debug)]
 enum Reducer {
-    /// Devices of this process: burn-collective's local all-reduce.
-    Local,
+    /// Devices of this process: the run's own [`LocalGroup`].
+    Local(Arc<LocalGroup>),
     /// One device per process: the node link.
     Nodes(Mutex<NodeLink>),
 }
@@ -83,10 +85,6 @@ impl Rank {
         self.local == 0
     }
 
-    fn peer(&self) -> PeerId {
-        PeerId(self.global as u32)
-    }
-
     /// `(start, len)` of this device's rows of an `n`-row batch: contiguous shares whose sizes
     /// differ by at most one.
     pub(crate) fn share(&self, n: usize) -> (usize, usize) {
@@ -97,15 +95,7 @@ impl Rank {
     /// The sum over all devices of `value` (the same on every device).
     pub(crate) fn sum<B: Backend>(&self, value: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
         match &self.reducer {
-            Reducer::Local => {
-                let reduced = burn_collective::all_reduce::<B>(
-                    self.peer(),
-                    value.into_primitive().tensor(),
-                    ReduceOperation::Sum,
-                )
-                .map_err(|e| Error::Invalid(format!("all-reduce across devices failed: {e:?}")))?;
-                Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
-            }
+            Reducer::Local(group) => group.sum(self.local, value),
             Reducer::Nodes(link) => {
                 let device = value.device();
                 let values = value
@@ -177,12 +167,9 @@ pub(crate) fn device_of<B: Backend>(id: DeviceId) -> B::Device {
     <B::Device as Device>::from_id(id)
 }
 
-/// One data-parallel run at a time per process: burn-collective's state is per process.
-static RUN: Mutex<()> = Mutex::new(());
-
 /// Runs [`Run::train`] on every device of this process (the first on this thread, the others
-/// on their own) joined by burn-collective, or on this process's one device joined to the
-/// other processes by a [`NodeLink`].
+/// on their own) joined by a [`LocalGroup`] of their own, or on this process's one device
+/// joined to the other processes by a [`NodeLink`].
 pub(super) fn train<B: AutodiffBackend>(
     config: &PnptConfig,
     set: &FeatureSet<B::InnerBackend>,
@@ -191,7 +178,6 @@ pub(super) fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     on_epoch: EpochHook<'_, B::InnerBackend>,
 ) -> Result<TrainOutput<B::InnerBackend>> {
-    let _one_run = RUN.lock().unwrap_or_else(|e| e.into_inner());
     let devices: Vec<B::Device> = if options.devices.is_empty() {
         vec![device.clone()]
     } else {
@@ -215,52 +201,192 @@ pub(super) fn train<B: AutodiffBackend>(
         return Run::<B>::start(config, &devices[0], options, Some(rank))?.train(set, pool, on_epoch);
     }
     let world = devices.len();
-    let collective = CollectiveConfig::default().with_num_devices(world);
-    let rank = |l: usize| Rank { local: l, global: l, world, reducer: Reducer::Local };
+    // This run's own group: other runs of the process (several trainings at once) have theirs.
+    let group = Arc::new(LocalGroup::new(world));
+    let rank = |l: usize| Rank { local: l, global: l, world, reducer: Reducer::Local(Arc::clone(&group)) };
     // The other devices report nothing: the first one's bars and lines stand for the run.
     let quiet = options.clone().with_progress(false).with_progress_sink(Default::default());
     let run = |r: Rank, device: &B::Device, options: &TrainOptions, hook: EpochHook<'_, B::InnerBackend>| {
-        let peer = r.peer();
-        burn_collective::register::<B::InnerBackend>(peer, device.clone(), collective.clone())
-            .map_err(|e| Error::Invalid(format!("joining the devices failed: {e:?}")))?;
+        // A device that stops early (an error, a panic) ends the others' sums with an error
+        // instead of leaving them waiting for its contributions.
+        let mut member = Member { group: &group, local: r.local, done: false };
         let out = Run::<B>::start(config, device, options, Some(r)).and_then(|run| run.train(set, pool, hook));
-        if out.is_err() {
-            // The others may wait in an all-reduce this device will never join.
-            burn_collective::reset_collective::<B::InnerBackend>();
-            return out;
-        }
-        burn_collective::finish_collective::<B::InnerBackend>(peer)
-            .map_err(|e| Error::Invalid(format!("leaving the devices failed: {e:?}")))?;
+        member.done = out.is_ok();
         out
     };
-    std::thread::scope(|scope| {
+    let outcomes: Vec<Result<Option<TrainOutput<B::InnerBackend>>>> = std::thread::scope(|scope| {
         let followers: Vec<_> = devices
             .iter()
             .enumerate()
             .skip(1)
             .map(|(l, d)| {
                 let (quiet, run) = (&quiet, &run);
-                scope.spawn(move || run(rank(l), d, quiet, &mut |_, _| Ok(None)).map(|_| ()))
+                scope.spawn(move || run(rank(l), d, quiet, &mut |_, _| Ok(None)).map(|_| None))
             })
             .collect();
-        let out = run(rank(0), &devices[0], options, on_epoch);
-        let mut first_error = None;
+        let mut outcomes = vec![run(rank(0), &devices[0], options, on_epoch).map(Some)];
         for f in followers {
-            match f.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_error.get_or_insert(Error::Invalid("a training device's thread panicked".into()));
-                }
+            outcomes
+                .push(f.join().unwrap_or_else(|_| Err(Error::Invalid("a training device's thread panicked".into()))));
+        }
+        outcomes
+    });
+    // The device that failed first has the error to report; the others only saw their sums end.
+    let first = group.failed().unwrap_or(0);
+    let mut outcomes: Vec<_> = outcomes.into_iter().enumerate().collect();
+    outcomes.sort_by_key(|(l, _)| *l != first);
+    let mut output = None;
+    for (_, outcome) in outcomes {
+        if let Some(out) = outcome? {
+            output = Some(out);
+        }
+    }
+    output.ok_or_else(|| Error::Invalid("the first training device returned no model".into()))
+}
+
+/// The devices of one data-parallel run in this process. A sum waits for every device's value
+/// and adds them in rank order on the first device, so it gives the same bits on every run
+/// whichever device comes first, and every device gets those bits. (burn-collective's local
+/// all-reduce adds in the iteration order of a `HashMap` with a random hasher: from three
+/// devices on, the rounding of every sum was drawn anew on each run.) Each run has its own
+/// group, so runs at once in one process cannot mix their values.
+#[derive(Debug)]
+pub(crate) struct LocalGroup {
+    world: usize,
+    state: Mutex<GroupState>,
+    changed: Condvar,
+}
+
+/// Every device of a run sums tensors of the one training backend; anything else is a bug.
+const MIXED_TYPES: &str = "devices of one run summed tensors of different types";
+
+#[derive(Default)]
+struct GroupState {
+    /// The values of the sum in progress, by device (`Tensor<B, 1>`s of the training backend).
+    values: Vec<Option<Box<dyn Any + Send>>>,
+    /// The last completed sum (or why it failed), until every device has taken it.
+    total: Option<std::result::Result<Box<dyn Any + Send>, String>>,
+    /// Devices yet to take `total`.
+    takers: usize,
+    /// Sums completed: a device waits for this to move past the sum it joined.
+    round: u64,
+    /// The first device that stopped early: every sum ends with an error from then on.
+    failed: Option<usize>,
+    /// A device that finished its run: a sum started after it can never complete.
+    finished: Option<usize>,
+}
+
+impl std::fmt::Debug for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupState").field("round", &self.round).field("failed", &self.failed).finish()
+    }
+}
+
+impl LocalGroup {
+    pub(crate) fn new(world: usize) -> Self {
+        let state = GroupState { values: (0..world).map(|_| None).collect(), ..Default::default() };
+        Self { world, state: Mutex::new(state), changed: Condvar::new() }
+    }
+
+    /// The sum over the group's devices of `value` (device `local`'s), on `value`'s device.
+    pub(crate) fn sum<B: Backend>(&self, local: usize, value: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
+        let device = value.device();
+        let ended = |state: &GroupState| match (state.failed, state.finished) {
+            (Some(failed), _) => Some(Error::Invalid(format!("training device {failed} stopped; the run ends"))),
+            (None, Some(done)) => {
+                Some(Error::Invalid(format!("training device {done} finished its run while device {local} still sums")))
             }
+            (None, None) => None,
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A device that has taken the last sum may be back before the others took it.
+        while state.takers > 0 && ended(&state).is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        match (out, first_error) {
-            (Ok(out), None) => Ok(out),
-            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+        if let Some(e) = ended(&state) {
+            return Err(e);
         }
-    })
+        if local >= self.world || state.values[local].is_some() {
+            return Err(Error::Invalid(format!("device {local} joined a sum of {} devices twice", self.world)));
+        }
+        let round = state.round;
+        state.values[local] = Some(Box::new(value));
+        if state.values.iter().all(Option::is_some) {
+            let values: Vec<_> = state.values.iter_mut().filter_map(Option::take).collect();
+            state.total = Some(Self::add::<B>(values));
+            state.takers = self.world;
+            state.round += 1;
+            self.changed.notify_all();
+        }
+        while state.round == round && ended(&state).is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.round == round {
+            // Ended before every device joined: `ended` says why.
+            return Err(ended(&state).unwrap_or_else(|| Error::Invalid("a sum ended unfinished".into())));
+        }
+        let total = match &state.total {
+            Some(Ok(total)) => total.downcast_ref::<Tensor<B, 1>>().cloned().ok_or_else(|| MIXED_TYPES.to_string()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("a sum's result was taken too early".to_string()),
+        };
+        state.takers -= 1;
+        if state.takers == 0 {
+            state.total = None;
+            self.changed.notify_all();
+        }
+        drop(state);
+        Ok(total.map_err(Error::Invalid)?.to_device(&device))
+    }
+
+    /// `values` (by device) added in that order on the first one's device.
+    fn add<B: Backend>(values: Vec<Box<dyn Any + Send>>) -> std::result::Result<Box<dyn Any + Send>, String> {
+        let mut values = values.into_iter().map(|v| v.downcast::<Tensor<B, 1>>().map(|t| *t));
+        let Some(Ok(mut total)) = values.next() else {
+            return Err(MIXED_TYPES.into());
+        };
+        let device = total.device();
+        for value in values {
+            let value = value.map_err(|_| MIXED_TYPES.to_string())?;
+            if value.dims() != total.dims() {
+                return Err(format!("devices summed {} and {} values", total.dims()[0], value.dims()[0]));
+            }
+            total = total + value.to_device(&device);
+        }
+        Ok(Box::new(total))
+    }
+
+    /// Device `local` leaves the group: stopped early (`done` false), every sum ends with an
+    /// error naming it; finished, every sum that could only complete with it does.
+    fn leave(&self, local: usize, done: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if done {
+            state.finished.get_or_insert(local);
+        } else {
+            state.failed.get_or_insert(local);
+        }
+        self.changed.notify_all();
+    }
+
+    /// The first device that stopped early, if any.
+    fn failed(&self) -> Option<usize> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).failed
+    }
+}
+
+/// A device's membership of a [`LocalGroup`]: dropped before `done` (an error returned, or a
+/// panic unwinding), it stops the group; after, it leaves it. Either way no device waits
+/// forever for a sum it cannot join.
+struct Member<'a> {
+    group: &'a LocalGroup,
+    local: usize,
+    done: bool,
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        self.group.leave(self.local, self.done);
+    }
 }
 
 /// The processes of a multi-node run, joined in a star around node 0: for every sum each node
@@ -390,7 +516,8 @@ mod tests {
             for n in 0..11 {
                 let mut next = 0;
                 for global in 0..world {
-                    let (start, len) = Rank { local: global, global, world, reducer: Reducer::Local }.share(n);
+                    let group = Arc::new(LocalGroup::new(world));
+                    let (start, len) = Rank { local: global, global, world, reducer: Reducer::Local(group) }.share(n);
                     assert_eq!(start, next, "world {world} n {n}");
                     assert!(len == n / world || len == n / world + 1);
                     next = start + len;
@@ -398,6 +525,61 @@ mod tests {
                 assert_eq!(next, n);
             }
         }
+    }
+
+    type F = burn::backend::Flex<f32>;
+
+    fn vector(values: &[f32]) -> Tensor<F, 1> {
+        Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), &Default::default())
+    }
+
+    /// Three devices whose values round differently in any order but rank order (or its first
+    /// two swapped): `(1e8 + 1) - 1e8` is 0 in f32, `(1e8 - 1e8) + 1` is 1. Every device gets
+    /// rank order's `[0, 1]` in every round, whichever thread comes first (started last to
+    /// first here).
+    #[test]
+    fn local_sums_add_in_rank_order() {
+        let group = LocalGroup::new(3);
+        let values = [[1e8f32, 1e8], [1.0, -1e8], [-1e8, 1.0]];
+        let sums: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .rev()
+                .map(|local| {
+                    let (group, mine) = (&group, values[local]);
+                    scope.spawn(move || {
+                        (0..20)
+                            .map(|_| group.sum(local, vector(&mine)).unwrap().into_data().to_vec::<f32>().unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for rounds in sums {
+            assert!(rounds.iter().all(|sum| sum == &[0.0, 1.0]), "{rounds:?}");
+        }
+    }
+
+    /// A device that stops ends the others' sums with an error (none waits forever), and
+    /// values of other lengths are an error, not a panic.
+    #[test]
+    fn local_sums_end_when_a_device_stops() {
+        let group = LocalGroup::new(2);
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| group.sum(0, vector(&[1.0])));
+            drop(Member { group: &group, local: 1, done: false });
+            assert!(waiting.join().unwrap().is_err());
+        });
+        assert_eq!(group.failed(), Some(1));
+        assert!(group.sum(0, vector(&[1.0])).is_err());
+
+        let group = LocalGroup::new(2);
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| group.sum(1, vector(&[1.0, 2.0])));
+            assert!(group.sum(0, vector(&[1.0])).is_err());
+            assert!(other.join().unwrap().is_err());
+        });
+        assert!(LocalGroup::new(2).sum(2, vector(&[1.0])).is_err());
     }
 
     #[test]
