@@ -304,7 +304,7 @@ pub(crate) fn score_rules<B: Backend>(
     let outs = rules.iter().map(|rule| detector.combine_with(parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
     let map_key = |r: &ScoringRule| {
         let weight = if r.method == ScoringMethod::Fused { r.memory_weight.to_bits() } else { 0 };
-        (r.method.to_string(), weight, r.positional && r.positional_map && r.method.uses_pnpt())
+        (r.method, weight, r.positional && r.positional_map && r.method.uses_pnpt())
     };
     let keys: Vec<_> = rules.iter().map(map_key).collect();
     // The first rule of each distinct map computes its pixel metrics.

@@ -71,7 +71,7 @@ fn paste(cv: &mut Canvas<'_>, src: usize, normals: &[Prepared], donors: &[Prepar
 }
 
 /// Bilinear sample in [0, 1], coordinates clamped to the image.
-fn bilinear(img: &RgbImage, x: f32, y: f32) -> [f32; 3] {
+pub(super) fn bilinear(img: &RgbImage, x: f32, y: f32) -> [f32; 3] {
     let s = img.width() as usize;
     let raw = img.as_raw();
     let x = x.clamp(0.0, (s - 1) as f32);

@@ -4,24 +4,9 @@
 //! Scratches, holes and bright spots are easy for every detector; a validation set of them
 //! alone ranks scoring rules by how well they find the obvious.
 use super::canvas::{Canvas, luma, mix3, smoothstep};
+use super::cut_paste::bilinear;
 use super::shape::{Shape, area, place_blob};
 use crate::rnd::Rnd;
-
-/// Bilinear sample of the clean image at pixel coordinates (x, y) (centres at +0.5), clamped.
-fn sample(cv: &Canvas<'_>, x: f32, y: f32) -> [f32; 3] {
-    let s = cv.p.s;
-    let x = (x - 0.5).clamp(0.0, (s - 1) as f32);
-    let y = (y - 0.5).clamp(0.0, (s - 1) as f32);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(s - 1), (y0 + 1).min(s - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let (a, b, c, d) = (cv.clean(y0 * s + x0), cv.clean(y0 * s + x1), cv.clean(y1 * s + x0), cv.clean(y1 * s + x1));
-    let mut out = [0f32; 3];
-    for k in 0..3 {
-        out[k] = (a[k] * (1.0 - fx) + b[k] * fx) * (1.0 - fy) + (c[k] * (1.0 - fx) + d[k] * fx) * fy;
-    }
-    out
-}
 
 /// Structural distortion: the content inside a blob is pushed sideways (a dent, a bent part)
 /// or twisted, smoothly fading to nothing at the outline, so the surface stays continuous and
@@ -46,7 +31,8 @@ pub(super) fn warp(cv: &mut Canvas<'_>, rng: &mut Rnd) {
         } else {
             (x - ux * amount * w, y - uy * amount * w)
         };
-        let v = sample(cv, sx, sy);
+        // Pixel centres sit at +0.5.
+        let v = bilinear(&p.img, sx - 0.5, sy - 0.5);
         cv.put(i, v);
     }
 }

@@ -112,7 +112,7 @@ fn defect_images(cfg: &SyntheticConfig) -> Vec<(SynthKind, Defect, usize)> {
     out
 }
 
-/// Issue 11: every defect of the default set is seen at a glance — at least 40 grey levels of
+/// Every defect of the default set is seen at a glance — at least 40 grey levels of
 /// mean change over its mask, on at least 0.3 % of the image. Prints min/median per kind.
 #[test]
 fn every_default_defect_is_clearly_visible() {

@@ -57,12 +57,12 @@ pub struct ScoringConfig {
     /// it takes the preset's value like every field; detectors saved before it existed read
     /// `false` ([`PnptConfig::load_saved`]).
     pub positional: bool,
-    /// Standardise the anomaly *map* per position too, not only the image score. Off: the map
-    /// (heat maps, masks, pixel metrics) keeps the per-class standardisation, because the
-    /// per-position statistics come from training images the model has seen, whose deviations
-    /// understate the held-out ones where the product varies (a tire's tread, a tile's
-    /// texture) and rank whole regions of normal pixels above real defects there. Detectors
-    /// saved before the field existed read the value of `positional` (their old behaviour).
+    /// Standardise the anomaly *map* per position too, not only the image score. Off, the map
+    /// (heat maps, masks, pixel metrics) keeps the per-class standardisation: the per-position
+    /// statistics come from training images the model has seen, whose deviations understate
+    /// the held-out ones where the product varies from piece to piece, and there they rank
+    /// whole regions of normal pixels above defects. Validation chooses per run; detectors saved
+    /// before the field existed read the value of `positional` (their old behaviour).
     pub positional_map: bool,
 }
 
