@@ -52,14 +52,24 @@ fn train_save_load_predict_beats_chance() {
     let defaults = ValidationOptions::default();
     // Every method that uses PNPT's map also with its per-position standardisation, for the
     // image score only and for score and map.
-    assert_eq!(v.candidates.len(), (1 + 3 * (1 + defaults.weights.len())) * defaults.score_rules.len());
+    let grid = (1 + 3 * (1 + defaults.weights.len())) * defaults.score_rules.len();
+    let (grid_candidates, extra) = v.candidates.split_at(grid);
     for map in [false, true] {
         assert_eq!(
-            v.candidates.iter().filter(|c| c.positional && c.positional_map == map).count(),
+            grid_candidates.iter().filter(|c| c.positional && c.positional_map == map).count(),
             (1 + defaults.weights.len()) * defaults.score_rules.len()
         );
     }
-    assert!(v.candidates.iter().all(|c| c.positional || !c.positional_map));
+    assert!(grid_candidates.iter().all(|c| c.score_from.is_none() && (c.positional || !c.positional_map)));
+    // At most one more: the image score of the best at image AUROC with the map of the best at
+    // pixel AUROC plus AUPRO, with their metrics.
+    assert!(extra.len() <= 1);
+    for c in extra {
+        let top =
+            |key: fn(&pnpt::validation::Candidate) -> f64| grid_candidates.iter().map(key).fold(f64::MIN, f64::max);
+        assert_eq!(c.image_auroc, top(|c| c.image_auroc));
+        assert_eq!(c.pixel_auroc + c.aupro, top(|c| c.pixel_auroc + c.aupro));
+    }
     // The image-score-only form has the pixel metrics of the form without it (same map) and the
     // image AUROC of the form with it (same scores).
     for c in v.candidates.iter().filter(|c| c.positional && !c.positional_map) {
@@ -177,6 +187,7 @@ fn train_save_load_predict_beats_chance() {
         score: pnpt::model::ScoreMode::Max,
         positional: true,
         positional_map: true,
+        score_from: None,
     };
     let out = loaded.combine_with(&parts, &rule).unwrap();
     let floor = loaded.normalization().pnpt[class].std;
@@ -188,6 +199,15 @@ fn train_save_load_predict_beats_chance() {
     let score_only = loaded.combine_with(&parts, &pnpt::model::ScoringRule { positional_map: false, ..rule }).unwrap();
     assert_eq!(&score_only.maps, parts.pnpt.as_ref().unwrap());
     assert_eq!(score_only.scores, out.scores);
+    // An image score read from another map: the memory's scores with the fused map.
+    let both = loaded.image_components(std::slice::from_ref(&image), 1, true, true).unwrap();
+    let fused = pnpt::model::ScoringRule { method: ScoringMethod::Fused, memory_weight: 0.5, ..rule };
+    let memory_alone = pnpt::model::ScoringRule { method: ScoringMethod::Memory, ..rule };
+    let source = pnpt::model::ScoreSource { method: ScoringMethod::Memory, memory_weight: 1.0 };
+    let mixed = loaded.combine_with(&both, &pnpt::model::ScoringRule { score_from: Some(source), ..fused }).unwrap();
+    assert_eq!(mixed.maps, loaded.combine_with(&both, &fused).unwrap().maps);
+    assert_eq!(mixed.scores, loaded.combine_with(&both, &memory_alone).unwrap().scores);
+    assert!(loaded.combine_with(&parts, &pnpt::model::ScoringRule { score_from: Some(source), ..rule }).is_err());
     // Re-fitting the scoring of the saved detector (what `rescore` does for detectors saved
     // before positional statistics existed) reproduces training's statistics and choice.
     let mut refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();

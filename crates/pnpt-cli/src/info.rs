@@ -61,6 +61,9 @@ pub struct ScoringInfo {
     pub memory_weight: f64,
     /// The image score rule.
     pub score: String,
+    /// The whole rule as one line: the map, its standardisation, and the map the image score
+    /// is read from when it is another.
+    pub rule: String,
     /// Quantile of held-out normal scores that is a category's image threshold.
     pub threshold_quantile: f64,
     /// Quantile of held-out normal pixels that is a category's pixel threshold.
@@ -108,6 +111,7 @@ pub fn detector_info<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> 
             method: c.scoring.method.to_string(),
             memory_weight: c.scoring.memory_weight,
             score: c.scoring.score.to_string(),
+            rule: c.scoring.rule().to_string(),
             threshold_quantile: detector.thresholds().quantile,
             pixel_quantile: pnpt::model::predict::PIXEL_QUANTILE,
             global_threshold: detector.thresholds().global,
@@ -132,8 +136,8 @@ pub fn info_text(info: &DetectorInfo) -> String {
     let sc = &info.scoring;
     let _ = writeln!(
         s,
-        "scoring: {} (memory weight {}, image score {}), thresholds = {} quantile of held-out normal scores, pixel thresholds = {} quantile of their pixels",
-        sc.method, sc.memory_weight, sc.score, sc.threshold_quantile, sc.pixel_quantile
+        "scoring: {}, thresholds = {} quantile of held-out normal scores, pixel thresholds = {} quantile of their pixels",
+        sc.rule, sc.threshold_quantile, sc.pixel_quantile
     );
     let _ = writeln!(
         s,

@@ -45,7 +45,8 @@ pub mod sace;
 pub mod train;
 
 pub use config::{
-    ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoringConfig, ScoringMethod, ScoringRule, TrainConfig, Variant,
+    ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoreSource, ScoringConfig, ScoringMethod, ScoringRule,
+    TrainConfig, Variant,
 };
 pub use detector::{Components, Detector, Prediction, Thresholds};
 pub use error::{Error, Result};

@@ -104,10 +104,9 @@ impl<B: Backend> Detector<B> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let s = &self.config().scoring;
-        let parts =
-            self.image_components_as(images, images.len(), s.method.uses_pnpt(), s.method.uses_memory(), forced)?;
-        Ok(self.to_predictions(self.combine(&parts, s.method, s.memory_weight)?))
+        let rule = self.config().scoring.rule();
+        let parts = self.image_components_as(images, images.len(), rule.uses_pnpt(), rule.uses_memory(), forced)?;
+        Ok(self.to_predictions(self.combine_with(&parts, &rule)?))
     }
 
     /// [`image_components`](Self::image_components) with the class given instead of retrieved.

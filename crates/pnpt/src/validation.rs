@@ -9,7 +9,10 @@
 //! mean of its top k values) and, when the detector has positional statistics, with PNPT's map
 //! standardised per class or per position ([`pnpt_model::fusion`]); the candidate with the best
 //! mean of image AUROC, pixel AUROC and AUPRO over the categories wins (the first listed on a
-//! tie). AUPRO weighs every defect region alike, so small defects count as much as large ones,
+//! tie). One more candidate joins them: the image score of the candidate that ranks images best
+//! with the map of the one that outlines defects best ([`ScoringRule::score_from`]), since
+//! the map that ranks whole images best and the one that outlines defects best are often not
+//! the same. AUPRO weighs every defect region alike, so small defects count as much as large ones,
 //! which pixel AUROC (dominated by the largest regions) does not see. The test split is not
 //! read.
 
@@ -19,7 +22,7 @@ use burn::tensor::backend::Backend;
 use pnpt_data::Sample;
 use pnpt_data::image::DynamicImage;
 use pnpt_data::pseudo_anomaly::{PseudoAnomalyConfig, resize_to, synthesize};
-use pnpt_model::{Components, Detector, ScoreMode, ScoringMethod, ScoringRule};
+use pnpt_model::{Components, Detector, ScoreMode, ScoreSource, ScoringMethod, ScoringRule};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -131,6 +134,8 @@ pub struct Candidate {
     pub positional: bool,
     /// ... and for the map.
     pub positional_map: bool,
+    /// The image score's own map, when not the anomaly map's ([`pnpt_model::ScoringConfig::score_from`]).
+    pub score_from: Option<ScoreSource>,
     /// Mean image AUROC over categories.
     pub image_auroc: f64,
     /// Mean pixel AUROC over categories.
@@ -166,6 +171,7 @@ impl Candidate {
             score: self.score,
             positional: self.positional,
             positional_map: self.positional_map,
+            score_from: self.score_from,
         }
     }
 }
@@ -258,7 +264,7 @@ impl ValidationSet {
         batch_size: usize,
         aupro: bool,
     ) -> Result<Vec<BTreeMap<String, Scores>>> {
-        let memory = rules.iter().any(|r| r.method.uses_memory());
+        let memory = rules.iter().any(ScoringRule::uses_memory);
         let mut per_rule = vec![BTreeMap::new(); rules.len()];
         for CategorySet { name, images, labels, masks } in &self.categories {
             let parts: Components = detector.image_components(images, batch_size, true, memory)?;
@@ -280,6 +286,7 @@ impl ValidationSet {
             score: detector.config().scoring.score,
             positional: false,
             positional_map: false,
+            score_from: None,
         };
         let per = self.score(detector, &[rule], batch_size, false)?.remove(0);
         let n = per.len().max(1) as f64;
@@ -304,7 +311,7 @@ pub(crate) fn score_rules<B: Backend>(
     let outs = rules.iter().map(|rule| detector.combine_with(parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
     let map_key = |r: &ScoringRule| {
         let weight = if r.method == ScoringMethod::Fused { r.memory_weight.to_bits() } else { 0 };
-        (r.method, weight, r.positional && r.positional_map && r.method.uses_pnpt())
+        (r.method, weight, r.positional_map && r.method.uses_pnpt())
     };
     let keys: Vec<_> = rules.iter().map(map_key).collect();
     // The first rule of each distinct map computes its pixel metrics.
@@ -380,6 +387,7 @@ pub fn validate<B: Backend>(
                 score,
                 positional,
                 positional_map,
+                score_from: None,
             })
         })
         .collect();
@@ -392,7 +400,7 @@ pub fn validate<B: Backend>(
     let candidates: Vec<Candidate> = candidates
         .into_iter()
         .zip(per_candidate)
-        .map(|(ScoringRule { method, memory_weight, score, positional, positional_map }, categories)| {
+        .map(|(ScoringRule { method, memory_weight, score, positional, positional_map, score_from }, categories)| {
             let n = categories.len().max(1) as f64;
             let mean = |f: fn(&Scores) -> f64| categories.values().map(f).sum::<f64>() / n;
             Candidate {
@@ -401,6 +409,7 @@ pub fn validate<B: Backend>(
                 score,
                 positional,
                 positional_map,
+                score_from,
                 image_auroc: mean(|s| s.image_auroc),
                 pixel_auroc: mean(|s| s.pixel_auroc),
                 aupro: mean(|s| s.aupro),
@@ -408,6 +417,8 @@ pub fn validate<B: Backend>(
             }
         })
         .collect();
+    let mut candidates = candidates;
+    candidates.extend(decoupled(&candidates));
     let mut chosen = 0;
     for (i, c) in candidates.iter().enumerate() {
         if c.objective() > candidates[chosen].objective() {
@@ -415,4 +426,110 @@ pub fn validate<B: Backend>(
         }
     }
     Ok(Validation { candidates, chosen, normal_images: set.normal_images, anomalous_images: set.anomalous_images })
+}
+
+/// The candidate whose image score comes from the best candidate at ranking images (image
+/// AUROC) and whose map from the best at outlining defects (pixel AUROC plus AUPRO), the first
+/// listed on ties; `None` when one candidate is best at both, the pair is already listed, or it
+/// cannot be written as one rule (per-position standardisation is one switch for PNPT's part of
+/// both maps, and the map can have it only where the score's map does). Its metrics are
+/// theirs: the image score of a rule depends only on the map it is read from, the pixel
+/// metrics only on the anomaly map.
+fn decoupled(candidates: &[Candidate]) -> Option<Candidate> {
+    let best = |key: fn(&Candidate) -> f64| {
+        (0..candidates.len()).fold(None, |b: Option<usize>, i| match b {
+            Some(b) if key(&candidates[b]) >= key(&candidates[i]) => Some(b),
+            _ => Some(i),
+        })
+    };
+    let image = &candidates[best(|c| c.image_auroc)?];
+    let map = &candidates[best(|c| c.pixel_auroc + c.aupro)?];
+    let from = image.rule().score_source();
+    let same = from == ScoreSource { method: map.method, memory_weight: map.memory_weight };
+    let map_positional = map.positional && map.positional_map && map.method.uses_pnpt();
+    let positional = if from.method.uses_pnpt() {
+        let score_positional = image.positional;
+        if map_positional && !score_positional {
+            return None;
+        }
+        score_positional
+    } else {
+        map_positional
+    };
+    let rule = ScoringRule {
+        score: image.score,
+        positional,
+        positional_map: map_positional,
+        score_from: (!same).then_some(from),
+        ..map.rule()
+    };
+    if candidates.iter().any(|c| c.rule() == rule) {
+        return None;
+    }
+    let categories: BTreeMap<String, Scores> = map
+        .categories
+        .iter()
+        .filter_map(|(name, m)| {
+            let i = image.categories.get(name)?;
+            Some((name.clone(), Scores { image_auroc: i.image_auroc, pixel_auroc: m.pixel_auroc, aupro: m.aupro }))
+        })
+        .collect();
+    Some(Candidate {
+        method: rule.method,
+        memory_weight: rule.memory_weight,
+        score: rule.score,
+        positional: rule.positional,
+        positional_map: rule.positional_map,
+        score_from: rule.score_from,
+        image_auroc: image.image_auroc,
+        pixel_auroc: map.pixel_auroc,
+        aupro: map.aupro,
+        categories,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(method: ScoringMethod, memory_weight: f64, positional: (bool, bool), s: [f64; 3]) -> Candidate {
+        let scores = Scores { image_auroc: s[0], pixel_auroc: s[1], aupro: s[2] };
+        Candidate {
+            method,
+            memory_weight,
+            score: ScoreMode::Max,
+            positional: positional.0,
+            positional_map: positional.1,
+            score_from: None,
+            image_auroc: s[0],
+            pixel_auroc: s[1],
+            aupro: s[2],
+            categories: [("a".to_string(), scores)].into(),
+        }
+    }
+
+    #[test]
+    fn decoupled_takes_the_image_score_of_one_and_the_map_of_another() {
+        let memory = candidate(ScoringMethod::Memory, 1.0, (false, false), [0.9, 0.8, 0.5]);
+        let fused = candidate(ScoringMethod::Fused, 0.5, (true, true), [0.7, 0.9, 0.7]);
+        let pnpt = candidate(ScoringMethod::Pnpt, 0.0, (false, false), [0.6, 0.85, 0.6]);
+        let d = decoupled(&[pnpt.clone(), memory, fused.clone()]).unwrap();
+        assert_eq!((d.method, d.memory_weight, d.positional_map), (ScoringMethod::Fused, 0.5, true));
+        assert_eq!(d.score_from, Some(ScoreSource { method: ScoringMethod::Memory, memory_weight: 1.0 }));
+        // The memory's map has no PNPT part to standardise; the map's is.
+        assert!(d.positional);
+        assert_eq!([d.image_auroc, d.pixel_auroc, d.aupro], [0.9, 0.9, 0.7]);
+        assert_eq!(d.categories["a"].image_auroc, 0.9);
+        assert_eq!(d.rule().to_string(), "fused w=0.50 positional; image score max of memory");
+        // One candidate best at both: nothing new.
+        assert!(decoupled(&[pnpt.clone(), fused.clone()]).is_none());
+        // A score from PNPT's map per class with a per-position map: not one rule.
+        let pnpt_best = candidate(ScoringMethod::Pnpt, 0.0, (false, false), [0.95, 0.5, 0.5]);
+        assert!(decoupled(&[pnpt_best, fused.clone()]).is_none());
+        // Same map, only the standardisation differs: the map's own rule, score per position.
+        let fused_plain = candidate(ScoringMethod::Fused, 0.5, (false, false), [0.5, 0.95, 0.8]);
+        let d = decoupled(&[fused_plain, fused]).unwrap();
+        assert_eq!((d.score_from, d.positional, d.positional_map), (None, true, false));
+        assert_eq!(d.rule().to_string(), "fused w=0.50 max positional-score");
+    }
 }

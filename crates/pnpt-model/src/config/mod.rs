@@ -14,7 +14,7 @@
 //! | file | what |
 //! |---|---|
 //! | `model.rs` | the architecture ([`ModelConfig`], [`Variant`], [`ConcatMode`]) |
-//! | `scoring.rs` | maps and decisions ([`ScoringConfig`], [`ScoringMethod`], [`ScoreMode`], [`ScoringRule`]) |
+//! | `scoring.rs` | maps and decisions ([`ScoringConfig`], [`ScoringMethod`], [`ScoreMode`], [`ScoringRule`], [`ScoreSource`]) |
 //! | `train.rs` | optimisation ([`TrainConfig`], [`LrSchedule`]) |
 //! | `validate.rs` | [`PnptConfig::validate`], every value's range |
 //! | `memory.rs` | [`PnptConfig::estimate_memory`], refusing runs that cannot fit |
@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::{MemoryEstimate, available_memory};
 pub use model::{ConcatMode, ModelConfig, Variant};
-pub use scoring::{ScoreMode, ScoringConfig, ScoringMethod, ScoringRule};
+pub use scoring::{ScoreMode, ScoreSource, ScoringConfig, ScoringMethod, ScoringRule};
 pub use train::{LrSchedule, TrainConfig};
 
 use crate::hpe::FeatureSpec;
@@ -126,6 +126,7 @@ impl PnptConfig {
                 // 0.747 / 0.715 on dev2 and 0.759 / 0.782 on the synthetic default set (seed 0;
                 // pseudo-anomalies of held-out training images, no test label).
                 positional_map: true,
+                score_from: None,
             },
             memory: MemoryConfig::default(),
             train: TrainConfig {
@@ -191,7 +192,7 @@ impl PnptConfig {
     /// Reads the `config.json` of a saved detector. A field added after the detector was saved
     /// takes the value that keeps its old behaviour, not the preset's (which may have changed
     /// since): `scoring.positional` reads `false`, `scoring.positional_map` reads what
-    /// `positional` reads.
+    /// `positional` reads, `scoring.score_from` reads none (the map's own).
     pub fn load_saved(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         Self::read(
@@ -200,6 +201,7 @@ impl PnptConfig {
                 if let Some(scoring) = value.get_mut("scoring").and_then(|s| s.as_object_mut()) {
                     let positional = scoring.entry("positional").or_insert(serde_json::Value::Bool(false)).clone();
                     scoring.entry("positional_map").or_insert(positional);
+                    scoring.entry("score_from").or_insert(serde_json::Value::Null);
                 }
             }),
         )

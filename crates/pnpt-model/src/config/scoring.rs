@@ -57,13 +57,31 @@ pub struct ScoringConfig {
     /// it takes the preset's value like every field; detectors saved before it existed read
     /// `false` ([`PnptConfig::load_saved`]).
     pub positional: bool,
-    /// Standardise the anomaly *map* per position too, not only the image score. Off, the map
+    /// With `positional`, standardise the anomaly *map* (the one shown) per position too, not
+    /// only the map the image score is read from. Off, the map
     /// (heat maps, masks, pixel metrics) keeps the per-class standardisation: the per-position
     /// statistics come from training images the model has seen, whose deviations understate
     /// the held-out ones where the product varies from piece to piece, and there they rank
     /// whole regions of normal pixels above defects. Validation chooses per run; detectors saved
     /// before the field existed read the value of `positional` (their old behaviour).
     pub positional_map: bool,
+    /// The map the image score is read from when it is not the anomaly map's own (`None`):
+    /// what ranks whole images best and what outlines defects best need not be the same map
+    /// (on real defects the memory's map often ranks images best while a fused map outlines
+    /// them best), so validation chooses each on its own metrics. `positional` still decides
+    /// whether PNPT's part of it is standardised per position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_from: Option<ScoreSource>,
+}
+
+/// The map an image score is read from ([`ScoringConfig::score_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreSource {
+    /// Which map.
+    pub method: ScoringMethod,
+    /// Memory weight when `method` is `fused`.
+    pub memory_weight: f64,
 }
 
 /// The scoring choices that validation picks among (`pnpt::validation`): no weight depends on
@@ -80,17 +98,60 @@ pub struct ScoringRule {
     pub positional: bool,
     /// ... and for the map itself ([`ScoringConfig::positional_map`]).
     pub positional_map: bool,
+    /// The image score's own map ([`ScoringConfig::score_from`]).
+    pub score_from: Option<ScoreSource>,
+}
+
+impl ScoringRule {
+    /// The method and memory weight of the map the image score is read from.
+    pub fn score_source(&self) -> ScoreSource {
+        self.score_from.unwrap_or(ScoreSource { method: self.method, memory_weight: self.memory_weight })
+    }
+
+    /// Whether PNPT's map is needed (for the anomaly map or the image score).
+    pub fn uses_pnpt(&self) -> bool {
+        self.method.uses_pnpt() || self.score_source().method.uses_pnpt()
+    }
+
+    /// Whether the patch memory's map is needed.
+    pub fn uses_memory(&self) -> bool {
+        self.method.uses_memory() || self.score_source().method.uses_memory()
+    }
+
+    /// Whether per-position statistics are read: by the map or by the image score.
+    pub fn uses_positional(&self) -> bool {
+        self.positional && self.uses_pnpt()
+    }
+}
+
+fn write_method(f: &mut fmt::Formatter<'_>, method: ScoringMethod, memory_weight: f64) -> fmt::Result {
+    write!(f, "{method}")?;
+    if method == ScoringMethod::Fused {
+        write!(f, " w={memory_weight:.2}")?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for ScoringRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.method)?;
-        if self.method == ScoringMethod::Fused {
-            write!(f, " w={:.2}", self.memory_weight)?;
-        }
-        write!(f, " {}", self.score)?;
-        if self.positional && self.method.uses_pnpt() {
-            f.write_str(if self.positional_map { " positional" } else { " positional-score" })?;
+        write_method(f, self.method, self.memory_weight)?;
+        match self.score_from {
+            None => {
+                write!(f, " {}", self.score)?;
+                if self.positional && self.method.uses_pnpt() {
+                    f.write_str(if self.positional_map { " positional" } else { " positional-score" })?;
+                }
+            }
+            Some(source) => {
+                if self.positional && self.positional_map && self.method.uses_pnpt() {
+                    f.write_str(" positional")?;
+                }
+                write!(f, "; image score {} of ", self.score)?;
+                write_method(f, source.method, source.memory_weight)?;
+                if self.positional && source.method.uses_pnpt() {
+                    f.write_str(" positional")?;
+                }
+            }
         }
         Ok(())
     }
@@ -105,6 +166,7 @@ impl ScoringConfig {
             score: self.score,
             positional: self.positional,
             positional_map: self.positional_map,
+            score_from: self.score_from,
         }
     }
 }

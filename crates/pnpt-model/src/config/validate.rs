@@ -48,7 +48,10 @@ impl PnptConfig {
         if !(0.0..=1.0).contains(&s.memory_weight) {
             return bad(format!("scoring.memory_weight ({}) must be in [0, 1]", s.memory_weight));
         }
-        if s.method.uses_memory() {
+        if let Some(from) = s.score_from.filter(|f| !(0.0..=1.0).contains(&f.memory_weight)) {
+            return bad(format!("scoring.score_from.memory_weight ({}) must be in [0, 1]", from.memory_weight));
+        }
+        if s.rule().uses_memory() {
             self.memory.validate().map_err(|e| Error::Config(e.to_string()))?;
         }
         if !(s.threshold_quantile > 0.0 && s.threshold_quantile <= 1.0) {

@@ -9,7 +9,7 @@ use pnpt_data::{BatchIter, Sample};
 
 use super::Detector;
 use crate::anomaly_map::{anomaly_map, gaussian_blur, host_image_score};
-use crate::config::{ScoreMode, ScoringMethod, ScoringRule};
+use crate::config::{ScoreSource, ScoringMethod, ScoringRule};
 use crate::fusion::{MapStats, combine_maps};
 use crate::{Error, Result};
 
@@ -90,9 +90,9 @@ impl Components {
 impl<B: Backend> Detector<B> {
     /// Scores a preprocessed batch `[n, 3, size, size]` with the configured method.
     pub fn infer(&self, images: Tensor<B, 4>) -> Result<BatchOutput> {
-        let method = self.config.scoring.method;
-        let parts = self.components(images, method.uses_pnpt(), method.uses_memory())?;
-        self.combine(&parts, method, self.config.scoring.memory_weight)
+        let rule = self.config.scoring.rule();
+        let parts = self.components(images, rule.uses_pnpt(), rule.uses_memory())?;
+        self.combine_with(&parts, &rule)
     }
 
     /// The component maps of a preprocessed batch `[n, 3, size, size]`: PNPT's (when `pnpt`) and
@@ -164,37 +164,17 @@ impl<B: Backend> Detector<B> {
         Ok(Components { pnpt: pnpt_map, memory: memory_map, categories, distances, size })
     }
 
-    /// Combines component maps into the final maps and image scores of `method`.
-    pub fn combine(&self, parts: &Components, method: ScoringMethod, memory_weight: f64) -> Result<BatchOutput> {
-        self.combine_scored(parts, method, memory_weight, self.config.scoring.score)
+    /// Combines component maps into the final maps and image scores of the configured rule.
+    pub fn combine(&self, parts: &Components) -> Result<BatchOutput> {
+        self.combine_with(parts, &self.config.scoring.rule())
     }
 
-    /// [`combine`](Self::combine) with another image-score rule than the configured one.
-    pub fn combine_scored(
-        &self,
-        parts: &Components,
-        method: ScoringMethod,
-        memory_weight: f64,
-        score: ScoreMode,
-    ) -> Result<BatchOutput> {
-        self.combine_with(
-            parts,
-            &ScoringRule {
-                method,
-                memory_weight,
-                score,
-                positional: self.config.scoring.positional,
-                positional_map: self.config.scoring.positional_map,
-            },
-        )
-    }
-
-    /// Combines component maps by any scoring rule. With `positional`, the image score comes
-    /// from PNPT's map of a class that has positional statistics standardised position by
-    /// position (floored by the class's held-out deviation) instead of by the class's one mean
-    /// and deviation; with `positional_map` too, so does the returned map.
+    /// Combines component maps by any scoring rule. With `positional`, the map the image score
+    /// is read from uses PNPT's map standardised position by position (floored by the class's
+    /// held-out deviation) instead of by the class's one mean and deviation, where the class has
+    /// positional statistics; with `positional_map` too, so does the returned anomaly map. The
+    /// image score reads the anomaly map's own combination unless `score_from` names another.
     pub fn combine_with(&self, parts: &Components, rule: &ScoringRule) -> Result<BatchOutput> {
-        let ScoringRule { method, memory_weight, score, positional, positional_map } = *rule;
         let size = parts.size;
         let px = size * size;
         let n = parts.categories.len();
@@ -203,16 +183,21 @@ impl<B: Backend> Detector<B> {
             wanted: bool,
             len: usize,
             what: &str,
-            method: ScoringMethod,
+            rule: &ScoringRule,
         ) -> Result<Option<&'a [f32]>> {
             match (v, wanted) {
                 (_, false) => Ok(None),
                 (Some(v), true) if v.len() == len => Ok(Some(v.as_slice())),
-                _ => Err(Error::Invalid(format!("scoring method `{method}` needs the {what} maps of every image"))),
+                _ => Err(Error::Invalid(format!("scoring rule `{rule}` needs the {what} maps of every image"))),
             }
         }
-        let pnpt = pick(&parts.pnpt, method.uses_pnpt(), n * px, "PNPT", method)?;
-        let memory = pick(&parts.memory, method.uses_memory(), n * px, "patch memory", method)?;
+        let pnpt = pick(&parts.pnpt, rule.uses_pnpt(), n * px, "PNPT", rule)?;
+        let memory = pick(&parts.memory, rule.uses_memory(), n * px, "patch memory", rule)?;
+        let source = rule.score_source();
+        let map_positional = rule.positional && rule.positional_map;
+        // The image score reads the anomaly map itself when both are the same map.
+        let own_map = source == ScoreSource { method: rule.method, memory_weight: rule.memory_weight }
+            && (rule.positional == map_positional || !rule.method.uses_pnpt());
         let mut maps = Vec::with_capacity(n * px);
         let mut scores = Vec::with_capacity(n);
         for i in 0..n {
@@ -220,16 +205,23 @@ impl<B: Backend> Detector<B> {
             let (sp, sm) = self.normalization.for_category(name);
             let own = pnpt.map(|m| &m[i * px..(i + 1) * px]);
             let mem = memory.map(|m| &m[i * px..(i + 1) * px]);
-            let z = own.filter(|_| positional).and_then(|p| self.positional.standardise(name, p, sp.std));
-            let per_class = || combine_maps(own, mem, (sp, sm), memory_weight);
-            let (map, score_map) = match &z {
-                Some(z) => {
-                    let per_position = combine_maps(Some(z), mem, (MapStats::IDENTITY, sm), memory_weight);
-                    if positional_map { (per_position, None) } else { (per_class(), Some(per_position)) }
+            let z = own.filter(|_| rule.uses_positional()).and_then(|p| self.positional.standardise(name, p, sp.std));
+            let map_of = |ScoreSource { method, memory_weight }: ScoreSource, positional: bool| {
+                let mem = mem.filter(|_| method.uses_memory());
+                match (&z, method.uses_pnpt()) {
+                    (Some(z), true) if positional => {
+                        combine_maps(Some(z), mem, (MapStats::IDENTITY, sm), memory_weight)
+                    }
+                    (_, uses) => combine_maps(own.filter(|_| uses), mem, (sp, sm), memory_weight),
                 }
-                None => (per_class(), None),
             };
-            scores.push(host_image_score(score_map.as_ref().unwrap_or(&map), score));
+            let map = map_of(ScoreSource { method: rule.method, memory_weight: rule.memory_weight }, map_positional);
+            let score = if own_map {
+                host_image_score(&map, rule.score)
+            } else {
+                host_image_score(&map_of(source, rule.positional), rule.score)
+            };
+            scores.push(score);
             maps.extend(map);
         }
         if scores.iter().any(|s| !s.is_finite()) {
@@ -278,9 +270,9 @@ impl<B: Backend> Detector<B> {
 
     /// Scores dataset samples in batches (parallel decoding ahead of the model).
     pub fn infer_samples(&self, samples: &[Sample], batch: usize) -> Result<BatchOutput> {
-        let method = self.config.scoring.method;
-        let parts = self.sample_components(samples, batch, method.uses_pnpt(), method.uses_memory())?;
-        self.combine(&parts, method, self.config.scoring.memory_weight)
+        let rule = self.config.scoring.rule();
+        let parts = self.sample_components(samples, batch, rule.uses_pnpt(), rule.uses_memory())?;
+        self.combine_with(&parts, &rule)
     }
 
     /// [`components`](Self::components) of dataset samples, in batches.

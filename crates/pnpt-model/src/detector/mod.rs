@@ -45,7 +45,7 @@ use pnpt_data::Preprocess;
 use pnpt_memory::PatchMemory;
 use pnpt_prompt::PromptPool;
 
-use crate::config::{ScoreMode, ScoringMethod, ScoringRule};
+use crate::config::{ScoreMode, ScoreSource, ScoringMethod, ScoringRule};
 use crate::fusion::{Normalization, PositionalStats};
 use crate::pnpt::{InferencePlan, Pnpt};
 use crate::train::{FeatureSet, preprocess_for};
@@ -191,29 +191,34 @@ impl<B: Backend> Detector<B> {
     pub fn set_scoring_rule(&mut self, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<()> {
         let positional = self.config.scoring.positional && !self.positional.is_empty();
         let positional_map = positional && self.config.scoring.positional_map;
-        self.set_rule(ScoringRule { method, memory_weight, score, positional, positional_map })
+        self.set_rule(ScoringRule { method, memory_weight, score, positional, positional_map, score_from: None })
     }
 
     /// Switches every scoring choice at once (thresholds: see [`set_scoring`](Self::set_scoring)).
     /// Per-position standardisation needs the statistics [`fit_positional`](Self::fit_positional)
     /// computes.
     pub fn set_rule(&mut self, rule: ScoringRule) -> Result<()> {
-        let ScoringRule { method, memory_weight, score, positional, positional_map } = rule;
-        if positional && method.uses_pnpt() && self.positional.is_empty() {
+        if rule.uses_positional() && self.positional.is_empty() {
             return Err(Error::Config("per-position standardisation needs the detector's positional statistics, and it has none (fit them on its training images first)".into()));
         }
-        if score == ScoreMode::TopKMean(0) {
+        if rule.score == ScoreMode::TopKMean(0) {
             return Err(Error::Config("scoring.score top_k_mean needs k >= 1".into()));
         }
-        self.check_method(method)?;
-        if !(0.0..=1.0).contains(&memory_weight) {
-            return Err(Error::Config(format!("scoring.memory_weight ({memory_weight}) must be in [0, 1]")));
+        for ScoreSource { method, memory_weight } in
+            [rule.score_source(), ScoreSource { method: rule.method, memory_weight: rule.memory_weight }]
+        {
+            self.check_method(method)?;
+            if !(0.0..=1.0).contains(&memory_weight) {
+                return Err(Error::Config(format!("scoring.memory_weight ({memory_weight}) must be in [0, 1]")));
+            }
         }
-        self.config.scoring.method = method;
-        self.config.scoring.memory_weight = memory_weight;
-        self.config.scoring.score = score;
-        self.config.scoring.positional = positional;
-        self.config.scoring.positional_map = positional && positional_map;
+        let s = &mut self.config.scoring;
+        s.method = rule.method;
+        s.memory_weight = rule.memory_weight;
+        s.score = rule.score;
+        s.positional = rule.positional;
+        s.positional_map = rule.positional && rule.positional_map;
+        s.score_from = rule.score_from;
         Ok(())
     }
 

@@ -258,18 +258,18 @@ impl<B: Backend> Detector<B> {
                 detector.config.input_size as usize,
             )?;
         }
-        if detector.config.scoring.positional
-            && detector.config.scoring.method.uses_pnpt()
-            && detector.positional.is_empty()
-        {
+        let rule = detector.config.scoring.rule();
+        if rule.uses_positional() && detector.positional.is_empty() {
             return Err(Error::Mismatch {
                 path: dir.join(files::CONFIG),
                 reason: format!("scoring.positional is set but the folder has no {}", files::POSITIONAL),
             });
         }
-        detector
-            .check_method(detector.config.scoring.method)
-            .map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
+        for method in [rule.method, rule.score_source().method] {
+            detector
+                .check_method(method)
+                .map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
+        }
         Ok(detector)
     }
 }

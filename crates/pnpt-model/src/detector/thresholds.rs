@@ -86,11 +86,10 @@ impl<B: Backend> Detector<B> {
     pub fn calibrate_components(&mut self, parts: &Components, truth: &[String]) -> Result<()> {
         let px = parts.size * parts.size;
         self.normalization = Normalization::fit(truth, parts.pnpt.as_deref(), parts.memory.as_deref(), px);
-        let method = self.config.scoring.method;
         let out = if truth.is_empty() {
             BatchOutput { maps: vec![], scores: vec![], categories: vec![], distances: vec![], size: parts.size }
         } else {
-            self.combine(parts, method, self.config.scoring.memory_weight)?
+            self.combine(parts)?
         };
         let mut retrieval = std::mem::take(&mut self.thresholds.retrieval);
         crate::predict::raise_retrieval_limits(&mut retrieval, self.pool.names(), &parts.categories, &parts.distances);

@@ -76,7 +76,7 @@ pub fn fit_with<B: AutodiffBackend>(
     let feature_seconds = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     // Built before training so that a problem with it ends the run before the long part.
-    let memory = if config.scoring.method.uses_memory() {
+    let memory = if config.scoring.rule().uses_memory() {
         Some(build_memory(config, &set, &pool, &options.progress_sink)?)
     } else {
         None
@@ -87,6 +87,8 @@ pub fn fit_with<B: AutodiffBackend>(
         let mut cfg = config.clone();
         cfg.scoring.method = ScoringMethod::Pnpt;
         cfg.scoring.positional = false;
+        cfg.scoring.positional_map = false;
+        cfg.scoring.score_from = None;
         let detector = Detector::new(cfg, backbone.clone(), pool.clone(), model.clone(), Thresholds::default())?;
         on_epoch(&detector, last)
     };
@@ -97,7 +99,7 @@ pub fn fit_with<B: AutodiffBackend>(
         detector = detector.with_memory(memory)?;
     }
     let t0 = Instant::now();
-    if config.scoring.positional && config.scoring.method.uses_pnpt() {
+    if config.scoring.rule().uses_positional() {
         detector.fit_positional_features(&set, config.train.feature_batch)?;
     }
     let positional_seconds = t0.elapsed().as_secs_f64();

@@ -24,6 +24,8 @@ pub struct CandidateAgreement {
     pub validation: Scores,
     /// Test means.
     pub test: Scores,
+    /// Test metrics per category (validation's are in [`Candidate::categories`]).
+    pub test_categories: BTreeMap<String, Scores>,
 }
 
 /// Validation against test over the candidates.
@@ -99,6 +101,7 @@ impl<'a> AgreementBuilder<'a> {
                 rule: c.rule().to_string(),
                 validation: mean(&c.categories),
                 test: mean(t),
+                test_categories: shared.iter().map(|&c| (c.clone(), t[c])).collect(),
             })
             .collect();
         let corr = |f: fn(&Scores) -> f64| {
@@ -150,6 +153,7 @@ mod tests {
             score: ScoreMode::Max,
             positional: false,
             positional_map: false,
+            score_from: None,
             image_auroc: mean(|s| s.image_auroc),
             pixel_auroc: mean(|s| s.pixel_auroc),
             aupro: mean(|s| s.aupro),

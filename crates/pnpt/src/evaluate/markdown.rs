@@ -117,8 +117,12 @@ mod tests {
         use crate::validation::Scores;
         let mut report = sample_report();
         let s = |x: f64| Scores { image_auroc: x, pixel_auroc: x, aupro: x };
-        let candidate =
-            |rule: &str, v: f64, t: f64| CandidateAgreement { rule: rule.into(), validation: s(v), test: s(t) };
+        let candidate = |rule: &str, v: f64, t: f64| CandidateAgreement {
+            rule: rule.into(),
+            validation: s(v),
+            test: s(t),
+            test_categories: Default::default(),
+        };
         report.agreement = Some(Agreement {
             candidates: vec![candidate("pnpt max", 0.5, 0.75), candidate("memory <b>", 0.625, 0.875)],
             chosen: 1,

@@ -33,8 +33,8 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
-use pnpt_model::ScoringMethod;
 use pnpt_model::detector::{BatchOutput, Detector};
+use pnpt_model::{ScoringMethod, ScoringRule};
 use serde_json::{Map, Value};
 
 use crate::heatmap::{self, ColourScale};
@@ -155,8 +155,8 @@ impl Default for EvaluateOptions {
 /// method and, for the `methods` ablation, every other method it can use.
 pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: &EvaluateOptions) -> Result<Report> {
     let size = detector.config().input_size as usize;
-    let own = detector.config().scoring.method;
-    let weight = detector.config().scoring.memory_weight;
+    let rule = detector.config().scoring.rule();
+    let own = rule.method;
     let methods: Vec<ScoringMethod> =
         if detector.memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
     let mut per_method: Vec<Vec<(String, CategoryMetrics)>> = vec![Vec::new(); methods.len()];
@@ -174,7 +174,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         }
         let t0 = Instant::now();
         let parts = detector.sample_components(&cat.test, options.batch_size, true, methods.len() > 1)?;
-        let out = detector.combine(&parts, own, weight)?;
+        let out = detector.combine(&parts)?;
         seconds += t0.elapsed().as_secs_f64();
         images += n;
         let masks = pnpt_data::load_masks(&cat.test, size as u32)?;
@@ -188,7 +188,9 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
             a.add(detector, &cat.name, &parts, &masks, &labels)?;
         }
         for (i, &m) in methods.iter().enumerate() {
-            let metrics = if m == own { metrics.clone() } else { score(&detector.combine(&parts, m, weight)?)? };
+            // The other methods' rows read their image scores from their own maps.
+            let other = ScoringRule { method: m, score_from: None, ..rule };
+            let metrics = if m == own { metrics.clone() } else { score(&detector.combine_with(&parts, &other)?)? };
             per_method[i].push((cat.name.clone(), metrics));
         }
         let truth = vec![cat.name.as_str(); n];

@@ -26,15 +26,8 @@ fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
     for (i, c) in v.candidates.iter().enumerate() {
         let mark = if i == v.chosen { "  <- chosen" } else { "" };
         log(format!(
-            "  {:<7} w={:.2} {:<6}{:<11}: {:.4} / {:.4} / {:.4}{mark}",
-            c.method.to_string(),
-            c.memory_weight,
-            c.score.to_string(),
-            match (c.positional, c.positional_map) {
-                (false, _) => "",
-                (true, false) => " pos-score",
-                (true, true) => " positional",
-            },
+            "  {:<36}: {:.4} / {:.4} / {:.4}{mark}",
+            c.rule().to_string(),
             c.image_auroc,
             c.pixel_auroc,
             c.aupro
