@@ -51,7 +51,7 @@ struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = positive)]
     batch: usize,
-    /// Device: cpu, wgpu[:N], cuda[:N] (GPU backends need the matching cargo feature).
+    /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu", value_name = "SPEC")]
     device: DeviceSpec,
     /// Timed runs per stage (the median is reported).

@@ -23,7 +23,7 @@
 //! thresholds; the weights stay), saves it to `OUT/detector`, then evaluates it.
 //!
 //! On the synthetic set (no `--data`, no `--config`, the `cpu` preset) the job runs at 192 px
-//! for 1 epoch (`pnpt::job::SYNTHETIC_INPUT_SIZE`, `SYNTHETIC_EPOCHS`): about 3 minutes.
+//! (`pnpt::job::SYNTHETIC_INPUT_SIZE`): about 3 minutes.
 //! `--resume DIR` fails when `DIR/checkpoint` holds no checkpoint, when the checkpoint was
 //! trained on other data or another configuration (naming what differs), and when `--epochs`
 //! is below the epochs it has done (a larger `--epochs` extends the run); with `--out` it must

@@ -81,7 +81,7 @@ pub struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub batch: u16,
-    /// Device: cpu, wgpu[:N], cuda[:N] (GPU backends need the matching cargo feature).
+    /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
 }
@@ -143,7 +143,7 @@ pub struct EvalArgs {
     /// Write no heat maps.
     #[arg(long)]
     pub no_heatmaps: bool,
-    /// Device: cpu, wgpu[:N], cuda[:N].
+    /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
 }

@@ -75,7 +75,13 @@ impl PnptConfig {
     /// The reference run's configuration: EfficientNet-Lite0 features, C = 256, N = 16,
     /// 8 heads, M = 2 (6.07 M parameters), channel concat, shared streams, Euclidean
     /// retrieval, w = 0.5, AdamW(1e-4, wd 1e-4, (0.9, 0.999), 1e-8), batch 8, 3 epochs.
-    /// Two scoring choices differ from the reference run:
+    /// One training choice differs from the reference run:
+    /// * one epoch instead of three: on the validation sets (pseudo-anomalies of held-out
+    ///   training images, seed 0) the chosen rule's mean of image AUROC, pixel AUROC and AUPRO
+    ///   was 0.876 after one epoch and 0.871 after three on ad13, 0.789 and 0.788 on dev2, 0.817
+    ///   and 0.812 on the synthetic default set, for a third of the training time.
+    ///
+    /// Two scoring choices differ from it too:
     /// * the map is smoothed with sigma 1 instead of 4: on the pseudo-anomaly validation set
     ///   (which has small defects as well as large ones) the best candidate's mean of image
     ///   AUROC, pixel AUROC and AUPRO was 0.963 with sigma 4 and 0.970 with sigma 2, 1 and 0
@@ -136,7 +142,7 @@ impl PnptConfig {
                 beta2: 0.999,
                 eps: 1e-8,
                 batch_size: 8,
-                epochs: 3,
+                epochs: 1,
                 seed: 0,
                 jitter_scale: 20.0,
                 jitter_prob: 1.0,

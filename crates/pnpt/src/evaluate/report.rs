@@ -111,7 +111,7 @@ pub fn metric_values(m: &CategoryMetrics, retrieval: f64) -> [f64; 8] {
 }
 
 impl Report {
-    /// The `report.json` text ([`super::schema`]).
+    /// The `report.json` text (its layout: the `schema` module).
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(&sorted(&ReportJson::new(self))).unwrap_or_default();
         text.push('\n');

@@ -102,7 +102,7 @@ pub struct TrainArgs {
     /// Only these categories (comma-separated).
     #[arg(long, value_parser = |s: &str| parse_categories(s).map_err(|e| e.to_string()))]
     pub categories: Option<::std::vec::Vec<String>>, // the full path: one value, parsed whole
-    /// Device: cpu, wgpu[:N], cuda[:N].
+    /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// Configuration preset: cpu or paper.
@@ -214,7 +214,7 @@ impl TrainArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{SYNTHETIC_EPOCHS, SYNTHETIC_INPUT_SIZE};
+    use crate::job::SYNTHETIC_INPUT_SIZE;
 
     #[test]
     fn durations() {
@@ -266,7 +266,10 @@ mod tests {
         // Defaults: the synthetic job in pnpt-out.
         let o = parse(&[]).unwrap().train.job_options().unwrap();
         assert_eq!((o.out.to_str(), o.resume, o.heatmaps, o.data.is_none()), (Some("pnpt-out"), false, true, true));
-        assert_eq!((o.config.input_size, o.config.train.epochs), (SYNTHETIC_INPUT_SIZE, SYNTHETIC_EPOCHS));
+        assert_eq!(
+            (o.config.input_size, o.config.train.epochs),
+            (SYNTHETIC_INPUT_SIZE, pnpt_model::PnptConfig::cpu().train.epochs)
+        );
         let err = parse(&["--rescore"]).unwrap().train.job_options().unwrap_err();
         assert!(err.to_string().contains("it needs --evaluate DETECTOR_DIR"), "{err}");
         for bad in [&["--epochs", "three"][..], &["--categories", " , "], &["--device", "tpu"], &["--bogus"]] {

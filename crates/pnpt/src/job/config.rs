@@ -31,20 +31,17 @@ pub struct ConfigChoice {
 /// 6.7 min at 256 with the machine shared). Validation on pseudo-anomalies preferred 256
 /// slightly (fused image / pixel AUROC 0.998 / 0.988 vs 0.993 / 0.977).
 pub const SYNTHETIC_INPUT_SIZE: u32 = 192;
-/// Epochs of the job on the synthetic set (its defects are plain; the patch memory does most).
-pub const SYNTHETIC_EPOCHS: usize = 1;
 
 impl ConfigChoice {
     /// [`build`](Self::build) for a job on `data`; without data (the synthetic set) and without
     /// a configuration file or another preset, the synthetic defaults apply
-    /// ([`SYNTHETIC_INPUT_SIZE`], and [`SYNTHETIC_EPOCHS`] unless `epochs` is given).
+    /// ([`SYNTHETIC_INPUT_SIZE`]).
     pub fn build_for(&self, data: Option<&Path>) -> Result<PnptConfig> {
         let mut config = self.build()?;
         let cpu = self.preset.is_empty() || self.preset.eq_ignore_ascii_case("cpu");
         if data.is_none() && self.file.is_none() && cpu {
             config.preset = "cpu-synthetic".into();
             config.input_size = SYNTHETIC_INPUT_SIZE;
-            config.train.epochs = self.epochs.unwrap_or(SYNTHETIC_EPOCHS);
             config.validate()?;
         }
         Ok(config)
@@ -84,9 +81,9 @@ mod tests {
     fn config_overrides() {
         assert!(ConfigChoice { epochs: Some(0), ..Default::default() }.build().is_err(), "0 epochs");
         let synthetic = ConfigChoice::default().build_for(None).unwrap();
-        assert_eq!((synthetic.input_size, synthetic.train.epochs), (SYNTHETIC_INPUT_SIZE, SYNTHETIC_EPOCHS));
+        assert_eq!(synthetic.input_size, SYNTHETIC_INPUT_SIZE);
         let real = ConfigChoice::default().build_for(Some(Path::new("data"))).unwrap();
-        assert_eq!((real.input_size, real.train.epochs), (256, 3));
+        assert_eq!((real.input_size, real.train.epochs), (256, 1));
         assert_eq!(ConfigChoice { epochs: Some(4), ..Default::default() }.build_for(None).unwrap().train.epochs, 4);
         let c =
             ConfigChoice { epochs: Some(2), seed: Some(7), method: Some(ScoringMethod::Pnpt), ..Default::default() }

@@ -35,7 +35,7 @@ use crate::backend::{DeviceSpec, device_ids, run_on};
 use crate::evaluate::Report;
 
 pub use args::{TrainArgs, parse_categories, parse_devices, parse_duration, parse_whole, resume_folder};
-pub use config::{ConfigChoice, SYNTHETIC_EPOCHS, SYNTHETIC_INPUT_SIZE};
+pub use config::{ConfigChoice, SYNTHETIC_INPUT_SIZE};
 
 /// Everything the job does, as plain fields an argument parser fills in.
 #[derive(Debug, Clone)]
