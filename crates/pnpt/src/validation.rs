@@ -311,7 +311,7 @@ pub(crate) fn score_rules<B: Backend>(
     let outs = rules.iter().map(|rule| detector.combine_with(parts, rule)).collect::<pnpt_model::Result<Vec<_>>>()?;
     let map_key = |r: &ScoringRule| {
         let weight = if r.method == ScoringMethod::Fused { r.memory_weight.to_bits() } else { 0 };
-        (r.method, weight, r.positional_map && r.method.uses_pnpt())
+        (r.method, weight, r.positional && r.positional_map && r.method.uses_pnpt())
     };
     let keys: Vec<_> = rules.iter().map(map_key).collect();
     // The first rule of each distinct map computes its pixel metrics.
@@ -397,7 +397,7 @@ pub fn validate<B: Backend>(
         ));
     }
     let per_candidate = set.score(detector, &candidates, options.batch_size, true)?;
-    let candidates: Vec<Candidate> = candidates
+    let mut candidates: Vec<Candidate> = candidates
         .into_iter()
         .zip(per_candidate)
         .map(|(ScoringRule { method, memory_weight, score, positional, positional_map, score_from }, categories)| {
@@ -417,7 +417,6 @@ pub fn validate<B: Backend>(
             }
         })
         .collect();
-    let mut candidates = candidates;
     candidates.extend(decoupled(&candidates));
     let mut chosen = 0;
     for (i, c) in candidates.iter().enumerate() {
