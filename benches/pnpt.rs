@@ -31,7 +31,10 @@ use pnpt::{
     backend::{BackendTask, DeviceSpec, run_on},
     data::image::{DynamicImage, Rgb, RgbImage},
     memory::{MemoryBuilder, MemoryConfig},
-    model::{Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds, attention, loss::pnpt_loss, train::adamw},
+    model::{
+        AnomalyModel, Detector, Pnpt, PnptConfig, PostProcessor, ScoringMethod, ScoringRule, attention,
+        loss::pnpt_loss, train::adamw,
+    },
     prompt::{Distance, PoolBuilder},
 };
 use rand::SeedableRng;
@@ -132,18 +135,29 @@ impl BackendTask for Bench<'_> {
         for category in ["a", "b"] {
             memory.add_class(category, &[features::<B::InnerBackend>(&config, 4, &device)]).expect("memory");
         }
-        let mut detector = Detector::new(config, backbone, pool, model, Thresholds::default())
-            .and_then(|d| d.with_memory(memory.build().expect("memory")))
-            .expect("detector");
+        let model = AnomalyModel::new(config.clone(), backbone, pool, model)
+            .and_then(|m| m.with_memory(memory.build().expect("memory")))
+            .expect("model");
         let image = DynamicImage::ImageRgb8(RgbImage::from_fn(256, 256, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
         for (name, method) in [
             ("predict", ScoringMethod::Fused),
             ("predict_pnpt", ScoringMethod::Pnpt),
             ("predict_memory", ScoringMethod::Memory),
         ] {
-            detector.set_scoring(method, PnptConfig::cpu().scoring.memory_weight).expect("method");
+            let rule = ScoringRule {
+                method,
+                memory_weight: PnptConfig::cpu().scoring.memory_weight,
+                positional: false,
+                positional_map: false,
+                score_from: None,
+                ..config.scoring.rule()
+            };
+            let mut post = PostProcessor::new(model.categories().to_vec(), &config.scoring);
+            post.set_rule(rule).expect("rule");
+            let detector = Detector::new(model.clone(), post).expect("detector");
+            let images = std::slice::from_ref(&image);
             group.bench_function(format!("{name}/cpu/{}", self.label), |b| {
-                b.iter(|| black_box(detector.predict(&image).expect("predict")))
+                b.iter(|| black_box(detector.predict(images).expect("predict")))
             });
         }
         group.finish();

@@ -23,7 +23,7 @@ use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::model::PnptConfig;
-use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, parse_size, train_model};
+use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, parse_size, train_transformer};
 
 #[derive(Parser)]
 #[command(name = "feature_memory", about = "Peak memory of training with features on disk")]
@@ -113,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(backbone);
 
     let t0 = Instant::now();
-    let out = train_model::<Autodiff<Cpu>>(&config, &set, &pool, &device, &options)?;
+    let out = train_transformer::<Autodiff<Cpu>>(&config, &set, &pool, &device, &options, None)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     let rss_train = peak_rss();
     let report = serde_json::json!({

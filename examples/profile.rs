@@ -30,7 +30,7 @@ use pnpt::{
     data::image::{DynamicImage, Rgb, RgbImage},
     memory::{MemoryBuilder, MemoryConfig},
     model::{
-        Detector, Pnpt, PnptConfig, ScoringMethod, Thresholds,
+        AnomalyModel, Detector, Pnpt, PnptConfig, PostProcessor, ScoringMethod, ScoringRule,
         anomaly_map::{gaussian_blur, host_image_score, raw_anomaly_map},
         loss::pnpt_loss,
         macs::{attention as attention_macs, ffn as ffn_macs, planned_forward_macs},
@@ -118,7 +118,7 @@ struct Report {
     predict_ms: f64,
     /// The same with PNPT's map alone (no patch memory).
     predict_pnpt_ms: f64,
-    /// `Detector::predict_batch` on 8 images, per image (preset's scoring).
+    /// `Detector::predict` on 8 images, per image (preset's scoring).
     predict_batch8_ms_per_image: f64,
     images_per_s_batch8: f64,
     /// The frozen backbone alone, batch 1 and batch 8 (per image).
@@ -141,6 +141,19 @@ struct Stage {
 }
 
 /// Milliseconds to three decimals: more than the run-to-run spread of any time here.
+/// A detector around `model` scoring with `method` (no per-position statistics: none are fitted).
+fn with_rule<B: Backend>(
+    model: AnomalyModel<B>,
+    method: ScoringMethod,
+    config: &PnptConfig,
+) -> pnpt::model::Result<Detector<B>> {
+    let mut post = PostProcessor::new(model.categories().to_vec(), &config.scoring);
+    let rule =
+        ScoringRule { method, positional: false, positional_map: false, score_from: None, ..config.scoring.rule() };
+    post.set_rule(rule)?;
+    Detector::new(model, post)
+}
+
 fn r3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
@@ -188,9 +201,10 @@ impl BackendTask for Profile {
         }
         let pool = pool.build(Distance::Euclidean).map_err(|e| err(&e))?;
         let backbone = Backbone::<B<A>>::random(config.backbone, &device);
-        let detector =
-            Detector::new(config.clone(), backbone, pool, model, Thresholds::default()).map_err(|e| err(&e))?;
-        let (backbone, pool, model) = (detector.backbone(), detector.pool(), detector.model());
+        let anomaly_model = AnomalyModel::new(config.clone(), backbone, pool, model).map_err(|e| err(&e))?;
+        let detector = with_rule(anomaly_model, ScoringMethod::Pnpt, &config).map_err(|e| err(&e))?;
+        let (backbone, pool, model) =
+            (detector.model().backbone(), detector.model().pool(), detector.model().transformer());
 
         let pre = backbone.preprocess();
         let image = DynamicImage::ImageRgb8(RgbImage::from_fn(300, 300, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8])));
@@ -205,7 +219,7 @@ impl BackendTask for Profile {
         // Steady state: glibc's malloc serves large buffers with fresh pages from the OS until
         // its mmap threshold has adapted to the sizes in use, which takes a few images.
         for _ in 0..WARM_UP_IMAGES.div_ceil(n) {
-            detector.predict_batch(&images).map_err(|e| err(&e))?;
+            detector.predict(&images).map_err(|e| err(&e))?;
         }
         let x = upload();
         let feats: [Tensor<B<A>, 4>; 3] = backbone.features(x.clone()).map_err(|e| err(&e))?.maps;
@@ -311,7 +325,7 @@ impl BackendTask for Profile {
             sync();
         }) / n as f64;
         let end_to_end = median_ms(reps, || {
-            let _ = detector.predict_batch(&images).expect("predict");
+            let _ = detector.predict(&images).expect("predict");
         }) / n as f64;
 
         if json {
@@ -333,7 +347,7 @@ impl BackendTask for Profile {
                 sync();
             });
             let predict_pnpt_ms = median_ms(reps, || {
-                let _ = detector.predict(image).expect("predict");
+                let _ = detector.predict(std::slice::from_ref(image)).expect("predict");
             });
             // The preset's scoring: for `fused`/`memory`, a patch memory of 4,096 patches per
             // class (4 images of 32 x 32 patches kept whole, about ad13's 10 % coreset).
@@ -348,17 +362,17 @@ impl BackendTask for Profile {
                     });
                     memory.add_class(name, &[feats]).map_err(|e| err(&e))?;
                 }
-                detector = detector.with_memory(memory.build().map_err(|e| err(&e))?).map_err(|e| err(&e))?;
-                detector.set_scoring(preset_scoring, config.scoring.memory_weight).map_err(|e| err(&e))?;
+                let model = detector.into_parts().0.with_memory(memory.build().map_err(|e| err(&e))?);
+                detector = model.and_then(|m| with_rule(m, preset_scoring, &config)).map_err(|e| err(&e))?;
                 for _ in 0..2 {
-                    detector.predict_batch(&eight).map_err(|e| err(&e))?;
+                    detector.predict(&eight).map_err(|e| err(&e))?;
                 }
             }
             let predict_ms = median_ms(reps, || {
-                let _ = detector.predict(image).expect("predict");
+                let _ = detector.predict(std::slice::from_ref(image)).expect("predict");
             });
             let predict_batch8 = median_ms(reps, || {
-                let _ = detector.predict_batch(&eight).expect("predict");
+                let _ = detector.predict(&eight).expect("predict");
             }) / 8.0;
             let train_step_ms = train_step_ms::<A>(&config, reps, &device).map_err(|e| err(&e))?;
             let report = Report {
@@ -411,7 +425,7 @@ impl BackendTask for Profile {
             rate(macs.total(), whole_model)
         );
         println!(
-            "* end to end (`Detector::predict_batch`: preprocessing, backbone, retrieval, PNPT, map, score): {end_to_end:.2} ms / image, {:.1} images/s, {:.1} GFLOP/s",
+            "* end to end (`Detector::predict`, a batch: preprocessing, backbone, retrieval, PNPT, map, score): {end_to_end:.2} ms / image, {:.1} images/s, {:.1} GFLOP/s",
             1e3 / end_to_end,
             rate(total_macs, end_to_end)
         );

@@ -12,7 +12,7 @@ use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::fingerprint::Fingerprint;
 use pnpt::model::PnptConfig;
-use pnpt::model::train::{CHECKPOINT_FILE, TrainOptions, train_model};
+use pnpt::model::train::{CHECKPOINT_FILE, TrainOptions, train_transformer};
 
 type A = Autodiff<Cpu>;
 
@@ -48,14 +48,14 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
         .with_checkpoint_dir(Some(dir.path().to_path_buf()))
         .with_stop_after_epoch(Some(1))
         .with_dataset(Some(saved.clone()));
-    train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
+    train_transformer::<A>(&cfg, &set, &pool, &device, &first, None).unwrap();
     let good_ckpt = std::fs::read(&ckpt).unwrap();
     let resume = |c: &PnptConfig, print: Option<Fingerprint>| {
         let o = TrainOptions::default()
             .with_checkpoint_dir(Some(dir.path().to_path_buf()))
             .with_resume(true)
             .with_dataset(print);
-        train_model::<A>(c, &set, &pool, &device, &o)
+        train_transformer::<A>(c, &set, &pool, &device, &o, None)
     };
 
     // Other data: each change is named.
@@ -120,7 +120,7 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     // Fewer epochs than done: typed error (1 done, so ask a fresh 2-epoch checkpoint for 1).
     let two =
         TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_dataset(Some(saved.clone()));
-    let full = train_model::<A>(&cfg, &set, &pool, &device, &two).unwrap();
+    let full = train_transformer::<A>(&cfg, &set, &pool, &device, &two, None).unwrap();
     assert_eq!(full.history.len(), 2);
     let done_two = std::fs::read(&ckpt).unwrap();
     match resume(&tiny_config(1), Some(saved.clone())) {

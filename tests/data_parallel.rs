@@ -13,7 +13,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Device;
 use common::{B, feature_set, tiny_config};
 use pnpt::model::PnptConfig;
-use pnpt::model::train::{EpochStats, NodeOptions, TrainOptions, TrainOutput, train_model};
+use pnpt::model::train::{EpochStats, NodeOptions, TrainOptions, TrainOutput, train_transformer};
 
 type A = Autodiff<B>;
 
@@ -42,7 +42,7 @@ fn losses(h: &[EpochStats]) -> Vec<f64> {
 
 fn run(cfg: &PnptConfig, options: &TrainOptions) -> TrainOutput<B> {
     let (set, pool) = feature_set(cfg, 10);
-    train_model::<A>(cfg, &set, &pool, &Default::default(), options).unwrap()
+    train_transformer::<A>(cfg, &set, &pool, &Default::default(), options, None).unwrap()
 }
 
 /// The model's output on the training features, flattened.

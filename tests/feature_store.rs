@@ -8,7 +8,7 @@ use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::model::PnptConfig;
-use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, train_model};
+use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, train_transformer};
 
 mod common;
 
@@ -57,7 +57,7 @@ fn disk_features_match_memory() {
         build_training_set(&cfg, &backbone, &samples, &device, &options(FeatureStorage::Memory)).unwrap();
     assert_eq!(mem.storage(), FeatureStorage::Memory);
     let mem_losses: Vec<f64> =
-        train_model::<Autodiff<B>>(&cfg, &mem, &mem_pool, &device, &options(FeatureStorage::Memory))
+        train_transformer::<Autodiff<B>>(&cfg, &mem, &mem_pool, &device, &options(FeatureStorage::Memory), None)
             .unwrap()
             .history
             .iter()
@@ -81,7 +81,7 @@ fn disk_features_match_memory() {
         assert_eq!(disk.categories, mem.categories);
         let (a, b) = (flat(mem_pool.prior_of(&[0, 1]).unwrap()), flat(pool.prior_of(&[0, 1]).unwrap()));
         assert!(max_rel(&a, &b) <= 1e-4, "{storage}: pool means differ by {}", max_rel(&a, &b));
-        let losses: Vec<f64> = train_model::<Autodiff<B>>(&cfg, &disk, &pool, &device, &options(storage))
+        let losses: Vec<f64> = train_transformer::<Autodiff<B>>(&cfg, &disk, &pool, &device, &options(storage), None)
             .unwrap()
             .history
             .iter()

@@ -19,7 +19,6 @@ use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::evaluate::{EvaluateOptions, METRIC_COLUMNS, evaluate, metric_values};
-use pnpt::model::train::fit;
 use pnpt::model::{PnptConfig, TrainOptions};
 use serde_json::{Value, json};
 
@@ -105,7 +104,8 @@ fn report_html_renders_in_chromium() {
     (cfg.model.hidden, cfg.model.semantic_tokens, cfg.model.heads, cfg.model.layers) = (32, 4, 4, 1);
     (cfg.train.epochs, cfg.train.batch_size) = (1, 4);
     let (detector, fitted) =
-        fit::<Autodiff<Cpu>>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
+        pnpt::train::train::<Autodiff<Cpu>>(&cfg, &dataset, &Default::default(), &TrainOptions::default(), None)
+            .unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let options = EvaluateOptions::default()

@@ -7,7 +7,7 @@ use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::evaluate::{EvaluateOptions, evaluate};
 use pnpt::model::detector::{Detector, files};
-use pnpt::model::{PnptConfig, ScoringMethod, TrainOptions};
+use pnpt::model::{Maps, PnptConfig, ScoringMethod, TrainOptions};
 use pnpt::train::train;
 use pnpt::validation::ValidationOptions;
 
@@ -43,12 +43,12 @@ fn train_save_load_predict_beats_chance() {
     let cfg = tiny_config();
     let device = Default::default();
     let (detector, full) =
-        train::<B>(&cfg, &dataset, &device, &TrainOptions::default(), &ValidationOptions::default()).unwrap();
-    let report = full.fit;
+        train::<B>(&cfg, &dataset, &device, &TrainOptions::default(), Some(&ValidationOptions::default())).unwrap();
+    let report = &full;
 
     // Validation scored every candidate on pseudo-anomalies of the 8 held-out images and the
     // detector now scores with the best one.
-    let v = full.validation.expect("validation ran");
+    let v = full.validation.clone().expect("validation ran");
     let defaults = ValidationOptions::default();
     // Every method that uses PNPT's map also with its per-position standardisation, for the
     // image score only and for score and map.
@@ -97,7 +97,7 @@ fn train_save_load_predict_beats_chance() {
     let scoring = &detector.config().scoring;
     assert_eq!(scoring.rule(), best.rule());
     // Positional statistics of both classes, one mean and deviation per map position.
-    let positional = detector.positional();
+    let positional = detector.post().positional();
     assert_eq!(positional.classes.keys().collect::<Vec<_>>(), ["bottle", "weave"]);
     assert!(
         positional
@@ -113,7 +113,7 @@ fn train_save_load_predict_beats_chance() {
             .collect::<Vec<_>>()
     );
     // One bank per class, 10 % of 36 images × 16 × 16 patches each.
-    let memory = detector.memory().expect("patch memory");
+    let memory = detector.model().memory().expect("patch memory");
     assert_eq!(memory.sizes(), vec![922, 922]);
 
     // The loss falls.
@@ -139,7 +139,7 @@ fn train_save_load_predict_beats_chance() {
     assert!(losses.last().unwrap() < &(0.7 * losses[0]), "loss did not fall enough: {losses:?}");
     // 10 % of 40 normal images per category held out for the thresholds.
     assert_eq!(report.holdout_images, 8);
-    assert_eq!(detector.thresholds().per_category.len(), 2);
+    assert_eq!(detector.post().thresholds().per_category.len(), 2);
 
     // Save, load, and the loaded detector gives the same scores.
     let parent = tempfile::tempdir().unwrap();
@@ -166,20 +166,20 @@ fn train_save_load_predict_beats_chance() {
     let loaded = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
     let sample = &dataset.categories[0].test.iter().find(|s| s.is_anomalous()).unwrap().clone();
     let image = pnpt::data::image::open(&sample.path).unwrap();
-    let a = detector.predict(&image).unwrap();
-    let b = loaded.predict(&image).unwrap();
+    let a = detector.predict(std::slice::from_ref(&image)).unwrap().remove(0);
+    let b = loaded.predict(std::slice::from_ref(&image)).unwrap().remove(0);
     assert!((a.score - b.score).abs() < 1e-5, "{} vs {}", a.score, b.score);
     assert_eq!(a.category, b.category);
     assert_eq!(b.anomaly_map.len(), 128 * 128);
     assert_eq!(b.is_anomalous, b.score > b.threshold.unwrap());
-    assert_eq!(loaded.memory().unwrap().sizes(), memory.sizes());
+    assert_eq!(loaded.model().memory().unwrap().sizes(), memory.sizes());
     assert_eq!(
-        (&loaded.normalization().pnpt, &loaded.normalization().memory),
-        (&detector.normalization().pnpt, &detector.normalization().memory)
+        (&loaded.post().normalization().pnpt, &loaded.post().normalization().memory),
+        (&detector.post().normalization().pnpt, &detector.post().normalization().memory)
     );
-    assert_eq!(loaded.positional(), detector.positional());
+    assert_eq!(loaded.post().positional(), detector.post().positional());
     // `pnpt` with positional standardisation is the module's formula applied to PNPT's own map.
-    let parts = loaded.image_components(std::slice::from_ref(&image), 1, true, false).unwrap();
+    let parts = loaded.model().image_components(std::slice::from_ref(&image), 1, Maps::PNPT, None).unwrap();
     let class = &loaded.categories()[parts.categories[0]];
     let rule = pnpt::model::ScoringRule {
         method: ScoringMethod::Pnpt,
@@ -189,33 +189,40 @@ fn train_save_load_predict_beats_chance() {
         positional_map: true,
         score_from: None,
     };
-    let out = loaded.combine_with(&parts, &rule).unwrap();
-    let floor = loaded.normalization().pnpt[class].std;
-    let by_hand = loaded.positional().standardise(class, parts.pnpt.as_ref().unwrap(), floor).unwrap();
+    let out = loaded.post().combine_with(&parts, &rule).unwrap();
+    let floor = loaded.post().normalization().pnpt[class].std;
+    let by_hand = loaded.post().positional().standardise(class, parts.pnpt.as_ref().unwrap(), floor).unwrap();
     assert_eq!(out.maps, by_hand);
     assert_eq!(out.scores[0], by_hand.iter().copied().fold(f32::MIN, f32::max));
     // For the image score only: the map stays PNPT's own (one class, so standardised or not it
     // is the raw map for `pnpt` alone), the score is the per-position map's.
-    let score_only = loaded.combine_with(&parts, &pnpt::model::ScoringRule { positional_map: false, ..rule }).unwrap();
+    let score_only =
+        loaded.post().combine_with(&parts, &pnpt::model::ScoringRule { positional_map: false, ..rule }).unwrap();
     assert_eq!(&score_only.maps, parts.pnpt.as_ref().unwrap());
     assert_eq!(score_only.scores, out.scores);
     // An image score read from another map: the memory's scores with the fused map.
-    let both = loaded.image_components(std::slice::from_ref(&image), 1, true, true).unwrap();
+    let both = loaded
+        .model()
+        .image_components(std::slice::from_ref(&image), 1, Maps { pnpt: true, memory: true }, None)
+        .unwrap();
     let fused = pnpt::model::ScoringRule { method: ScoringMethod::Fused, memory_weight: 0.5, ..rule };
     let memory_alone = pnpt::model::ScoringRule { method: ScoringMethod::Memory, ..rule };
     let source = pnpt::model::ScoreSource { method: ScoringMethod::Memory, memory_weight: 1.0 };
-    let mixed = loaded.combine_with(&both, &pnpt::model::ScoringRule { score_from: Some(source), ..fused }).unwrap();
-    assert_eq!(mixed.maps, loaded.combine_with(&both, &fused).unwrap().maps);
-    assert_eq!(mixed.scores, loaded.combine_with(&both, &memory_alone).unwrap().scores);
-    assert!(loaded.combine_with(&parts, &pnpt::model::ScoringRule { score_from: Some(source), ..rule }).is_err());
+    let mixed =
+        loaded.post().combine_with(&both, &pnpt::model::ScoringRule { score_from: Some(source), ..fused }).unwrap();
+    assert_eq!(mixed.maps, loaded.post().combine_with(&both, &fused).unwrap().maps);
+    assert_eq!(mixed.scores, loaded.post().combine_with(&both, &memory_alone).unwrap().scores);
+    assert!(
+        loaded.post().combine_with(&parts, &pnpt::model::ScoringRule { score_from: Some(source), ..rule }).is_err()
+    );
     // Re-fitting the scoring of the saved detector (what `rescore` does for detectors saved
     // before positional statistics existed) reproduces training's statistics and choice.
-    let mut refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
-    let v2 =
-        pnpt::train::rescore(&mut refit, &dataset, &ValidationOptions::default()).unwrap().expect("validation ran");
+    let refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
+    let (refit, v2) = pnpt::train::rescore(refit, &dataset, &ValidationOptions::default()).unwrap();
+    let v2 = v2.expect("validation ran");
     assert_eq!(v2.best().rule(), best.rule());
-    for (name, (mean, std)) in &detector.positional().classes {
-        let (m2, s2) = &refit.positional().classes[name];
+    for (name, (mean, std)) in &detector.post().positional().classes {
+        let (m2, s2) = &refit.post().positional().classes[name];
         let diff = mean.iter().zip(m2).chain(std.iter().zip(s2)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(diff < 1e-4, "{name}: positional statistics differ by {diff}");
     }
@@ -315,8 +322,8 @@ fn train_save_load_predict_beats_chance() {
     std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
     let legacy = Detector::<Cpu>::load(old.as_path(), &device).unwrap();
     assert_eq!(legacy.config().scoring.method, ScoringMethod::Pnpt);
-    assert!(legacy.memory().is_none());
-    assert_eq!(legacy.predict(&image).unwrap().anomaly_map.len(), 128 * 128);
+    assert!(legacy.model().memory().is_none());
+    assert_eq!(legacy.predict(std::slice::from_ref(&image)).unwrap()[0].anomaly_map.len(), 128 * 128);
     let heat = out_dir.as_path().join("eval/heatmaps/bottle").join(format!("{}_{}.png", sample.defect, sample.stem()));
     assert!(heat.is_file(), "{}", heat.display());
 

@@ -4,7 +4,7 @@ use burn::backend::Autodiff;
 use burn::tensor::Tensor;
 use pnpt::backend::Cpu;
 use pnpt::model::PnptConfig;
-use pnpt::model::train::{CHECKPOINT_FILE, FeatureSet, TrainOptions, train_model};
+use pnpt::model::train::{CHECKPOINT_FILE, FeatureSet, TrainOptions, train_transformer};
 use pnpt::prompt::PoolBuilder;
 
 type A = Autodiff<Cpu>;
@@ -57,18 +57,18 @@ fn resume_equals_uninterrupted() {
     let prior_index = pool.nearest(&feats).unwrap().0;
     let set = FeatureSet::in_memory(feats.clone(), categories, prior_index).unwrap();
 
-    let straight = train_model::<A>(&cfg, &set, &pool, &device, &TrainOptions::default()).unwrap();
+    let straight = train_transformer::<A>(&cfg, &set, &pool, &device, &TrainOptions::default(), None).unwrap();
     assert!(straight.completed);
 
     let dir = tempfile::tempdir().unwrap();
     let first =
         TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_stop_after_epoch(Some(1));
-    let part = train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
+    let part = train_transformer::<A>(&cfg, &set, &pool, &device, &first, None).unwrap();
     assert!(!part.completed);
     assert_eq!(part.history.len(), 1);
     assert!(dir.path().join(CHECKPOINT_FILE).is_file());
     let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
-    let resumed = train_model::<A>(&cfg, &set, &pool, &device, &resume).unwrap();
+    let resumed = train_transformer::<A>(&cfg, &set, &pool, &device, &resume, None).unwrap();
     assert!(resumed.completed);
 
     let losses = |h: &[pnpt::model::train::EpochStats]| h.iter().map(|e| e.loss).collect::<Vec<_>>();
@@ -85,7 +85,7 @@ fn resume_equals_uninterrupted() {
     // A checkpoint of another architecture is refused with a clear error.
     let mut other = cfg.clone();
     other.model.hidden = 64;
-    let err = train_model::<A>(&other, &set, &pool, &device, &resume).unwrap_err().to_string();
+    let err = train_transformer::<A>(&other, &set, &pool, &device, &resume, None).unwrap_err().to_string();
     assert!(err.contains("model"), "{err}");
 
     // A damaged checkpoint is a checksum error naming it, never a resumed run with other weights.
@@ -96,7 +96,7 @@ fn resume_equals_uninterrupted() {
         *b ^= 0x5a;
     }
     std::fs::write(&path, &bytes).unwrap();
-    match train_model::<A>(&cfg, &set, &pool, &device, &resume) {
+    match train_transformer::<A>(&cfg, &set, &pool, &device, &resume, None) {
         Err(pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
         other => panic!("damaged checkpoint: {:?}", other.map(|r| r.history.len())),
     }

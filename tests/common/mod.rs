@@ -39,7 +39,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Deterministic features for [`train_model`] (as `tests/train_resume.rs`).
+/// Deterministic features for [`train_transformer`] (as `tests/train_resume.rs`).
 pub fn feature_set(cfg: &PnptConfig, n: usize) -> (FeatureSet<B>, pnpt::prompt::PromptPool<B>) {
     let spec = cfg.feature_spec();
     let device = Default::default();

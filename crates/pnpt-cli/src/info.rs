@@ -77,21 +77,21 @@ pub struct ScoringInfo {
 /// its files with their sizes in bytes.
 pub fn detector_info<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> DetectorInfo {
     let c = detector.config();
-    let counts = detector.pool().counts();
-    let banks = detector.memory().map(|m| m.sizes());
+    let counts = detector.model().pool().counts();
+    let banks = detector.model().memory().map(|m| m.sizes());
     let categories = detector
         .categories()
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let t = detector.category_thresholds(name).unwrap_or_default();
+            let t = detector.post().category_thresholds(name).unwrap_or_default();
             CategoryInfo {
                 name: name.clone(),
                 threshold: t.image,
                 pixel_threshold: t.pixel,
                 retrieval_limit: t.retrieval,
                 training_images: counts.get(i).copied(),
-                heldout_images: detector.thresholds().counts.get(name).copied(),
+                heldout_images: detector.post().thresholds().counts.get(name).copied(),
                 memory_bank: banks.as_ref().and_then(|b| b.get(i)).copied(),
             }
         })
@@ -112,14 +112,14 @@ pub fn detector_info<B: Backend>(detector: &Detector<B>, dir: Option<&Path>) -> 
             memory_weight: c.scoring.memory_weight,
             score: c.scoring.score.to_string(),
             rule: c.scoring.rule().to_string(),
-            threshold_quantile: detector.thresholds().quantile,
-            pixel_quantile: pnpt::model::predict::PIXEL_QUANTILE,
-            global_threshold: detector.thresholds().global,
+            threshold_quantile: detector.post().thresholds().quantile,
+            pixel_quantile: pnpt::model::detector::PIXEL_QUANTILE,
+            global_threshold: detector.post().thresholds().global,
         },
         backbone: c.backbone.to_string(),
         input_size: c.input_size,
-        parameters: detector.model().num_params(),
-        memory_dim: detector.memory().map(|m| m.dim()),
+        parameters: detector.model().transformer().num_params(),
+        memory_dim: detector.model().memory().map(|m| m.dim()),
         preset: c.preset.clone(),
         files,
         config: c.clone(),

@@ -228,7 +228,7 @@ impl BackendTask for Task {
 /// and the run goes on.
 pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions) -> Result<Summary> {
     if let Some(c) = &options.category {
-        detector.category_index(c)?;
+        detector.model().category_index(c)?;
     }
     let inputs = collect_inputs(&options.inputs, &options.out)?;
     if inputs.is_empty() {
@@ -341,7 +341,11 @@ fn score_batch<B: Backend>(
             })
         })
         .collect();
-    let predictions = detector.predict_batch_as(&images, options.category.as_deref()).map_err(|e| e.to_string());
+    let predictions = match options.category.as_deref() {
+        Some(c) => detector.predict_as(&images, c),
+        None => detector.predict(&images),
+    }
+    .map_err(|e| e.to_string());
     let mut records = Vec::with_capacity(chunk.len());
     for (input, slot) in chunk.iter().zip(slots) {
         let record = match (slot, &predictions) {
@@ -372,7 +376,7 @@ fn write_maps<B: Backend>(
     if !options.maps {
         return Ok((None, None));
     }
-    let median = detector.thresholds().pixel_median.get(&p.category).copied();
+    let median = detector.post().thresholds().pixel_median.get(&p.category).copied();
     let overlay_rel = format!("maps/{}.overlay.png", input.name);
     let bytes = render::png(render::overlay(image, p, median))?;
     write_atomic(&options.out.join(&overlay_rel), &bytes).map_err(|e| e.to_string())?;

@@ -86,9 +86,10 @@ fn detector_is_shared_between_threads() {
     // Scores from 4 threads at once equal the single-threaded score.
     let f = fixture();
     let image = image::load_from_memory(&f.good_png).unwrap();
-    let alone = f.detector.predict(&image).unwrap().score;
+    let one = std::slice::from_ref(&image);
+    let alone = f.detector.predict(one).unwrap()[0].score;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| f.detector.predict(&image).unwrap().score)).collect();
+        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| f.detector.predict(one).unwrap()[0].score)).collect();
         for h in handles {
             assert!((h.join().unwrap() - alone).abs() < 1e-5);
         }
@@ -98,51 +99,54 @@ fn detector_is_shared_between_threads() {
 #[test]
 fn library_api_thresholds_masks_and_unknown_products() {
     let f = fixture();
-    let mut detector = Detector::<Cpu>::load(&f.dir, &Default::default()).unwrap();
-    let t = detector.thresholds();
+    let detector = Detector::<Cpu>::load(&f.dir, &Default::default()).unwrap();
+    let t = detector.post().thresholds();
     assert_eq!(t.pixel.len(), 2, "pixel thresholds per category: {t:?}");
     assert_eq!(t.retrieval.len(), 2, "retrieval limits per category: {t:?}");
     let image = image::load_from_memory(&f.good_png).unwrap();
-    let p = detector.predict(&image).unwrap();
+    let one = std::slice::from_ref(&image);
+    let p = detector.predict(one).unwrap().remove(0);
     assert!(!p.unknown_category, "a normal image of a trained product: {p:?}");
     let mask = p.defect_mask().unwrap();
     assert_eq!(mask.len(), 64 * 64);
     assert_eq!(p.normalized_score.unwrap(), p.score / p.threshold.unwrap());
     // Forced category: the other class is used and named.
     let other = detector.categories().iter().find(|c| **c != p.category).unwrap().clone();
-    let q = detector.predict_as(&image, &other).unwrap();
+    let q = detector.predict_as(one, &other).unwrap().remove(0);
     assert_eq!(q.category, other);
     assert!(q.retrieval_distance >= p.retrieval_distance);
-    assert!(detector.predict_as(&image, "nope").unwrap_err().to_string().contains("unknown category `nope`"));
+    assert!(detector.predict_as(one, "nope").unwrap_err().to_string().contains("unknown category `nope`"));
     // A product never trained on is flagged; the trained categories' test images are not.
     let foreign = pnpt::data::decode(&f.foreign).unwrap();
-    let fp = detector.predict(&foreign).unwrap();
+    let fp = detector.predict(&[foreign]).unwrap().remove(0);
     eprintln!(
         "foreign: distance {} (limit {:?})",
         fp.retrieval_distance,
-        detector.thresholds().retrieval.get(&fp.category)
+        detector.post().thresholds().retrieval.get(&fp.category)
     );
     assert!(fp.unknown_category, "weave image retrieved as {} at {}", fp.category, fp.retrieval_distance);
     for path in &f.test_images {
-        let p = detector.predict(&pnpt::data::decode(path).unwrap()).unwrap();
+        let p = detector.predict(&[pnpt::data::decode(path).unwrap()]).unwrap().remove(0);
         assert!(
             !p.unknown_category,
             "{}: distance {} > limit {:?}",
             path.display(),
             p.retrieval_distance,
-            detector.thresholds().retrieval.get(&p.category)
+            detector.post().thresholds().retrieval.get(&p.category)
         );
     }
     // Thresholds a caller sets are the ones that decide.
-    let mut t = detector.category_thresholds(&p.category).unwrap();
+    let (model, mut post) = detector.into_parts();
+    let mut t = post.category_thresholds(&p.category).unwrap();
     t.image = Some(p.score - 1.0);
     t.retrieval = Some(0.0);
-    detector.set_category_thresholds(&p.category, t).unwrap();
-    let r = detector.predict(&image).unwrap();
-    assert!(r.is_anomalous && r.unknown_category);
+    post.set_category_thresholds(&p.category, t).unwrap();
     t.image = Some(f32::NAN);
-    assert!(detector.set_category_thresholds(&p.category, t).is_err());
-    assert!(detector.set_category_thresholds("nope", t).is_err());
+    assert!(post.set_category_thresholds(&p.category, t).is_err());
+    assert!(post.set_category_thresholds("nope", t).is_err());
+    let detector = Detector::new(model, post).unwrap();
+    let r = detector.predict(one).unwrap().remove(0);
+    assert!(r.is_anomalous && r.unknown_category);
 }
 
 #[test]

@@ -11,9 +11,8 @@
 //! | [`loss`] | Eq. 6–7 | dual-stream global cosine loss |
 //! | [`anomaly_map`] | Eq. 8 | fused reconstruction → per-pixel map → smoothed → image score |
 //! | [`config`] | all | every open choice, `paper()` and `cpu()` presets, the ablation [`Variant`]s |
-//! | [`train`] | training setup | AdamW training on cached frozen features, checkpoints, resume; [`fit`] builds a whole detector |
-//! | [`detector`] | — | the trained artefact: load, predict, thresholds, scoring methods |
-//! | [`predict`] | — | prediction as a given category, per-category thresholds, defect masks, unknown products |
+//! | [`train`] | training setup | features, prompt pool, patch memory, AdamW training of PNPT on cached frozen features, checkpoints, resume |
+//! | [`detector`] | — | the trained artefact: an [`AnomalyModel`] (raw maps) and a [`PostProcessor`] (scores, thresholds, verdicts, masks); load, save, predict |
 //! | [`fusion`] | — | per-class standardisation and fusion of the PNPT and patch-memory maps |
 //! | [`macs`] | — | multiply-accumulates of a forward pass, per module |
 //!
@@ -39,7 +38,6 @@ pub mod hpe;
 pub mod loss;
 pub mod macs;
 pub mod pnpt;
-pub mod predict;
 pub mod progress;
 pub mod sace;
 pub mod train;
@@ -48,10 +46,10 @@ pub use config::{
     ConcatMode, ModelConfig, PnptConfig, ScoreMode, ScoreSource, ScoringConfig, ScoringMethod, ScoringRule,
     TrainConfig, Variant,
 };
-pub use detector::{Components, Detector, Prediction, Thresholds};
+pub use detector::{AnomalyModel, Components, Detector, Maps, PostProcessor, Prediction, Thresholds};
 pub use error::{Error, Result};
 pub use hpe::FeatureSpec;
 pub use pnpt::{InferencePlan, Pnpt, Reconstruction, Streams};
 pub use pnpt_memory::{MemoryConfig, PatchMemory};
 pub use progress::{Progress, ProgressEvent};
-pub use train::{DetectorHook, TrainOptions, fit, fit_with, train_model};
+pub use train::{TrainOptions, train_transformer};

@@ -6,7 +6,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use pnpt_model::config::LrSchedule;
 use pnpt_model::train::{
-    CHECKPOINT_FILE, EpochStats, FeatureSet, TrainOptions, epoch_len, epoch_order, learning_rate, train_model,
+    CHECKPOINT_FILE, EpochStats, FeatureSet, TrainOptions, epoch_len, epoch_order, learning_rate, train_transformer,
 };
 use pnpt_model::{PnptConfig, TrainConfig};
 use pnpt_prompt::{PoolBuilder, PromptPool};
@@ -169,7 +169,7 @@ fn resumed_equals_uninterrupted_with_the_recipe() {
     // ceil(10 / 3) = 4 per category -> 12 images, 3 steps of 4 per epoch, 6 in all.
     assert_eq!(epoch_len(&set.categories, true), 12);
 
-    let straight = train_model::<A>(&cfg, &set, &pool, &dev(), &TrainOptions::default()).unwrap();
+    let straight = train_transformer::<A>(&cfg, &set, &pool, &dev(), &TrainOptions::default(), None).unwrap();
     assert!(straight.completed);
     assert_eq!(straight.planned_epochs, 2);
     assert_eq!(straight.history.len(), 2);
@@ -184,12 +184,12 @@ fn resumed_equals_uninterrupted_with_the_recipe() {
     let dir = tempfile::tempdir().unwrap();
     let first =
         TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_stop_after_epoch(Some(1));
-    let part = train_model::<A>(&cfg, &set, &pool, &dev(), &first).unwrap();
+    let part = train_transformer::<A>(&cfg, &set, &pool, &dev(), &first, None).unwrap();
     assert!(!part.completed);
     assert_eq!(part.history.len(), 1);
     assert!(dir.path().join(CHECKPOINT_FILE).is_file());
     let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
-    let resumed = train_model::<A>(&cfg, &set, &pool, &dev(), &resume).unwrap();
+    let resumed = train_transformer::<A>(&cfg, &set, &pool, &dev(), &resume, None).unwrap();
     assert!(resumed.completed);
     assert_eq!(losses(&resumed.history), losses(&straight.history));
     let lrs = |h: &[EpochStats]| h.iter().map(|e| e.lr).collect::<Vec<_>>();
@@ -202,7 +202,7 @@ fn resumed_equals_uninterrupted_with_the_recipe() {
     plain.train.schedule = LrSchedule::Constant;
     plain.train.class_balanced = false;
     plain.train.grad_clip_norm = None;
-    let other = train_model::<A>(&plain, &set, &pool, &dev(), &TrainOptions::default()).unwrap();
+    let other = train_transformer::<A>(&plain, &set, &pool, &dev(), &TrainOptions::default(), None).unwrap();
     assert_ne!(losses(&other.history), losses(&straight.history));
 }
 
@@ -214,10 +214,10 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     let (set, pool) = tiny_set(&cfg);
 
     // A budget far larger than the run: the same run as without one.
-    let unbudgeted = train_model::<A>(&cfg, &set, &pool, &dev(), &TrainOptions::default()).unwrap();
+    let unbudgeted = train_transformer::<A>(&cfg, &set, &pool, &dev(), &TrainOptions::default(), None).unwrap();
     let mut roomy = cfg.clone();
     roomy.train.time_budget_seconds = Some(1e6);
-    let big = train_model::<A>(&roomy, &set, &pool, &dev(), &TrainOptions::default()).unwrap();
+    let big = train_transformer::<A>(&roomy, &set, &pool, &dev(), &TrainOptions::default(), None).unwrap();
     assert_eq!(big.planned_epochs, 3);
     assert_eq!(losses(&big.history), losses(&unbudgeted.history));
 
@@ -227,7 +227,7 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     tight.train.time_budget_seconds = Some(1e-9);
     let dir = tempfile::tempdir().unwrap();
     let opts = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf()));
-    let short = train_model::<A>(&tight, &set, &pool, &dev(), &opts).unwrap();
+    let short = train_transformer::<A>(&tight, &set, &pool, &dev(), &opts, None).unwrap();
     assert!(short.completed);
     assert_eq!(short.planned_epochs, 1);
     assert_eq!(short.history.len(), 1);
@@ -235,7 +235,7 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     assert_eq!(short.history[0].epoch, 1);
     // Resuming keeps the saved plan: nothing more to do.
     let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
-    let again = train_model::<A>(&tight, &set, &pool, &dev(), &resume).unwrap();
+    let again = train_transformer::<A>(&tight, &set, &pool, &dev(), &resume, None).unwrap();
     assert!(again.completed);
     assert_eq!(again.planned_epochs, 1);
     assert_eq!(losses(&again.history), losses(&short.history));
@@ -243,6 +243,8 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     // With a budget the warm-up must fit in the first epoch (3 steps here).
     let mut long_warmup = tight.clone();
     long_warmup.train.warmup_steps = 4;
-    let err = train_model::<A>(&long_warmup, &set, &pool, &dev(), &TrainOptions::default()).unwrap_err().to_string();
+    let err = train_transformer::<A>(&long_warmup, &set, &pool, &dev(), &TrainOptions::default(), None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("warmup_steps"), "{err}");
 }

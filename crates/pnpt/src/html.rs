@@ -189,7 +189,7 @@ impl Frame {
 }
 
 /// The training loss per epoch from `extra["history"]` (`[{"epoch", "loss", ...}]`, as
-/// `train_mvtec` stores `FitReport::history`); entries without both numbers are left out.
+/// `train_mvtec` stores `TrainReport::history`); entries without both numbers are left out.
 fn loss_history(report: &Report) -> Vec<(f64, f64)> {
     let Some(Value::Array(epochs)) = report.extra.get("history") else { return Vec::new() };
     epochs

@@ -38,8 +38,9 @@ pub use error::{Error, Result};
 /// use pnpt::prelude::*;
 ///
 /// let detector = Detector::<Cpu>::load("pnpt-out/detector", &Default::default())?;
-/// let p = detector.predict(&decode("part.png")?)?;
-/// println!("{}: {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);
+/// for p in detector.predict(&[decode("part.png")?])? {
+///     println!("{}: {:.3}, {}", p.category, p.score, p.verdict());
+/// }
 /// # Ok::<(), pnpt::Error>(())
 /// ```
 pub mod prelude {

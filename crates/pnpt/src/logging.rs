@@ -78,7 +78,7 @@ pub fn init(verbose: bool) -> bool {
 ///
 /// let dataset = Dataset::open("/data/mvtec_ad", None)?;
 /// let options = TrainOptions::default().with_progress(true).with_progress_sink(pnpt::logging::progress_bars());
-/// let (detector, _) = train::<B>(&PnptConfig::cpu(), &dataset, &Default::default(), &options, &Default::default())?;
+/// let (detector, _) = train::<B>(&PnptConfig::cpu(), &dataset, &Default::default(), &options, Some(&Default::default()))?;
 /// # Ok::<(), pnpt::Error>(())
 /// ```
 pub fn progress_bars() -> Progress {

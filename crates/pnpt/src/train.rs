@@ -1,84 +1,159 @@
-//! Training a detector end to end: [`pnpt_model::fit`] (features, prompt pool, patch memory,
-//! PNPT training, calibration), then the choice of the scoring method on the validation set of
-//! [`crate::validation`] — never on test labels — and the thresholds of the method chosen.
+//! The training pipeline, top to bottom, in one place: hold-out split and validation set ->
+//! backbone features -> CS-NPP prompt pool -> patch memory -> PNPT transformer -> per-position
+//! statistics -> calibration -> model selection on pseudo-anomalies (never on test labels) ->
+//! calibration of the rule chosen. `pnpt train` and `train_mvtec` call [`train`] once;
+//! [`rescore`] redoes the steps after the transformer on a saved detector.
 //!
 //! ```no_run
 //! use pnpt::{backend::Cpu, data::Dataset, model::{PnptConfig, TrainOptions}, train::train, validation::ValidationOptions};
 //! type B = pnpt::burn::backend::Autodiff<Cpu>;
 //!
 //! let dataset = Dataset::open("/data/mvtec_ad", None)?;
-//! let (detector, report) = train::<B>(&PnptConfig::cpu(), &dataset, &Default::default(), &TrainOptions::default(), &ValidationOptions::default())?;
+//! let validation = ValidationOptions::default();
+//! let (detector, report) = train::<B>(&PnptConfig::cpu(), &dataset, &Default::default(), &TrainOptions::default(), Some(&validation))?;
 //! if let Some(v) = &report.validation {
 //!     println!("scoring with {} (validation image AUROC {:.3})", detector.config().scoring.method, v.best().image_auroc);
 //! }
 //! # Ok::<(), pnpt::Error>(())
 //! ```
 
+use std::time::Instant;
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use pnpt_backbone::Backbone;
 use pnpt_data::{Dataset, Sample};
-use pnpt_model::train::FitReport;
-use pnpt_model::train::split_holdout;
-use pnpt_model::{Detector, PnptConfig, ScoringMethod, TrainOptions, fit_with};
+use pnpt_model::train::{EpochStats, FeatureStorage, build_memory, build_training_set, split_holdout};
+use pnpt_model::{
+    AnomalyModel, Components, Detector, Maps, PnptConfig, PostProcessor, ScoringMethod, ScoringRule, TrainOptions,
+    train_transformer,
+};
 
-use crate::Result;
 use crate::validation::{Validation, ValidationOptions, ValidationSet, validate};
+use crate::{Error, Result};
 
-/// What [`train`] returns besides the detector.
+/// What [`train`] returns besides the detector: what each step took.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
-    /// Training and calibration.
-    pub fit: FitReport,
+    /// Per-epoch loss and speed (and PNPT's validation AUROCs when measured).
+    pub history: Vec<EpochStats>,
+    /// Seconds computing backbone features and the pool.
+    pub feature_seconds: f64,
+    /// Seconds building the patch memory (0 without one).
+    pub memory_seconds: f64,
+    /// Seconds in the transformer's training loop.
+    pub train_seconds: f64,
+    /// Seconds computing the positional statistics of PNPT's map (0 without them).
+    pub positional_seconds: f64,
+    /// Seconds validating (per epoch and the final choice) and calibrating.
+    pub validation_seconds: f64,
+    /// Training images used.
+    pub train_images: usize,
+    /// Held-out normal images (calibration and validation).
+    pub holdout_images: usize,
+    /// Whether all epochs ran (false when stopped early by `stop_after_epoch`).
+    pub completed: bool,
     /// The validation of every scoring candidate (`None` without held-out images).
     pub validation: Option<Validation>,
-    /// Seconds spent validating.
-    pub validation_seconds: f64,
 }
 
 /// Trains one detector on every category of `dataset`, validates every scoring candidate on
 /// pseudo-anomalies made from the held-out normal images and, when `validation.select` is set,
-/// switches the detector to the best one and recalibrates its thresholds for it.
+/// switches the detector to the best one and recalibrates its thresholds for it. Without
+/// `validation` the detector keeps the configured rule (nothing is validated).
 pub fn train<B: AutodiffBackend>(
     config: &PnptConfig,
     dataset: &Dataset,
     device: &B::Device,
     options: &TrainOptions,
-    validation: &ValidationOptions,
+    validation: Option<&ValidationOptions>,
 ) -> Result<(Detector<B::InnerBackend>, TrainReport)> {
+    config.validate()?;
     // Refuse what cannot fit before the backbone, the feature cache or the model is allocated
     // (features kept on disk take no memory).
     let images = dataset.num_train();
-    let in_memory = options.feature_storage_for(config, images) == pnpt_model::train::FeatureStorage::Memory;
+    let in_memory = options.feature_storage_for(config, images) == FeatureStorage::Memory;
     config.check_memory(if in_memory { images } else { 0 }, pnpt_model::config::available_memory())?;
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
+    if train_set.is_empty() {
+        return Err(pnpt_model::Error::Invalid(format!(
+            "{}: no normal training images (train/good)",
+            dataset.root.display()
+        ))
+        .into());
+    }
     // Built once, before training: the per-epoch validation and the final choice use the
     // same images.
-    let set = if holdout.is_empty() {
-        None
+    let set = match validation {
+        Some(v) if !holdout.is_empty() => Some((ValidationSet::build(&holdout, &train_set, config.input_size, v)?, v)),
+        _ => None,
+    };
+
+    // Features and prompt pool: the frozen backbone runs once per training image.
+    let inner = device.clone();
+    let backbone = Backbone::<B::InnerBackend>::load(config.backbone, config.backbone_weights.as_deref(), &inner)?;
+    let t0 = Instant::now();
+    let (features, pool) = build_training_set(config, &backbone, &train_set, &inner, options)?;
+    let feature_seconds = t0.elapsed().as_secs_f64();
+
+    // Patch memory: built before training so that a problem with it ends the run before the
+    // long part.
+    let t0 = Instant::now();
+    let memory = if config.scoring.rule().uses_memory() {
+        Some(build_memory(config, &features, &pool, &options.progress_sink)?)
     } else {
-        Some(ValidationSet::build(&holdout, &train_set, config.input_size, validation)?)
+        None
     };
+    let memory_seconds = t0.elapsed().as_secs_f64();
+
+    // Transformer; after every epoch but the last, PNPT's map alone on the validation set (the
+    // last epoch's score comes from the final validation below: same images, rule and map).
     let mut epoch_seconds = 0.0;
-    // The last epoch's model is the detector's: its score comes from the final validation below
-    // (the same images, rule and map), not from a second pass.
-    let mut on_epoch = |d: &Detector<B::InnerBackend>, last: bool| -> pnpt_model::Result<Option<(f64, f64)>> {
-        match (&set, validation.per_epoch && !last) {
-            (Some(set), true) => {
-                let t0 = std::time::Instant::now();
-                let scores = set
-                    .score_pnpt(d, validation.batch_size)
-                    .map_err(|e| pnpt_model::Error::Invalid(format!("per-epoch validation: {e}")))?;
-                epoch_seconds += t0.elapsed().as_secs_f64();
-                Ok(Some(scores))
-            }
-            _ => Ok(None),
-        }
+    let mut on_epoch = |transformer: &pnpt_model::Pnpt<B::InnerBackend>, last: bool| -> pnpt_model::Result<_> {
+        let Some((set, validation)) = set.as_ref().filter(|(_, v)| v.per_epoch && !last) else { return Ok(None) };
+        let t0 = Instant::now();
+        let mut cfg = config.clone();
+        cfg.scoring.set_rule(pnpt_only(config));
+        let model = AnomalyModel::new(cfg.clone(), backbone.clone(), pool.clone(), transformer.clone())?;
+        let post = PostProcessor::new(model.categories().to_vec(), &cfg.scoring);
+        let scores = set
+            .score_pnpt(&Detector::new(model, post)?, validation.batch_size)
+            .map_err(|e| pnpt_model::Error::Invalid(format!("per-epoch validation: {e}")))?;
+        epoch_seconds += t0.elapsed().as_secs_f64();
+        Ok(Some(scores))
     };
-    let (mut detector, mut fit_report) = fit_with::<B>(config, dataset, device, options, &mut on_epoch)?;
-    let t0 = std::time::Instant::now();
-    let result = choose(&mut detector, &holdout, set.as_ref(), validation)?;
-    if let (Some(v), Some(last), true, true) =
-        (&result, fit_report.history.last_mut(), validation.per_epoch, fit_report.completed)
-    {
+    let out = train_transformer::<B>(config, &features, &pool, device, options, Some(&mut on_epoch))?;
+
+    let mut model = AnomalyModel::new(config.clone(), backbone, pool, out.model)?;
+    if let Some(memory) = memory {
+        model = model.with_memory(memory)?;
+    }
+    let mut post = PostProcessor::new(model.categories().to_vec(), &config.scoring);
+    post.raise_retrieval_limits(&model.retrieval_limits(&features)?);
+
+    // Per-position statistics of PNPT's map, from the cached training features.
+    let t0 = Instant::now();
+    if config.scoring.rule().uses_positional() {
+        post.fit_positional(&model.feature_set_components(&features, config.train.feature_batch, Maps::PNPT)?)?;
+    }
+    let positional_seconds = t0.elapsed().as_secs_f64();
+    drop(features);
+
+    // Calibration, model selection, calibration of the rule chosen.
+    let t0 = Instant::now();
+    let held_out = holdout_components(&model, &holdout)?;
+    post.calibrate(&held_out, &truth(&holdout))?;
+    let mut detector = Detector::new(model, post)?;
+    let result = match &set {
+        Some((set, validation)) => Some(validate(&detector, set, validation)?),
+        None => None,
+    };
+    let select = validation.is_some_and(|v| v.select);
+    if let Some(best) = result.as_ref().map(|v| v.best().rule()).filter(|r| select && *r != detector.post().rule()) {
+        detector = recalibrate(detector, best, &holdout, Some(&held_out))?;
+    }
+    let mut history = out.history;
+    let per_epoch = validation.is_some_and(|v| v.per_epoch);
+    if let (Some(v), Some(last), true, true) = (&result, history.last_mut(), per_epoch, out.completed) {
         let own = v
             .candidates
             .iter()
@@ -86,59 +161,100 @@ pub fn train<B: AutodiffBackend>(
         last.validation = own.map(|c| (c.image_auroc, c.pixel_auroc));
     }
     let validation_seconds = t0.elapsed().as_secs_f64() + epoch_seconds;
-    Ok((detector, TrainReport { fit: fit_report, validation: result, validation_seconds }))
+    let report = TrainReport {
+        history,
+        feature_seconds,
+        memory_seconds,
+        train_seconds: out.seconds,
+        positional_seconds,
+        validation_seconds,
+        train_images: train_set.len(),
+        holdout_images: holdout.len(),
+        completed: out.completed,
+        validation: result,
+    };
+    Ok((detector, report))
 }
 
-/// Validates every candidate on the held-out images and, when `options.select` is set,
-/// switches to the best and recalibrates the thresholds for it.
-fn choose<B: Backend>(
-    detector: &mut Detector<B>,
-    holdout: &[Sample],
-    set: Option<&ValidationSet>,
-    options: &ValidationOptions,
-) -> Result<Option<Validation>> {
-    let result = match set {
-        Some(set) => Some(validate(detector, set, options)?),
-        None => None,
-    };
-    if let (Some(v), true) = (&result, options.select) {
-        let best = v.best().rule();
-        if best != detector.config().scoring.rule() {
-            detector.set_rule(best)?;
-            detector.calibrate(holdout)?;
-        }
+/// The detector's own rule with PNPT's map alone, per class standardised: what is validated
+/// after every epoch (no memory, no positional statistics exist yet).
+fn pnpt_only(config: &PnptConfig) -> ScoringRule {
+    ScoringRule {
+        method: ScoringMethod::Pnpt,
+        positional: false,
+        positional_map: false,
+        score_from: None,
+        ..config.scoring.rule()
     }
-    Ok(result)
+}
+
+fn truth(samples: &[Sample]) -> Vec<String> {
+    samples.iter().map(|s| s.category.clone()).collect()
+}
+
+/// Every raw map the model has, of the held-out normal images: what calibration reads.
+fn holdout_components<B: Backend>(model: &AnomalyModel<B>, holdout: &[Sample]) -> Result<Components> {
+    let maps = Maps { pnpt: true, memory: model.memory().is_some() };
+    Ok(model.sample_components(holdout, model.config().train.feature_batch, maps)?)
+}
+
+/// Switches `detector` to `rule` and recalibrates its statistics and thresholds on the held-out
+/// normal images (`parts`: their raw maps when already computed).
+pub fn recalibrate<B: Backend>(
+    detector: Detector<B>,
+    rule: ScoringRule,
+    holdout: &[Sample],
+    parts: Option<&Components>,
+) -> Result<Detector<B>> {
+    let (model, mut post) = detector.into_parts();
+    post.set_rule(rule)?;
+    let computed;
+    let parts = match parts {
+        Some(p) => p,
+        None => {
+            computed = holdout_components(&model, holdout)?;
+            &computed
+        }
+    };
+    post.calibrate(parts, &truth(holdout))?;
+    Ok(Detector::new(model, post)?)
 }
 
 /// Re-fits a trained detector's scoring on the dataset it was trained on, without retraining:
 /// the positional statistics of PNPT's map from the training split (the same split training
 /// used: `scoring.calibration_fraction` and `train.seed` decide it), the per-class statistics
 /// and thresholds from the held-out split, then the choice among the candidates as in
-/// [`train`]. For detectors saved before positional statistics existed; the weights are
-/// untouched, so the result is what training with this version would have given.
+/// [`train`]. The weights are untouched, so the result is what training with this version
+/// would have given.
 pub fn rescore<B: Backend>(
-    detector: &mut Detector<B>,
+    detector: Detector<B>,
     dataset: &Dataset,
     validation: &ValidationOptions,
-) -> Result<Option<Validation>> {
+) -> Result<(Detector<B>, Option<Validation>)> {
     let config = detector.config().clone();
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
-    let known = detector.categories().to_vec();
-    if let Some(c) = train_set.iter().find(|s| !known.contains(&s.category)) {
-        return Err(crate::Error::Validation(format!(
+    if let Some(c) = train_set.iter().find(|s| !detector.categories().contains(&s.category)) {
+        return Err(Error::Validation(format!(
             "category `{}` of {} is not one the detector was trained on",
             c.category,
             dataset.root.display()
         )));
     }
-    let parts = detector.sample_components(&train_set, config.train.feature_batch, true, false)?;
-    detector.fit_positional(&parts)?;
-    detector.calibrate(&holdout)?;
-    let set = if holdout.is_empty() {
-        None
+    let (model, mut post) = detector.into_parts();
+    post.fit_positional(&model.sample_components(&train_set, config.train.feature_batch, Maps::PNPT)?)?;
+    let held_out = holdout_components(&model, &holdout)?;
+    post.calibrate(&held_out, &truth(&holdout))?;
+    let detector = Detector::new(model, post)?;
+    if holdout.is_empty() {
+        return Ok((detector, None));
+    }
+    let set = ValidationSet::build(&holdout, &train_set, config.input_size, validation)?;
+    let result = validate(&detector, &set, validation)?;
+    let best = result.best().rule();
+    let detector = if validation.select && best != detector.post().rule() {
+        recalibrate(detector, best, &holdout, Some(&held_out))?
     } else {
-        Some(ValidationSet::build(&holdout, &train_set, config.input_size, validation)?)
+        detector
     };
-    choose(detector, &holdout, set.as_ref(), validation)
+    Ok((detector, Some(result)))
 }

@@ -69,7 +69,7 @@ where
     };
     let category = q.category.filter(|c| !c.is_empty());
     if let Some(c) = &category
-        && st.detector.category_index(c).is_err()
+        && st.detector.model().category_index(c).is_err()
     {
         let categories = Some(st.detector.categories().to_vec());
         return Err(ApiError {
@@ -239,12 +239,15 @@ fn infer<B: Backend>(
     reader.limits(limits);
     let image = reader.decode().map_err(|e| undecodable(e.to_string()))?;
     let internal = |e: String| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
-    let p = detector
-        .predict_batch_as(std::slice::from_ref(&image), category)
-        .map_err(|e| internal(e.to_string()))?
-        .remove(0);
+    let images = std::slice::from_ref(&image);
+    let p = match category {
+        Some(c) => detector.predict_as(images, c),
+        None => detector.predict(images),
+    }
+    .map_err(|e| internal(e.to_string()))?
+    .remove(0);
     let overlay_png = if with_map {
-        let median = detector.thresholds().pixel_median.get(&p.category).copied();
+        let median = detector.post().thresholds().pixel_median.get(&p.category).copied();
         let png = render::png(render::overlay(&image, &p, median)).map_err(internal)?;
         Some(base64::engine::general_purpose::STANDARD.encode(png))
     } else {

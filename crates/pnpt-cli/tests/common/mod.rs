@@ -9,7 +9,7 @@ use std::time::Instant;
 use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
-use pnpt::model::{Detector, PnptConfig, TrainOptions, fit};
+use pnpt::model::{Detector, PnptConfig, TrainOptions};
 
 pub type B = pnpt::burn::backend::Autodiff<Cpu>;
 
@@ -84,7 +84,8 @@ pub fn fixture() -> &'static Fixture {
         cfg.model.layers = 1;
         cfg.train.epochs = 1;
         cfg.scoring.sigma = 1.0;
-        let (detector, _) = fit::<B>(&cfg, &dataset, &Default::default(), &TrainOptions::default()).unwrap();
+        let (detector, _) =
+            pnpt::train::train::<B>(&cfg, &dataset, &Default::default(), &TrainOptions::default(), None).unwrap();
         cfg.save(root.join("config.json")).unwrap();
         let dir = root.join("detector");
         detector.save(&dir).unwrap();

@@ -108,6 +108,11 @@ impl ScoringRule {
         self.score_from.unwrap_or(ScoreSource { method: self.method, memory_weight: self.memory_weight })
     }
 
+    /// The method and memory weight of the anomaly map (the one shown).
+    pub fn map_source(&self) -> ScoreSource {
+        ScoreSource { method: self.method, memory_weight: self.memory_weight }
+    }
+
     /// Whether PNPT's map is needed (for the anomaly map or the image score).
     pub fn uses_pnpt(&self) -> bool {
         self.method.uses_pnpt() || self.score_source().method.uses_pnpt()
@@ -168,6 +173,13 @@ impl ScoringConfig {
             positional_map: self.positional_map,
             score_from: self.score_from,
         }
+    }
+
+    /// Takes every field of `rule`.
+    pub fn set_rule(&mut self, rule: ScoringRule) {
+        let ScoringRule { method, memory_weight, score, positional, positional_map, score_from } = rule;
+        (self.method, self.memory_weight, self.score) = (method, memory_weight, score);
+        (self.positional, self.positional_map, self.score_from) = (positional, positional_map, score_from);
     }
 }
 

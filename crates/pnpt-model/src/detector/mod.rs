@@ -1,4 +1,6 @@
-//! The trained artefact: backbone + prompt pool + PNPT + per-category thresholds.
+//! The trained artefact: an [`AnomalyModel`] that turns images into raw maps (backbone, CS-NPP
+//! prompt pool, PNPT, patch memory) and a [`PostProcessor`] that owns everything after them
+//! (standardisation, fusion, image score, thresholds, verdicts, masks).
 //!
 //! ```no_run
 //! use burn::backend::Flex;
@@ -6,8 +8,9 @@
 //!
 //! let detector = Detector::<Flex>::load("pnpt-out/detector", &Default::default())?;
 //! let image = pnpt_data::image::open("bottle.png").unwrap();
-//! let p = detector.predict(&image)?;
-//! println!("{}: score {:.3}, anomalous: {}", p.category, p.score, p.is_anomalous);
+//! for p in detector.predict(&[image])? {
+//!     println!("{}: score {:.3}, {}", p.category, p.score, p.verdict());
+//! }
 //! # Ok::<(), pnpt_model::Error>(())
 //! ```
 //!
@@ -18,7 +21,7 @@
 //! category is used; a category without held-out images uses the quantile over all held-out
 //! scores. Without any held-out image no image is flagged (`threshold = None`). The same
 //! calibration sets each category's pixel threshold (defect masks) and raises its
-//! retrieval-distance limit (unknown products), see [`crate::predict`].
+//! retrieval-distance limit (unknown products), see [`prediction`].
 //!
 //! **Artefact folder** (each file written via temp + rename): `config.json`, `model.safetensors`
 //! (float32, one tensor per parameter named by module path), `prompt_pool.safetensors`,
@@ -35,27 +38,24 @@
 //! with the distance of each patch to the retrieved class's bank of normal patches (PatchCore),
 //! `fused` with both maps standardised per class and summed (see [`crate::fusion`]).
 
-mod inference;
+mod model;
 mod persistence;
+mod post;
+pub mod prediction;
 mod thresholds;
 
-use burn::tensor::backend::Backend;
-use pnpt_backbone::Backbone;
-use pnpt_data::Preprocess;
-use pnpt_memory::PatchMemory;
-use pnpt_prompt::PromptPool;
+use std::path::Path;
 
-use crate::config::{ScoreMode, ScoreSource, ScoringMethod, ScoringRule};
-use crate::fusion::{Normalization, PositionalStats};
-use crate::pnpt::{InferencePlan, Pnpt};
-use crate::train::{FeatureSet, preprocess_for};
+use burn::tensor::backend::Backend;
+use image::DynamicImage;
+
 use crate::{Error, PnptConfig, Result};
 
-pub use inference::{BatchOutput, Components, Prediction};
+pub use model::{AnomalyModel, Components, Maps};
 pub use persistence::UNOPTIMISED;
+pub use post::PostProcessor;
+pub use prediction::{BatchOutput, CategoryThresholds, PIXEL_QUANTILE, Prediction, RETRIEVAL_MARGIN};
 pub use thresholds::{Thresholds, quantile_of};
-// `fit` belongs with training; its old paths here keep working.
-pub use crate::train::{DetectorHook, FitReport, build_memory, fit, fit_with};
 
 /// File names inside a detector folder.
 pub mod files {
@@ -90,199 +90,113 @@ pub mod files {
     }
 }
 
-/// A trained PNPT anomaly detector. On the CPU backend it is `Send + Sync`: one detector
-/// serves many threads (every method takes `&self`).
+/// A trained PNPT anomaly detector: a model and its post-processor. On the CPU backend it is
+/// `Send + Sync`: one detector serves many threads (prediction takes `&self`).
 #[derive(Debug)]
 pub struct Detector<B: Backend> {
-    config: PnptConfig,
-    backbone: Backbone<B>,
-    pool: PromptPool<B>,
-    model: Pnpt<B>,
-    /// Folded HPE / HPE⁻¹ and the pool's embedded priors, built once from `model` and `pool`.
-    plan: InferencePlan<B>,
-    memory: Option<PatchMemory<B>>,
-    normalization: Normalization,
-    positional: PositionalStats,
-    pub(crate) thresholds: Thresholds,
-    pub(crate) device: B::Device,
+    model: AnomalyModel<B>,
+    post: PostProcessor,
 }
 
 impl<B: Backend> Detector<B> {
-    /// Assembles a detector, checking that its parts fit together.
-    pub fn new(
-        config: PnptConfig,
-        backbone: Backbone<B>,
-        pool: PromptPool<B>,
-        model: Pnpt<B>,
-        thresholds: Thresholds,
-    ) -> Result<Self> {
-        config.validate()?;
-        let spec = config.feature_spec();
-        let mismatch = |reason: String| Err(Error::Config(reason));
-        if backbone.kind() != config.backbone {
-            return mismatch(format!("backbone is {} but the configuration says {}", backbone.kind(), config.backbone));
+    /// Assembles a detector, checking that the post-processor fits the model: the same
+    /// categories, and a patch memory where the rule reads its map.
+    pub fn new(mut model: AnomalyModel<B>, post: PostProcessor) -> Result<Self> {
+        if post.categories() != model.categories() {
+            return Err(Error::Config(format!(
+                "the post-processor's categories {:?} differ from the model's {:?}",
+                post.categories(),
+                model.categories()
+            )));
         }
-        if model.spec != spec || model.config != config.model {
-            return mismatch(
-                "the model was built for another architecture or feature shape than the configuration".into(),
-            );
-        }
-        let shapes = pool.shapes();
-        for (i, shape) in shapes.iter().enumerate() {
-            if *shape != [spec.channels[i], spec.sizes[i][0], spec.sizes[i][1]] {
-                return mismatch(format!("prompt pool scale {i} is {shape:?}, the configuration gives {spec:?}"));
+        let rule = post.rule();
+        for method in [rule.method, rule.score_source().method] {
+            if method.uses_memory() && model.memory().is_none() {
+                return Err(Error::Config(format!(
+                    "scoring method `{method}` needs a patch memory, and this detector has none (it was trained with `pnpt` scoring)"
+                )));
             }
         }
-        let device = pool.codes().device();
-        let plan = model.plan(pool.priors())?;
-        Ok(Self {
-            config,
-            backbone,
-            pool,
-            model,
-            plan,
-            memory: None,
-            normalization: Normalization::default(),
-            positional: PositionalStats::default(),
-            thresholds,
-            device,
-        })
+        // One configuration per detector: the rule and quantile are the post-processor's.
+        let scoring = &mut model.config_mut().scoring;
+        scoring.set_rule(rule);
+        scoring.threshold_quantile = post.threshold_quantile();
+        Ok(Self { model, post })
     }
 
-    /// Adds a patch memory; its classes must be the pool's, in the same order, and its patch
-    /// width the backbone's. Call [`calibrate`](Self::calibrate) afterwards.
-    pub fn with_memory(mut self, memory: PatchMemory<B>) -> Result<Self> {
-        if memory.names() != self.pool.names() {
-            return Err(Error::Config(format!(
-                "patch memory classes {:?} differ from the prompt pool's {:?}",
-                memory.names(),
-                self.pool.names()
-            )));
+    /// The model and the post-processor, e.g. to re-fit or re-calibrate the latter and
+    /// assemble a new detector with [`new`](Self::new).
+    pub fn into_parts(self) -> (AnomalyModel<B>, PostProcessor) {
+        (self.model, self.post)
+    }
+
+    /// Scores decoded images (any size; resized to `input_size`), each judged as its retrieved
+    /// category.
+    pub fn predict(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
+        self.predict_images(images, None)
+    }
+
+    /// [`predict`](Self::predict) with every image judged as `category` (no retrieval): its
+    /// prior, memory bank and thresholds decide; `unknown_category` still tells whether the
+    /// image looks like it.
+    pub fn predict_as(&self, images: &[DynamicImage], category: &str) -> Result<Vec<Prediction>> {
+        self.predict_images(images, Some(self.model.category_index(category)?))
+    }
+
+    fn predict_images(&self, images: &[DynamicImage], category: Option<usize>) -> Result<Vec<Prediction>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
         }
-        let want = pnpt_memory::patch_dim(self.config.backbone.channels(), memory.config().max_dim);
-        if memory.dim() != want {
-            return Err(Error::Config(format!(
-                "patch memory holds {}-d patches, the backbone gives {want}-d",
-                memory.dim()
-            )));
-        }
-        self.memory = Some(memory);
-        Ok(self)
+        let parts = self.model.image_components(images, images.len(), Maps::of(&self.post.rule()), category)?;
+        self.post.predictions(self.post.combine(&parts)?)
     }
 
-    /// The patch memory, if the detector has one.
-    pub fn memory(&self) -> Option<&PatchMemory<B>> {
-        self.memory.as_ref()
-    }
-    /// The per-class map statistics used by `fused` scoring.
-    pub fn normalization(&self) -> &Normalization {
-        &self.normalization
-    }
-
-    /// Switches the scoring method (and the memory weight of `fused`). The thresholds belong to
-    /// the previous method: [`calibrate`](Self::calibrate) again before trusting decisions.
-    pub fn set_scoring(&mut self, method: ScoringMethod, memory_weight: f64) -> Result<()> {
-        self.set_scoring_rule(method, memory_weight, self.config.scoring.score)
-    }
-
-    /// [`set_scoring`](Self::set_scoring) with the image-score rule too. Per-position
-    /// standardisation stays as configured where the detector has its statistics, and is off
-    /// where it has none (it could not apply).
-    pub fn set_scoring_rule(&mut self, method: ScoringMethod, memory_weight: f64, score: ScoreMode) -> Result<()> {
-        let positional = self.config.scoring.positional && !self.positional.is_empty();
-        let positional_map = positional && self.config.scoring.positional_map;
-        self.set_rule(ScoringRule { method, memory_weight, score, positional, positional_map, score_from: None })
-    }
-
-    /// Switches every scoring choice at once (thresholds: see [`set_scoring`](Self::set_scoring)).
-    /// Per-position standardisation needs the statistics [`fit_positional`](Self::fit_positional)
-    /// computes.
-    pub fn set_rule(&mut self, rule: ScoringRule) -> Result<()> {
-        if rule.uses_positional() && self.positional.is_empty() {
-            return Err(Error::Config("per-position standardisation needs the detector's positional statistics, and it has none (fit them on its training images first)".into()));
-        }
-        if rule.score == ScoreMode::TopKMean(0) {
-            return Err(Error::Config("scoring.score top_k_mean needs k >= 1".into()));
-        }
-        for ScoreSource { method, memory_weight } in
-            [rule.score_source(), ScoreSource { method: rule.method, memory_weight: rule.memory_weight }]
-        {
-            self.check_method(method)?;
-            if !(0.0..=1.0).contains(&memory_weight) {
-                return Err(Error::Config(format!("scoring.memory_weight ({memory_weight}) must be in [0, 1]")));
-            }
-        }
-        let s = &mut self.config.scoring;
-        s.method = rule.method;
-        s.memory_weight = rule.memory_weight;
-        s.score = rule.score;
-        s.positional = rule.positional;
-        s.positional_map = rule.positional && rule.positional_map;
-        s.score_from = rule.score_from;
-        Ok(())
-    }
-
-    /// The per-position statistics of PNPT's map (empty when never fitted).
-    pub fn positional(&self) -> &PositionalStats {
-        &self.positional
-    }
-
-    /// Fits the per-position statistics of PNPT's map from the maps of normal training images
-    /// (`parts.pnpt`), each grouped by the class its map was computed with.
-    pub fn fit_positional(&mut self, parts: &Components) -> Result<()> {
-        let maps =
-            parts.pnpt.as_deref().ok_or_else(|| Error::Invalid("positional statistics need PNPT maps".into()))?;
-        let names: Vec<String> = parts.categories.iter().map(|&c| self.pool.names()[c].clone()).collect();
-        self.positional = PositionalStats::fit(&names, maps, parts.size * parts.size);
-        Ok(())
-    }
-
-    /// [`fit_positional`](Self::fit_positional) from cached backbone features (no decoding, no
-    /// backbone pass), `batch` images at a time.
-    pub fn fit_positional_features(&mut self, set: &FeatureSet<B>, batch: usize) -> Result<()> {
-        let mut all = Components { size: self.config.input_size as usize, ..Default::default() };
-        let idx: Vec<usize> = (0..set.len()).collect();
-        for chunk in idx.chunks(batch.max(1)) {
-            all.extend(self.components_of_features(set.select(chunk)?, true, false, None)?);
-        }
-        self.fit_positional(&all)
-    }
-
-    fn check_method(&self, method: ScoringMethod) -> Result<()> {
-        if method.uses_memory() && self.memory.is_none() {
-            return Err(Error::Config(format!(
-                "scoring method `{method}` needs a patch memory, and this detector has none (it was trained with `pnpt` scoring)"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The configuration.
+    /// The configuration (its scoring rule is the post-processor's).
     pub fn config(&self) -> &PnptConfig {
-        &self.config
-    }
-    /// The frozen backbone.
-    pub fn backbone(&self) -> &Backbone<B> {
-        &self.backbone
-    }
-    /// The prompt pool.
-    pub fn pool(&self) -> &PromptPool<B> {
-        &self.pool
-    }
-    /// The transformer.
-    pub fn model(&self) -> &Pnpt<B> {
-        &self.model
-    }
-    /// The calibrated thresholds.
-    pub fn thresholds(&self) -> &Thresholds {
-        &self.thresholds
+        self.model.config()
     }
     /// Category names the detector knows (pool order).
     pub fn categories(&self) -> &[String] {
-        self.pool.names()
+        self.model.categories()
     }
-    /// The input preprocessing (resize to `input_size`, backbone normalisation).
-    pub fn preprocess(&self) -> Preprocess {
-        preprocess_for(&self.config, &self.backbone)
+    /// The model: images to raw maps.
+    pub fn model(&self) -> &AnomalyModel<B> {
+        &self.model
+    }
+    /// The post-processor: raw maps to scores, maps and verdicts.
+    pub fn post(&self) -> &PostProcessor {
+        &self.post
+    }
+
+    /// Loads an artefact folder written by [`save`](Self::save); the backbone weights come
+    /// from the saved configuration (bundled for EfficientNet-Lite0).
+    pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        persistence::load(dir.as_ref(), None, device)
+    }
+
+    /// [`load`](Self::load), taking the backbone weights from `weights` (e.g. a `.pth` moved
+    /// since training).
+    pub fn load_with_backbone_weights(dir: impl AsRef<Path>, weights: &Path, device: &B::Device) -> Result<Self> {
+        persistence::load(dir.as_ref(), Some(weights), device)
+    }
+
+    /// Writes the artefact folder. The files are written into a staging folder beside `dir`,
+    /// which then replaces `dir` by renames, so an interrupted save never leaves a mix of old
+    /// and new files, and an existing detector survives until the new one is complete.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        persistence::save(self, dir.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One detector serves many threads on the CPU backend (the HTTP service shares one).
+    #[test]
+    fn detector_is_send_and_sync_on_the_cpu_backend() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Detector<burn::backend::Flex>>();
+        assert_send_sync::<Prediction>();
     }
 }

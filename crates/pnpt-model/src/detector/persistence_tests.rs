@@ -37,8 +37,9 @@ fn tiny() -> Detector<B> {
     let pool = pool.build(cfg.distance).unwrap();
     let model = Pnpt::<B>::new(&cfg.model, spec, &device).unwrap();
     let backbone = Backbone::<B>::load(cfg.backbone, None, &device).unwrap();
-    let detector = Detector::new(cfg, backbone, pool, model, Thresholds::default()).unwrap();
-    detector.with_memory(memory.build().unwrap()).unwrap()
+    let post = PostProcessor::new(pool.names().to_vec(), &cfg.scoring);
+    let model = AnomalyModel::new(cfg, backbone, pool, model).unwrap().with_memory(memory.build().unwrap()).unwrap();
+    Detector::new(model, post).unwrap()
 }
 
 fn values<const D: usize>(t: &burn::tensor::Tensor<B, D>) -> Vec<f32> {
@@ -46,17 +47,21 @@ fn values<const D: usize>(t: &burn::tensor::Tensor<B, D>) -> Vec<f32> {
 }
 
 fn weights(d: &Detector<B>) -> Vec<(String, Vec<usize>, Vec<u8>)> {
-    model_entries(d.model(), "", Path::new("-")).unwrap().into_iter().map(|e| (e.name, e.shape, e.bytes)).collect()
+    model_entries(d.model().transformer(), "", Path::new("-"))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.shape, e.bytes))
+        .collect()
 }
 
 fn same(a: &Detector<B>, b: &Detector<B>) {
     assert_eq!(weights(a), weights(b));
     assert_eq!(a.categories(), b.categories());
-    assert_eq!(values(a.pool().codes()), values(b.pool().codes()));
+    assert_eq!(values(a.model().pool().codes()), values(b.model().pool().codes()));
     for s in 0..3 {
-        assert_eq!(values(&a.pool().priors()[s]), values(&b.pool().priors()[s]));
+        assert_eq!(values(&a.model().pool().priors()[s]), values(&b.model().pool().priors()[s]));
     }
-    let (ma, mb) = (a.memory().unwrap(), b.memory().unwrap());
+    let (ma, mb) = (a.model().memory().unwrap(), b.model().memory().unwrap());
     assert_eq!(ma.sizes(), mb.sizes());
     for c in 0..ma.names().len() {
         assert_eq!(values(ma.bank(c).unwrap()), values(mb.bank(c).unwrap()));
@@ -89,7 +94,10 @@ fn saves_safetensors_and_loads_them_back() {
     same(&loaded, &detector);
     let file = TensorFile::read(&dir.join(files::MODEL), MODEL_KIND).unwrap();
     let header: ModelFileHeader = file.header().unwrap();
-    assert_eq!((header.num_params, &header.model), (detector.model().num_params(), &detector.config().model));
+    assert_eq!(
+        (header.num_params, &header.model),
+        (detector.model().transformer().num_params(), &detector.config().model)
+    );
     assert_eq!(file.names().count(), weights(&detector).len());
 
     // The file's own digest guards it where the manifest does not (format 2 has no checksums).
@@ -128,12 +136,12 @@ fn folders_of_earlier_formats_still_load() {
     // checksums under the old names.
     let record = Recorder::<B>::record(
         &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
-        detector.model().clone().into_record(),
+        detector.model().transformer().clone().into_record(),
         (),
     )
     .unwrap();
     std::fs::write(dir.join(files::legacy::MODEL), record).unwrap();
-    let pool = detector.pool();
+    let pool = detector.model().pool();
     let pool_header = serde_json::json!({
         "names": pool.names(), "counts": pool.counts(), "distance": pool.distance(), "shapes": pool.shapes(),
     });
@@ -143,7 +151,7 @@ fn folders_of_earlier_formats_still_load() {
         .collect();
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     pnpt_prompt::io::write_container(&dir.join(files::legacy::POOL), b"PNPTPOOL", &pool_header, &refs).unwrap();
-    let memory = detector.memory().unwrap();
+    let memory = detector.model().memory().unwrap();
     let memory_header = serde_json::json!({
         "format": 1, "dim": memory.dim(), "names": memory.names(), "sizes": memory.sizes(),
         "candidates": memory.candidates(), "config": memory.config(),
@@ -197,7 +205,7 @@ fn python_reads_the_model_weights() {
     };
     assert_eq!(v["digest_ok"], true);
     assert_eq!(v["metadata"]["pnpt.kind"], MODEL_KIND);
-    assert_eq!(v["metadata"]["num_params"], detector.model().num_params().to_string());
+    assert_eq!(v["metadata"]["num_params"], detector.model().transformer().num_params().to_string());
     let weights = weights(&detector);
     assert_eq!(v["tensors"].as_object().unwrap().len(), weights.len());
     let mut total = 0;
@@ -208,5 +216,5 @@ fn python_reads_the_model_weights() {
         assert_eq!(got, pnpt_prompt::io::bytes_to_f32(&bytes).unwrap(), "{name}");
         total += got.len();
     }
-    assert_eq!(total, detector.model().num_params());
+    assert_eq!(total, detector.model().transformer().num_params());
 }

@@ -2,13 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::backend::Backend;
-use pnpt_data::Sample;
 use serde::{Deserialize, Serialize};
-
-use super::{BatchOutput, Components, Detector};
-use crate::Result;
-use crate::fusion::Normalization;
 
 /// Per-category decision thresholds calibrated on held-out normal images.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -21,14 +15,14 @@ pub struct Thresholds {
     pub counts: BTreeMap<String, usize>,
     /// Quantile over all held-out scores (fallback for categories without their own).
     pub global: Option<f32>,
-    /// Pixel threshold per category ([`crate::predict::PIXEL_QUANTILE`] of the held-out normal
+    /// Pixel threshold per category ([`PIXEL_QUANTILE`](super::PIXEL_QUANTILE) of the held-out normal
     /// pixels); empty in detectors saved before it existed.
     #[serde(default)]
     pub pixel: BTreeMap<String, f32>,
     /// Median held-out normal pixel per category (the bottom of a heat map's colour scale).
     #[serde(default)]
     pub pixel_median: BTreeMap<String, f32>,
-    /// Retrieval-distance limit per class (see [`crate::predict`]); empty in older detectors.
+    /// Retrieval-distance limit per class (see [`super::prediction`]); empty in older detectors.
     #[serde(default)]
     pub retrieval: BTreeMap<String, f32>,
 }
@@ -69,38 +63,4 @@ pub fn quantile_of(mut values: Vec<f32>, q: f64) -> Option<f32> {
     let hi = (lo + 1).min(values.len() - 1);
     let frac = (pos - lo as f64) as f32;
     Some(values[lo] + (values[hi] - values[lo]) * frac)
-}
-
-impl<B: Backend> Detector<B> {
-    /// Calibrates on normal images (their `category` field groups them): the per-class map
-    /// statistics of every map the detector has, then the image and pixel thresholds of the
-    /// configured method; the retrieval limits only grow (they also hold the training images').
-    pub fn calibrate(&mut self, normal: &[Sample]) -> Result<()> {
-        let parts = self.sample_components(normal, self.config.train.feature_batch, true, self.memory.is_some())?;
-        let truth: Vec<String> = normal.iter().map(|s| s.category.clone()).collect();
-        self.calibrate_components(&parts, &truth)
-    }
-
-    /// [`calibrate`](Self::calibrate) from component maps already computed (`truth`: the true
-    /// category of each image).
-    pub fn calibrate_components(&mut self, parts: &Components, truth: &[String]) -> Result<()> {
-        let px = parts.size * parts.size;
-        self.normalization = Normalization::fit(truth, parts.pnpt.as_deref(), parts.memory.as_deref(), px);
-        let out = if truth.is_empty() {
-            BatchOutput { maps: vec![], scores: vec![], categories: vec![], distances: vec![], size: parts.size }
-        } else {
-            self.combine(parts)?
-        };
-        let mut retrieval = std::mem::take(&mut self.thresholds.retrieval);
-        crate::predict::raise_retrieval_limits(&mut retrieval, self.pool.names(), &parts.categories, &parts.distances);
-        let (pixel, pixel_median) = crate::predict::pixel_statistics(&out.maps, truth, px);
-        let pairs: Vec<(String, f32)> = truth.iter().cloned().zip(out.scores).collect();
-        self.thresholds = Thresholds {
-            pixel,
-            pixel_median,
-            retrieval,
-            ..Thresholds::calibrate(self.config.scoring.threshold_quantile, &pairs)
-        };
-        Ok(())
-    }
 }

@@ -3,7 +3,7 @@
 //! damaged files.
 
 use super::*;
-use crate::train::{FeatureSet, TrainOptions, adamw, train_model};
+use crate::train::{FeatureSet, TrainOptions, adamw, train_transformer};
 use burn::backend::{Autodiff, Flex};
 use pnpt_prompt::PoolBuilder;
 use pnpt_prompt::tensor_file::looks_like_tensor_file;
@@ -86,7 +86,7 @@ fn checkpoints_resume_exactly_from_either_format() {
     let cfg = tiny();
     let (set, pool) = tiny_set(&cfg);
     let device = Default::default();
-    let straight = train_model::<A>(&cfg, &set, &pool, &device, &TrainOptions::default()).unwrap();
+    let straight = train_transformer::<A>(&cfg, &set, &pool, &device, &TrainOptions::default(), None).unwrap();
 
     let new_dir = tempfile::tempdir().unwrap();
     let first = TrainOptions {
@@ -94,7 +94,7 @@ fn checkpoints_resume_exactly_from_either_format() {
         stop_after_epoch: Some(1),
         ..Default::default()
     };
-    train_model::<A>(&cfg, &set, &pool, &device, &first).unwrap();
+    train_transformer::<A>(&cfg, &set, &pool, &device, &first, None).unwrap();
     let path = new_dir.path().join(CHECKPOINT_FILE);
     assert!(looks_like_tensor_file(&std::fs::read(&path).unwrap()));
     let checkpoint = read_checkpoint(&path).unwrap();
@@ -112,7 +112,7 @@ fn checkpoints_resume_exactly_from_either_format() {
     for (what, dir) in [("safetensors", &new_dir), ("container", &old_dir)] {
         let resume =
             TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), resume: true, ..Default::default() };
-        let resumed = train_model::<A>(&cfg, &set, &pool, &device, &resume).unwrap();
+        let resumed = train_transformer::<A>(&cfg, &set, &pool, &device, &resume, None).unwrap();
         assert!(resumed.completed, "{what}");
         let losses = |h: &[EpochStats]| h.iter().map(|e| e.loss).collect::<Vec<_>>();
         // Losses equal to the bit: the second epoch ran from the same weights, AdamW moments
@@ -134,7 +134,7 @@ fn damaged_checkpoints_are_clear_errors_and_python_reads_a_good_one() {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let options = TrainOptions { checkpoint_dir: Some(dir.path().to_path_buf()), ..Default::default() };
-    let out = train_model::<A>(&cfg, &set, &pool, &device, &options).unwrap();
+    let out = train_transformer::<A>(&cfg, &set, &pool, &device, &options, None).unwrap();
     let path = dir.path().join(CHECKPOINT_FILE);
     let good = std::fs::read(&path).unwrap();
 

@@ -28,7 +28,7 @@ mod checkpoint;
 mod epochs;
 mod feature_store;
 mod features;
-mod fit;
+mod memory;
 mod parallel;
 mod schedule;
 
@@ -46,7 +46,7 @@ pub use checkpoint::CHECKPOINT_FILE;
 pub(crate) use checkpoint::{MODEL_KIND, apply_model_tensors, load_record_checked, model_entries};
 pub use feature_store::{FeatureStorage, parse_size};
 pub use features::{FeatureSet, build_training_set, extract_features, preprocess_for, split_holdout};
-pub use fit::{DetectorHook, FitReport, build_memory, fit, fit_with};
+pub use memory::build_memory;
 pub use parallel::NodeOptions;
 pub use schedule::{adamw, clip_grad_norm, epoch_len, epoch_order, learning_rate};
 
@@ -88,7 +88,7 @@ pub struct TrainOptions {
     /// Data-parallel training on these devices of this process (ids of the training backend's
     /// devices, `Device::to_id`; the same id twice runs two replicas on one device): every
     /// batch is split between them and their gradients are summed (all-reduce). Empty = the
-    /// device given to [`train_model`] alone.
+    /// device given to [`train_transformer`] alone.
     pub devices: Vec<DeviceId>,
     /// This process's place among several (on one or several machines, one device each) whose
     /// gradients are summed at node 0; `None` = this process alone.
@@ -238,7 +238,7 @@ pub struct EpochStats {
 /// run's last epoch; returns its validation image and pixel AUROC, or `None`.
 pub type EpochHook<'a, B> = &'a mut dyn FnMut(&Pnpt<B>, bool) -> Result<Option<(f64, f64)>>;
 
-/// What [`train_model`] returns.
+/// What [`train_transformer`] returns.
 #[derive(Debug, Clone)]
 pub struct TrainOutput<B: Backend> {
     /// The trained model (inference backend).
@@ -254,29 +254,20 @@ pub struct TrainOutput<B: Backend> {
     pub planned_epochs: usize,
 }
 
-/// Trains a fresh (or resumed) PNPT model on cached features.
-pub fn train_model<B: AutodiffBackend>(
+/// Trains a fresh (or resumed) PNPT model on cached features, validating the model after
+/// every epoch with `on_epoch` when given (recorded in [`EpochStats::validation`] and the
+/// checkpoint's history). With [`TrainOptions::devices`] or [`TrainOptions::nodes`] the run is
+/// data-parallel (`on_epoch` and the checkpoints are this process's first device's).
+pub fn train_transformer<B: AutodiffBackend>(
     config: &PnptConfig,
     set: &FeatureSet<B::InnerBackend>,
     pool: &PromptPool<B::InnerBackend>,
     device: &B::Device,
     options: &TrainOptions,
+    on_epoch: Option<EpochHook<'_, B::InnerBackend>>,
 ) -> Result<TrainOutput<B::InnerBackend>> {
-    train_model_with::<B>(config, set, pool, device, options, &mut |_, _| Ok(None))
-}
-
-/// [`train_model`], validating the model after every epoch with `on_epoch` (recorded in
-/// [`EpochStats::validation`] and the checkpoint's history). With
-/// [`TrainOptions::devices`] or [`TrainOptions::nodes`] the run is data-parallel
-/// (`on_epoch` and the checkpoints are this process's first device's).
-pub fn train_model_with<B: AutodiffBackend>(
-    config: &PnptConfig,
-    set: &FeatureSet<B::InnerBackend>,
-    pool: &PromptPool<B::InnerBackend>,
-    device: &B::Device,
-    options: &TrainOptions,
-    on_epoch: EpochHook<'_, B::InnerBackend>,
-) -> Result<TrainOutput<B::InnerBackend>> {
+    let mut none = |_: &Pnpt<B::InnerBackend>, _: bool| Ok(None);
+    let on_epoch = on_epoch.unwrap_or(&mut none);
     config.validate()?;
     if set.is_empty() {
         return Err(Error::Invalid("no training images".into()));

@@ -33,7 +33,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
-use pnpt_model::detector::{BatchOutput, Detector};
+use pnpt_model::detector::{BatchOutput, Detector, Maps};
 use pnpt_model::{ScoringMethod, ScoringRule};
 use serde_json::{Map, Value};
 
@@ -158,7 +158,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
     let rule = detector.config().scoring.rule();
     let own = rule.method;
     let methods: Vec<ScoringMethod> =
-        if detector.memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
+        if detector.model().memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
     let mut per_method: Vec<Vec<(String, CategoryMetrics)>> = vec![Vec::new(); methods.len()];
     let mut categories = Vec::new();
     let mut skipped = Vec::new();
@@ -173,8 +173,12 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
             continue;
         }
         let t0 = Instant::now();
-        let parts = detector.sample_components(&cat.test, options.batch_size, true, methods.len() > 1)?;
-        let out = detector.combine(&parts)?;
+        let parts = detector.model().sample_components(
+            &cat.test,
+            options.batch_size,
+            Maps { pnpt: true, memory: methods.len() > 1 },
+        )?;
+        let out = detector.post().combine(&parts)?;
         seconds += t0.elapsed().as_secs_f64();
         images += n;
         let masks = pnpt_data::load_masks(&cat.test, size as u32)?;
@@ -190,12 +194,13 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         for (i, &m) in methods.iter().enumerate() {
             // The other methods' rows read their image scores from their own maps.
             let other = ScoringRule { method: m, score_from: None, ..rule };
-            let metrics = if m == own { metrics.clone() } else { score(&detector.combine_with(&parts, &other)?)? };
+            let metrics =
+                if m == own { metrics.clone() } else { score(&detector.post().combine_with(&parts, &other)?)? };
             per_method[i].push((cat.name.clone(), metrics));
         }
         let truth = vec![cat.name.as_str(); n];
-        let retrieval_accuracy = detector.pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
-        let thresholds = detector.thresholds();
+        let retrieval_accuracy = detector.model().pool().accuracy(&out.categories, &truth).unwrap_or(0.0);
+        let thresholds = detector.post().thresholds();
         let scale = ColourScale::for_category(
             &out.maps,
             thresholds.for_category(&cat.name),

@@ -112,9 +112,19 @@ impl BackendTask for Job {
                 }
                 if let Some(m) = args.method {
                     let c = detector.config().clone();
-                    detector.set_scoring(m, c.scoring.memory_weight)?;
+                    let post = detector.post();
+                    // Per-position standardisation stays as configured where the detector has
+                    // its statistics, and is off where it has none (it could not apply).
+                    let positional = c.scoring.positional && !post.positional().is_empty();
+                    let rule = pnpt_model::ScoringRule {
+                        method: m,
+                        positional,
+                        positional_map: positional && c.scoring.positional_map,
+                        score_from: None,
+                        ..post.rule()
+                    };
                     let (_, holdout) = split_holdout(&dataset, c.scoring.calibration_fraction, c.train.seed);
-                    detector.calibrate(&holdout)?;
+                    detector = crate::train::recalibrate(detector, rule, &holdout, None)?;
                     log(format!(
                         "scoring method {m}; thresholds recalibrated on {} held-out images of the data",
                         holdout.len()
@@ -125,7 +135,9 @@ impl BackendTask for Job {
                     let validation = ValidationOptions::default()
                         .with_seed(detector.config().train.seed)
                         .with_select(args.method.is_none());
-                    if let Some(v) = crate::train::rescore(&mut detector, &dataset, &validation)? {
+                    let (rescored, result) = crate::train::rescore(detector, &dataset, &validation)?;
+                    detector = rescored;
+                    if let Some(v) = result {
                         log_validation(&log, &v);
                         record.validation = Some(v);
                     }
@@ -160,8 +172,8 @@ impl BackendTask for Job {
                     .with_feature_dir(Some(args.out.clone()));
                 let validation =
                     ValidationOptions::default().with_seed(args.config.train.seed).with_select(args.method.is_none());
-                let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, &validation)?;
-                let fit = &report.fit;
+                let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, Some(&validation))?;
+                let fit = &report;
                 for e in &fit.history {
                     let v =
                         e.validation.map(|(i, p)| format!("  validation (pnpt) {i:.4} / {p:.4}")).unwrap_or_default();
@@ -184,7 +196,7 @@ impl BackendTask for Job {
                     log_validation(&log, v);
                     record.validation = Some(v.clone());
                 }
-                record.memory = detector.memory().map(|m| MemoryRecord {
+                record.memory = detector.model().memory().map(|m| MemoryRecord {
                     dim: m.dim(),
                     seconds: fit.memory_seconds,
                     classes: m

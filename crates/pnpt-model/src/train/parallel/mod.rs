@@ -14,13 +14,9 @@
 //! Equality with one device holds for deterministic layers; with `model.dropout > 0` every
 //! device draws its own dropout masks.
 
-use std::any::Any;
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::marker::PhantomData;
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -31,6 +27,13 @@ use pnpt_prompt::PromptPool;
 use super::epochs::Run;
 use super::{EpochHook, FeatureSet, TrainOptions, TrainOutput};
 use crate::{Error, PnptConfig, Result};
+
+mod local;
+mod node;
+
+pub(crate) use local::LocalGroup;
+use local::Member;
+pub(crate) use node::NodeLink;
 
 /// This process's place in a run over several processes or machines (one training device
 /// each, as `torchrun` runs one process per GPU).
@@ -244,270 +247,10 @@ pub(super) fn train<B: AutodiffBackend>(
     output.ok_or_else(|| Error::Invalid("the first training device returned no model".into()))
 }
 
-/// The devices of one data-parallel run in this process. A sum waits for every device's value
-/// and adds them in rank order on the first device, so it gives the same bits on every run
-/// whichever device comes first, and every device gets those bits. (burn-collective's local
-/// all-reduce adds in the iteration order of a `HashMap` with a random hasher: from three
-/// devices on, the rounding of every sum was drawn anew on each run.) Each run has its own
-/// group, so runs at once in one process cannot mix their values.
-#[derive(Debug)]
-pub(crate) struct LocalGroup {
-    world: usize,
-    state: Mutex<GroupState>,
-    changed: Condvar,
-}
-
-/// Every device of a run sums tensors of the one training backend; anything else is a bug.
-const MIXED_TYPES: &str = "devices of one run summed tensors of different types";
-
-#[derive(Default)]
-struct GroupState {
-    /// The values of the sum in progress, by device (`Tensor<B, 1>`s of the training backend).
-    values: Vec<Option<Box<dyn Any + Send>>>,
-    /// The last completed sum (or why it failed), until every device has taken it.
-    total: Option<std::result::Result<Box<dyn Any + Send>, String>>,
-    /// Devices yet to take `total`.
-    takers: usize,
-    /// Sums completed: a device waits for this to move past the sum it joined.
-    round: u64,
-    /// The first device that stopped early: every sum ends with an error from then on.
-    failed: Option<usize>,
-    /// A device that finished its run: a sum started after it can never complete.
-    finished: Option<usize>,
-}
-
-impl std::fmt::Debug for GroupState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupState").field("round", &self.round).field("failed", &self.failed).finish()
-    }
-}
-
-impl LocalGroup {
-    pub(crate) fn new(world: usize) -> Self {
-        let state = GroupState { values: (0..world).map(|_| None).collect(), ..Default::default() };
-        Self { world, state: Mutex::new(state), changed: Condvar::new() }
-    }
-
-    /// The sum over the group's devices of `value` (device `local`'s), on `value`'s device.
-    pub(crate) fn sum<B: Backend>(&self, local: usize, value: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
-        let device = value.device();
-        let ended = |state: &GroupState| match (state.failed, state.finished) {
-            (Some(failed), _) => Some(Error::Invalid(format!("training device {failed} stopped; the run ends"))),
-            (None, Some(done)) => {
-                Some(Error::Invalid(format!("training device {done} finished its run while device {local} still sums")))
-            }
-            (None, None) => None,
-        };
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A device that has taken the last sum may be back before the others took it.
-        while state.takers > 0 && ended(&state).is_none() {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        if let Some(e) = ended(&state) {
-            return Err(e);
-        }
-        if local >= self.world || state.values[local].is_some() {
-            return Err(Error::Invalid(format!("device {local} joined a sum of {} devices twice", self.world)));
-        }
-        let round = state.round;
-        state.values[local] = Some(Box::new(value));
-        if state.values.iter().all(Option::is_some) {
-            let values: Vec<_> = state.values.iter_mut().filter_map(Option::take).collect();
-            state.total = Some(Self::add::<B>(values));
-            state.takers = self.world;
-            state.round += 1;
-            self.changed.notify_all();
-        }
-        while state.round == round && ended(&state).is_none() {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        if state.round == round {
-            // Ended before every device joined: `ended` says why.
-            return Err(ended(&state).unwrap_or_else(|| Error::Invalid("a sum ended unfinished".into())));
-        }
-        let total = match &state.total {
-            Some(Ok(total)) => total.downcast_ref::<Tensor<B, 1>>().cloned().ok_or_else(|| MIXED_TYPES.to_string()),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err("a sum's result was taken too early".to_string()),
-        };
-        state.takers -= 1;
-        if state.takers == 0 {
-            state.total = None;
-            self.changed.notify_all();
-        }
-        drop(state);
-        Ok(total.map_err(Error::Invalid)?.to_device(&device))
-    }
-
-    /// `values` (by device) added in that order on the first one's device.
-    fn add<B: Backend>(values: Vec<Box<dyn Any + Send>>) -> std::result::Result<Box<dyn Any + Send>, String> {
-        let mut values = values.into_iter().map(|v| v.downcast::<Tensor<B, 1>>().map(|t| *t));
-        let Some(Ok(mut total)) = values.next() else {
-            return Err(MIXED_TYPES.into());
-        };
-        let device = total.device();
-        for value in values {
-            let value = value.map_err(|_| MIXED_TYPES.to_string())?;
-            if value.dims() != total.dims() {
-                return Err(format!("devices summed {} and {} values", total.dims()[0], value.dims()[0]));
-            }
-            total = total + value.to_device(&device);
-        }
-        Ok(Box::new(total))
-    }
-
-    /// Device `local` leaves the group: stopped early (`done` false), every sum ends with an
-    /// error naming it; finished, every sum that could only complete with it does.
-    fn leave(&self, local: usize, done: bool) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if done {
-            state.finished.get_or_insert(local);
-        } else {
-            state.failed.get_or_insert(local);
-        }
-        self.changed.notify_all();
-    }
-
-    /// The first device that stopped early, if any.
-    fn failed(&self) -> Option<usize> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).failed
-    }
-}
-
-/// A device's membership of a [`LocalGroup`]: dropped before `done` (an error returned, or a
-/// panic unwinding), it stops the group; after, it leaves it. Either way no device waits
-/// forever for a sum it cannot join.
-struct Member<'a> {
-    group: &'a LocalGroup,
-    local: usize,
-    done: bool,
-}
-
-impl Drop for Member<'_> {
-    fn drop(&mut self) {
-        self.group.leave(self.local, self.done);
-    }
-}
-
-/// The processes of a multi-node run, joined in a star around node 0: for every sum each node
-/// sends its values, node 0 adds them in rank order and sends the total back, so every node
-/// gets the same bits. Plain TCP: messages are a little-endian `u64` count of `f32` values and
-/// the values.
-///
-/// Not burn-collective's global orchestrator: with Burn 0.21 two processes on 127.0.0.1
-/// completed the first all-reduce and then waited forever in the second (its tree and
-/// centralized strategies alike; the ring refuses tensors smaller than the node count).
-#[derive(Debug)]
-pub(crate) struct NodeLink {
-    /// Node 0: the other nodes' streams, by rank (`peers[r - 1]`). Others: node 0's stream.
-    streams: Vec<TcpStream>,
-    root: bool,
-}
-
-/// How long a node waits for node 0 to listen, or node 0 for the others to connect.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
-
-impl NodeLink {
-    fn connect(options: &NodeOptions) -> Result<Self> {
-        let addr = options.orchestrator.trim_start_matches("tcp://");
-        let net = |what: &str, e: std::io::Error| Error::Invalid(format!("{what} {addr}: {e}"));
-        let magic = |rank: u32, nodes: u32| [b"PNPT".as_slice(), &rank.to_le_bytes(), &nodes.to_le_bytes()].concat();
-        if options.rank == 0 {
-            let listener = TcpListener::bind(addr).map_err(|e| net("listening on", e))?;
-            listener.set_nonblocking(true).map_err(|e| net("listening on", e))?;
-            let mut slots: Vec<Option<TcpStream>> = (1..options.nodes).map(|_| None).collect();
-            let deadline = Instant::now() + JOIN_TIMEOUT;
-            while slots.iter().any(Option::is_none) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        stream.set_nonblocking(false).map_err(|e| net("accepting on", e))?;
-                        stream.set_nodelay(true).map_err(|e| net("accepting on", e))?;
-                        let mut hello = [0u8; 12];
-                        stream.read_exact(&mut hello).map_err(|e| net("greeting on", e))?;
-                        let rank = u32::from_le_bytes(hello[4..8].try_into().expect("4 bytes"));
-                        if hello[..] != magic(rank, options.nodes)[..] || rank == 0 || rank >= options.nodes {
-                            return Err(Error::Config(format!(
-                                "{addr}: a node that is not one of this run's {} (rank {rank}) connected",
-                                options.nodes
-                            )));
-                        }
-                        if slots[rank as usize - 1].replace(stream).is_some() {
-                            return Err(Error::Config(format!("{addr}: two nodes claim rank {rank}")));
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Instant::now() > deadline {
-                            return Err(Error::Invalid(format!(
-                                "{addr}: {} of {} nodes joined within {} s",
-                                1 + slots.iter().flatten().count(),
-                                options.nodes,
-                                JOIN_TIMEOUT.as_secs()
-                            )));
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => return Err(net("accepting on", e)),
-                }
-            }
-            Ok(Self { streams: slots.into_iter().flatten().collect(), root: true })
-        } else {
-            let deadline = Instant::now() + JOIN_TIMEOUT;
-            let mut stream = loop {
-                match TcpStream::connect(addr) {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() > deadline => return Err(net("connecting to node 0 at", e)),
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
-                }
-            };
-            stream.set_nodelay(true).map_err(|e| net("connecting to", e))?;
-            stream.write_all(&magic(options.rank, options.nodes)).map_err(|e| net("greeting", e))?;
-            Ok(Self { streams: vec![stream], root: false })
-        }
-    }
-
-    fn send(stream: &mut TcpStream, values: &[f32]) -> std::io::Result<()> {
-        let mut bytes = Vec::with_capacity(8 + 4 * values.len());
-        bytes.extend_from_slice(&(values.len() as u64).to_le_bytes());
-        values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-        stream.write_all(&bytes)
-    }
-
-    fn receive(stream: &mut TcpStream, n: usize) -> std::io::Result<Vec<f32>> {
-        let mut len = [0u8; 8];
-        stream.read_exact(&mut len)?;
-        if u64::from_le_bytes(len) != n as u64 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("a node sent {} values where {n} were expected", u64::from_le_bytes(len)),
-            ));
-        }
-        let mut bytes = vec![0u8; 4 * n];
-        stream.read_exact(&mut bytes)?;
-        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-    }
-
-    /// The element-wise sum of every node's `values`.
-    fn sum(&mut self, mut values: Vec<f32>) -> Result<Vec<f32>> {
-        let failed = |e: std::io::Error| Error::Invalid(format!("exchange with the other nodes failed: {e}"));
-        let n = values.len();
-        if self.root {
-            for stream in &mut self.streams {
-                let theirs = Self::receive(stream, n).map_err(failed)?;
-                values.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
-            }
-            for stream in &mut self.streams {
-                Self::send(stream, &values).map_err(failed)?;
-            }
-            Ok(values)
-        } else {
-            Self::send(&mut self.streams[0], &values).map_err(failed)?;
-            Self::receive(&mut self.streams[0], n).map_err(failed)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
+
     use super::*;
 
     #[test]
