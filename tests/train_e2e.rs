@@ -6,7 +6,7 @@ use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
 use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::evaluate::{EvaluateOptions, evaluate};
-use pnpt::model::detector::{Detector, files};
+use pnpt::model::detector::{Detector, files, upgrade};
 use pnpt::model::{Maps, PnptConfig, ScoringMethod, TrainOptions};
 use pnpt::train::train;
 use pnpt::validation::ValidationOptions;
@@ -302,7 +302,8 @@ fn train_save_load_predict_beats_chance() {
     std::fs::write(out_dir.join(files::MANIFEST), &manifest_text).unwrap();
 
     // A detector saved before the patch memory existed (manifest format 1, no `scoring.method`,
-    // no memory files) still loads, and scores with PNPT's map.
+    // no memory files, no checksums) is refused by `load` and converted by `upgrade`; it then
+    // scores with PNPT's map.
     let old = parent.path().join("old");
     std::fs::create_dir(&old).unwrap();
     for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
@@ -311,6 +312,7 @@ fn train_save_load_predict_beats_chance() {
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(old.join(files::MANIFEST)).unwrap()).unwrap();
     manifest["format"] = 1.into();
+    manifest.as_object_mut().unwrap().remove("checksums");
     std::fs::write(old.join(files::MANIFEST), manifest.to_string()).unwrap();
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(old.join(files::CONFIG)).unwrap()).unwrap();
@@ -320,7 +322,11 @@ fn train_save_load_predict_beats_chance() {
         .retain(|k, _| k != "method" && k != "memory_weight" && k != "positional");
     config.as_object_mut().unwrap().remove("memory");
     std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
-    let legacy = Detector::<Cpu>::load(old.as_path(), &device).unwrap();
+    let err = Detector::<Cpu>::load(old.as_path(), &device).unwrap_err().to_string();
+    assert!(err.contains("pnpt upgrade"), "{err}");
+    let upgraded = parent.path().join("upgraded");
+    assert_eq!(upgrade::<Cpu>(&old, &upgraded, &device).unwrap(), 1);
+    let legacy = Detector::<Cpu>::load(upgraded.as_path(), &device).unwrap();
     assert_eq!(legacy.config().scoring.method, ScoringMethod::Pnpt);
     assert!(legacy.model().memory().is_none());
     assert_eq!(legacy.predict(std::slice::from_ref(&image)).unwrap()[0].anomaly_map.len(), 128 * 128);
@@ -328,7 +334,8 @@ fn train_save_load_predict_beats_chance() {
     assert!(heat.is_file(), "{}", heat.display());
 
     // A configuration that does not match the weights is a clear error, not a panic: caught by
-    // the checksum, and in a format-2 folder (no checksums) by the architecture comparison.
+    // the checksum, and when a format-2 folder (no checksums) is upgraded by the architecture
+    // comparison.
     let mut wrong = PnptConfig::load(out_dir.as_path().join(files::CONFIG)).unwrap();
     wrong.model.hidden = 32;
     wrong.save(out_dir.as_path().join(files::CONFIG)).unwrap();
@@ -336,6 +343,6 @@ fn train_save_load_predict_beats_chance() {
     assert!(matches!(err, pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { .. })), "{err}");
     manifest["format"] = 2.into();
     std::fs::write(out_dir.join(files::MANIFEST), manifest.to_string()).unwrap();
-    let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err().to_string();
+    let err = upgrade::<Cpu>(&out_dir, &parent.path().join("wrong"), &device).unwrap_err().to_string();
     assert!(err.contains("hidden"), "{err}");
 }

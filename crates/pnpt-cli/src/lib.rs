@@ -7,6 +7,7 @@
 //! pnpt info pnpt-out/detector                                 # categories, thresholds, config
 //! pnpt train --epochs 3 --out pnpt-out                        # train, evaluate (pnpt::job)
 //! pnpt eval pnpt-out/detector --data /data/mvtec_ad           # evaluate a saved detector
+//! pnpt upgrade old-detector detector                          # convert an earlier format
 //! ```
 //!
 //! The last crate of the data flow: it uses the facade `pnpt` and nothing uses it. The
@@ -59,6 +60,18 @@ pub enum Command {
     /// Train one detector on every category of a dataset, save it and evaluate it.
     // Boxed: its many options would make every `Command` as large as it.
     Train(Box<TrainArgs>),
+    /// Convert a detector folder saved by an earlier version to the current format (OLD is only
+    /// read; NEW is written whole or not at all).
+    Upgrade(UpgradeArgs),
+}
+
+/// `pnpt upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The detector folder of an earlier format.
+    pub old: PathBuf,
+    /// Where to write the converted detector (replaced if it exists).
+    pub new: PathBuf,
 }
 
 /// `pnpt predict`.
@@ -222,6 +235,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => {
             let out = job::run_job((*a).job_options()?)?;
             println!("{}", out.report.to_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upgrade(a) => {
+            if a.old == a.new {
+                return Err(CliError::Input(format!(
+                    "pnpt upgrade: OLD and NEW are both {}; write the converted detector to another folder",
+                    a.old.display()
+                )));
+            }
+            let was = pnpt::model::detector::upgrade::<Cpu>(&a.old, &a.new, &Default::default())?;
+            eprintln!("pnpt upgrade: {} (format {was}) -> {} (current format)", a.old.display(), a.new.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -172,3 +172,25 @@ fn train_and_eval_commands() {
     assert_eq!(report["categories"].as_object().map(|c| c.len()), Some(1));
     assert!(eval.join("heatmaps/bottle").is_dir());
 }
+
+/// `pnpt upgrade` converts the committed format-1 folder, which the other commands refuse with
+/// a message naming the upgrade; the converted one works with them.
+#[test]
+fn upgrade_command_on_a_format_1_folder() {
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pnpt-model/tests/data/detector-format1");
+    let run = pnpt_bin().arg("info").arg(&old).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("pnpt upgrade"), "{stderr}");
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("detector");
+    let run = pnpt_bin().arg("upgrade").arg(&old).arg(&new).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && stderr.contains("format 1"), "{stderr}");
+    let run = pnpt_bin().arg("info").arg(&new).arg("--json").output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let info: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(info["categories"].as_array().map(Vec::len), Some(2), "{info}");
+    // NEW must be another folder: upgrading in place would replace what it reads.
+    let run = pnpt_bin().arg("upgrade").arg(&new).arg(&new).output().unwrap();
+    assert!(!run.status.success());
+}

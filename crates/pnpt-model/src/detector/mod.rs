@@ -52,7 +52,7 @@ use image::DynamicImage;
 use crate::{Error, PnptConfig, Result};
 
 pub use model::{AnomalyModel, Components, Maps};
-pub use persistence::UNOPTIMISED;
+pub use persistence::{UNOPTIMISED, upgrade};
 pub use post::PostProcessor;
 pub use prediction::{BatchOutput, CategoryThresholds, PIXEL_QUANTILE, Prediction, RETRIEVAL_MARGIN};
 pub use thresholds::{Thresholds, quantile_of};
@@ -78,8 +78,8 @@ pub mod files {
     /// mean, std), classes in the order of `normalization.json`'s `positional_classes`.
     pub const POSITIONAL: &str = "positional.npy";
 
-    /// The names of detectors saved before manifest format 5, still loaded: a folder uses
-    /// these where the current names are absent.
+    /// The names of detectors saved before manifest format 5, read by
+    /// [`upgrade`](super::upgrade) where the current names are absent.
     pub mod legacy {
         /// Model weights as a Burn named MessagePack record (full precision).
         pub const MODEL: &str = "model.mpk";

@@ -2,10 +2,11 @@
 //!
 //! Since manifest format 5 the tensors are safetensors files (`model.safetensors`,
 //! `prompt_pool.safetensors`, `patch_memory.safetensors`; [`pnpt_prompt::tensor_file`]), so
-//! Python reads a whole detector. Folders of earlier formats, with `model.mpk` (a Burn record)
-//! and the pnpt containers `prompt_pool.bin` / `patch_memory.bin`, still load: each file is
-//! taken under its current name if present, else under its [`files::legacy`] name, and each
-//! reader tells the two formats apart by the file's first bytes.
+//! Python reads a whole detector. [`Detector::load`] reads this format only. Folders of
+//! earlier formats, with `model.mpk` (a Burn record) and the pnpt containers
+//! `prompt_pool.bin` / `patch_memory.bin`, are converted once by [`upgrade`] (`pnpt upgrade`):
+//! there each file is taken under its current name if present, else under its
+//! [`files::legacy`] name, and each reader tells the two formats apart by the file's first bytes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,8 +46,9 @@ struct Manifest {
 /// 5: model, pool and memory as safetensors files; 4: per-position statistics of PNPT's map
 /// (`positional.npy`, `scoring.positional`); 3: a SHA-256 per file in the manifest, verified
 /// before anything is parsed; 2: scoring methods and the patch memory; 1: PNPT-only
-/// detectors. All still load; 1 and 2 without the integrity check (their configuration of
-/// format 1 predates `scoring.method`, read as `pnpt`).
+/// detectors. Only 5 loads; [`upgrade`] converts the others (1 and 2 without the integrity
+/// check, which they did not have; the configuration of format 1 predates `scoring.method`,
+/// read as `pnpt`).
 const FORMAT: u32 = 5;
 
 /// Header of `model.safetensors` (its metadata, beside the tensors): what the weights are for.
@@ -155,24 +157,78 @@ fn write_files<B: Backend>(detector: &Detector<B>, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Which detector folders a read accepts: [`Detector::load`] the current format only,
+/// [`upgrade`] every earlier one too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Formats {
+    Current,
+    Any,
+}
+
 /// [`Detector::load`]; the backbone weights from `weights` when given.
 pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::Device) -> Result<Detector<B>> {
+    read(dir, weights, device, Formats::Current)
+}
+
+/// Converts the detector folder `old`, of any format this version has written, to the current
+/// format in `new` (written as [`Detector::save`] writes: staged, then renamed into place;
+/// `old` is only read). Returns the format `old` had. Checksums are verified where the old
+/// format had them (3 and later).
+///
+/// ```no_run
+/// use burn::backend::Flex;
+/// let was = pnpt_model::detector::upgrade::<Flex>("old-detector".as_ref(), "detector".as_ref(), &Default::default())?;
+/// println!("format {was} -> current");
+/// # Ok::<(), pnpt_model::Error>(())
+/// ```
+pub fn upgrade<B: Backend>(old: &Path, new: &Path, device: &B::Device) -> Result<u32> {
+    let manifest: Manifest = read_json(&old.join(files::MANIFEST))?;
+    let detector = read::<B>(old, None, device, Formats::Any)?;
+    save(&detector, new)?;
+    Ok(manifest.format)
+}
+
+fn read<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::Device, formats: Formats) -> Result<Detector<B>> {
     warn_if_unoptimised();
     let manifest_path = dir.join(files::MANIFEST);
     let manifest: Manifest = read_json(&manifest_path)?;
+    let refuse = |reason: String| Err(Error::Mismatch { path: manifest_path.clone(), reason });
+    match manifest.format {
+        FORMAT => {}
+        f @ 1..FORMAT if formats == Formats::Any => {
+            // Checksums arrived with format 3: a lower format that carries them was edited.
+            if f < 3 && !manifest.checksums.is_empty() {
+                return refuse(format!(
+                    "format {f} with checksums, which only format 3 and later have: the manifest was edited"
+                ));
+            }
+        }
+        f @ 1..FORMAT => {
+            return refuse(format!(
+                "detector format {f}; this version reads format {FORMAT}: convert the folder with `pnpt upgrade {} NEW` (pnpt::model::detector::upgrade)",
+                dir.display()
+            ));
+        }
+        f => {
+            return refuse(format!(
+                "detector format {f} was written by a newer pnpt; this version reads format {FORMAT}"
+            ));
+        }
+    }
+    let legacy = formats == Formats::Any;
+    // A current folder has only the current names; an older one may have the names of its time.
+    let artefact = |current: &str, old: &str| if legacy { artefact(dir, current, old) } else { dir.join(current) };
     if manifest.format >= 3 {
-        verify_checksums(dir, &manifest.checksums)?;
+        verify_checksums(dir, &manifest.checksums, legacy)?;
     }
     let mut config = PnptConfig::load_saved(dir.join(files::CONFIG))?;
     if let Some(w) = weights {
         config.backbone_weights = Some(w.to_path_buf());
     }
-    let mut diffs = Vec::new();
     if manifest.format == 1 {
         config.scoring.method = ScoringMethod::Pnpt;
-    } else if !(2..=FORMAT).contains(&manifest.format) {
-        diffs.push(format!("format {} (this build reads 1 to {FORMAT})", manifest.format));
     }
+    let mut diffs = Vec::new();
     if manifest.backbone != config.backbone {
         diffs.push(format!("backbone {} vs {}", manifest.backbone, config.backbone));
     }
@@ -200,7 +256,7 @@ pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::D
             reason: format!("weights were saved with (manifest.json vs config.json): {}", diffs.join("; ")),
         });
     }
-    let model_path = artefact(dir, files::MODEL, files::legacy::MODEL);
+    let model_path = artefact(files::MODEL, files::legacy::MODEL);
     let bytes = std::fs::read(&model_path).map_err(Error::io(&model_path))?;
     let fresh = Pnpt::<B>::new(&config.model, config.feature_spec(), device)?;
     let expected = fresh.num_params();
@@ -218,7 +274,7 @@ pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::D
             .map_err(|e| Error::Artefact { path: model_path.clone(), reason: format!("unreadable weights: {e}") })?;
         load_record_checked(fresh, record, expected, &model_path)?
     };
-    let pool_path = artefact(dir, files::POOL, files::legacy::POOL);
+    let pool_path = artefact(files::POOL, files::legacy::POOL);
     let mut pool = PromptPool::<B>::load(&pool_path, device)?;
     pool.set_distance(config.distance);
     if pool.names() != manifest.categories.as_slice() {
@@ -227,7 +283,7 @@ pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::D
     let thresholds: Thresholds = read_json(&dir.join(files::THRESHOLDS))?;
     let backbone = Backbone::<B>::load(config.backbone, config.backbone_weights.as_deref(), device)?;
     let mut model = AnomalyModel::new(config.clone(), backbone, pool, model)?;
-    let memory_path = artefact(dir, files::MEMORY, files::legacy::MEMORY);
+    let memory_path = artefact(files::MEMORY, files::legacy::MEMORY);
     if memory_path.exists() {
         let memory = PatchMemory::<B>::load(&memory_path, device)?;
         model = model
@@ -256,12 +312,15 @@ pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::D
 }
 
 /// Every file a detector of format 3 must vouch for; the memory's two only when present.
-fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>) -> Result<()> {
-    let memory = artefact_name(dir, files::MEMORY, files::legacy::MEMORY);
+/// With `legacy`, a file may go by its name in formats 3 and 4.
+fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>, legacy: bool) -> Result<()> {
+    let name =
+        |current: &'static str, old: &'static str| if legacy { artefact_name(dir, current, old) } else { current };
+    let memory = name(files::MEMORY, files::legacy::MEMORY);
     let mut required = vec![
         files::CONFIG,
-        artefact_name(dir, files::MODEL, files::legacy::MODEL),
-        artefact_name(dir, files::POOL, files::legacy::POOL),
+        name(files::MODEL, files::legacy::MODEL),
+        name(files::POOL, files::legacy::POOL),
         files::THRESHOLDS,
     ];
     if dir.join(memory).exists() {

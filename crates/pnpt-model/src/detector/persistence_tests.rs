@@ -1,6 +1,6 @@
-//! Detector folders: safetensors round trip, the file's own digest and truncation, folders of
-//! earlier formats (`model.mpk`, `prompt_pool.bin`, `patch_memory.bin`, manifest format 4),
-//! and `model.safetensors` read by an independent Python reader.
+//! Detector folders: safetensors round trip, the file's own digest and truncation, the upgrade
+//! of earlier formats (`model.mpk`, `prompt_pool.bin`, `patch_memory.bin`, manifest formats 4
+//! and 1), and `model.safetensors` read by an independent Python reader.
 
 use super::*;
 use burn::backend::Flex;
@@ -125,15 +125,10 @@ fn saves_safetensors_and_loads_them_back() {
     assert!(err.contains("another structure") && err.contains("unexpected layers.1."), "{err}");
 }
 
-#[test]
-fn folders_of_earlier_formats_still_load() {
-    let detector = tiny();
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("old");
-    detector.save(&dir).unwrap();
-    // Rewrite the three tensor files as format 4 wrote them: the model as a Burn named
-    // MessagePack record, the pool and memory in the pnpt container; then the manifest's
-    // checksums under the old names.
+/// Rewrites a saved folder's three tensor files as format 4 wrote them: the model as a Burn
+/// named MessagePack record, the pool (and the memory, when the detector has one) in the pnpt
+/// container; the manifest's checksums follow the old names.
+fn write_format4(detector: &Detector<B>, dir: &Path) {
     let record = Recorder::<B>::record(
         &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
         detector.model().transformer().clone().into_record(),
@@ -151,46 +146,167 @@ fn folders_of_earlier_formats_still_load() {
         .collect();
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     pnpt_prompt::io::write_container(&dir.join(files::legacy::POOL), b"PNPTPOOL", &pool_header, &refs).unwrap();
-    let memory = detector.model().memory().unwrap();
-    let memory_header = serde_json::json!({
-        "format": 1, "dim": memory.dim(), "names": memory.names(), "sizes": memory.sizes(),
-        "candidates": memory.candidates(), "config": memory.config(),
-    });
-    let blobs: Vec<Vec<u8>> =
-        (0..memory.names().len()).map(|c| pnpt_prompt::io::f32_to_bytes(&values(memory.bank(c).unwrap()))).collect();
-    let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-    pnpt_prompt::io::write_container(&dir.join(files::legacy::MEMORY), b"PNPTMEM1", &memory_header, &refs).unwrap();
-    for f in [files::MODEL, files::POOL, files::MEMORY] {
-        std::fs::remove_file(dir.join(f)).unwrap();
+    let mut renamed = vec![(files::MODEL, files::legacy::MODEL), (files::POOL, files::legacy::POOL)];
+    if let Some(memory) = detector.model().memory() {
+        let memory_header = serde_json::json!({
+            "format": 1, "dim": memory.dim(), "names": memory.names(), "sizes": memory.sizes(),
+            "candidates": memory.candidates(), "config": memory.config(),
+        });
+        let blobs: Vec<Vec<u8>> = (0..memory.names().len())
+            .map(|c| pnpt_prompt::io::f32_to_bytes(&values(memory.bank(c).unwrap())))
+            .collect();
+        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        pnpt_prompt::io::write_container(&dir.join(files::legacy::MEMORY), b"PNPTMEM1", &memory_header, &refs).unwrap();
+        renamed.push((files::MEMORY, files::legacy::MEMORY));
     }
-    set_manifest(&dir, |m| {
+    for (new, _) in &renamed {
+        std::fs::remove_file(dir.join(new)).unwrap();
+    }
+    set_manifest(dir, |m| {
         m["format"] = 4.into();
         let sums = m["checksums"].as_object_mut().unwrap();
-        for (new, old) in [
-            (files::MODEL, files::legacy::MODEL),
-            (files::POOL, files::legacy::POOL),
-            (files::MEMORY, files::legacy::MEMORY),
-        ] {
-            sums.remove(new);
-            sums.insert(old.into(), sha256_hex(&std::fs::read(dir.join(old)).unwrap()).into());
+        for (new, old) in &renamed {
+            sums.remove(*new);
+            sums.insert(old.to_string(), sha256_hex(&std::fs::read(dir.join(old)).unwrap()).into());
         }
     });
-    let loaded = Detector::<B>::load(&dir, &Default::default()).unwrap();
-    same(&loaded, &detector);
-    // The old files' checksums in the manifest are still checked.
+}
+
+#[test]
+fn earlier_formats_are_upgraded_and_only_the_current_one_loads() {
+    let detector = tiny();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("old");
+    detector.save(&dir).unwrap();
+    write_format4(&detector, &dir);
+    let err = Detector::<B>::load(&dir, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("format 4") && err.contains("pnpt upgrade"), "{err}");
+    // The old files' checksums in the manifest are checked by the upgrade too.
     let path = dir.join(files::legacy::MODEL);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let original = std::fs::read(&path).unwrap();
+    let mut bytes = original.clone();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x08;
     std::fs::write(&path, &bytes).unwrap();
-    match Detector::<B>::load(&dir, &Default::default()) {
+    let new = parent.path().join("new");
+    match upgrade::<B>(&dir, &new, &Default::default()) {
         Err(Error::Prompt(pnpt_prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
-        other => panic!("flipped byte in model.mpk: {:?}", other.map(|_| "loaded")),
+        other => panic!("flipped byte in model.mpk: {other:?}"),
     }
-    // Saving the loaded detector writes the current format in place of the old files.
-    let dir2 = parent.path().join("resaved");
-    loaded.save(&dir2).unwrap();
-    assert!(dir2.join(files::MODEL).is_file() && !dir2.join(files::legacy::MODEL).exists());
+    assert!(!new.exists(), "a failed upgrade writes nothing");
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(upgrade::<B>(&dir, &new, &Default::default()).unwrap(), 4);
+    let upgraded = Detector::<B>::load(&new, &Default::default()).unwrap();
+    same(&upgraded, &detector);
+    assert!(new.join(files::MODEL).is_file() && !new.join(files::legacy::MODEL).exists());
+    // A format-2 manifest never had checksums: one that has them was edited (a downgrade to
+    // skip the integrity check).
+    set_manifest(&dir, |m| m["format"] = 2.into());
+    let err = upgrade::<B>(&dir, &parent.path().join("other"), &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("edited"), "{err}");
+}
+
+/// The committed format-1 folder (`tests/data/detector-format1`, written by
+/// [`write_format1_fixture`]): a PNPT-only detector of the first release, with no checksums
+/// and no `scoring.method`.
+fn format1_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/detector-format1")
+}
+
+#[test]
+fn a_format_1_folder_is_upgraded() {
+    let fixture = format1_fixture();
+    let before: Vec<(std::ffi::OsString, Vec<u8>)> = {
+        let mut files: Vec<_> = std::fs::read_dir(&fixture)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let err = Detector::<B>::load(&fixture, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("format 1") && err.contains("pnpt upgrade"), "{err}");
+    let parent = tempfile::tempdir().unwrap();
+    let new = parent.path().join("detector");
+    assert_eq!(upgrade::<B>(&fixture, &new, &Default::default()).unwrap(), 1);
+    let upgraded = Detector::<B>::load(&new, &Default::default()).unwrap();
+    assert_eq!(upgraded.config().scoring.method, ScoringMethod::Pnpt, "format 1 predates scoring methods");
+    assert!(upgraded.model().memory().is_none());
+    // The weights are the record's, read by Burn's own recorder.
+    let cfg = upgraded.config();
+    let fresh = Pnpt::<B>::new(&cfg.model, cfg.feature_spec(), &Default::default()).unwrap();
+    let bytes = std::fs::read(fixture.join(files::legacy::MODEL)).unwrap();
+    let record =
+        Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, &Default::default())
+            .unwrap();
+    let from_record = fresh.load_record(record);
+    let entries = |m: &Pnpt<B>| -> Vec<(String, Vec<u8>)> {
+        model_entries(m, "", Path::new("-")).unwrap().into_iter().map(|e| (e.name, e.bytes)).collect()
+    };
+    assert_eq!(entries(upgraded.model().transformer()), entries(&from_record));
+    assert_eq!(upgraded.categories(), ["bottle", "screw"]);
+    // It predicts, with the thresholds the old folder had.
+    let image = image::DynamicImage::new_rgb8(40, 40);
+    let p = upgraded.predict(&[image]).unwrap().remove(0);
+    assert_eq!(p.anomaly_map.len(), 32 * 32);
+    let old_thresholds: Thresholds =
+        serde_json::from_slice(&std::fs::read(fixture.join(files::THRESHOLDS)).unwrap()).unwrap();
+    assert_eq!(upgraded.post().thresholds(), &old_thresholds);
+    // The old folder is only read.
+    let mut after: Vec<_> = std::fs::read_dir(&fixture)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    after.sort();
+    assert_eq!(before, after);
+}
+
+/// Writes the format-1 fixture of [`a_format_1_folder_is_upgraded`] (run once, by hand:
+/// `cargo test -p pnpt-model --lib write_format1_fixture -- --ignored`): [`tiny`] without its
+/// memory, saved, then rewritten as the first release wrote detectors.
+#[test]
+#[ignore = "writes the committed fixture"]
+fn write_format1_fixture() {
+    let (model, post) = tiny().into_parts();
+    let (cfg, backbone, pool, transformer) =
+        (model.config().clone(), model.backbone().clone(), model.pool().clone(), model.transformer().clone());
+    let model = AnomalyModel::new(cfg, backbone, pool, transformer).unwrap();
+    let mut thresholds = post.thresholds().clone();
+    thresholds.quantile = 0.99;
+    thresholds.per_category = [("bottle".to_string(), 0.5), ("screw".to_string(), 0.75)].into();
+    thresholds.global = Some(0.75);
+    let post = PostProcessor::from_parts(
+        post.categories().to_vec(),
+        &model.config().scoring,
+        Default::default(),
+        Default::default(),
+        thresholds,
+    );
+    let detector = Detector::new(model, post).unwrap();
+    let dir = format1_fixture();
+    let _ = std::fs::remove_dir_all(&dir);
+    detector.save(&dir).unwrap();
+    write_format4(&detector, &dir);
+    for f in [files::NORMALIZATION, files::POSITIONAL] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    set_manifest(&dir, |m| {
+        m["format"] = 1.into();
+        m.as_object_mut().unwrap().remove("checksums");
+    });
+    let path = dir.join(files::CONFIG);
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["scoring"].as_object_mut().unwrap().retain(|k, _| {
+        !matches!(k.as_str(), "method" | "memory_weight" | "positional" | "positional_map" | "score_from")
+    });
+    config.as_object_mut().unwrap().remove("memory");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
 #[test]

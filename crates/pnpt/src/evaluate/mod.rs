@@ -30,6 +30,7 @@ mod schema;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use burn::config::Config;
 use burn::tensor::backend::Backend;
 use pnpt_data::{Dataset, Sample};
 use pnpt_metrics::CategoryMetrics;
@@ -52,102 +53,43 @@ category's decision threshold is always the middle of the colour bar (white tick
 every image of the category; the overlay's opacity grows with the score. The white contour encloses the pixels above \
 the threshold, magenta outlines the ground truth. Without a usable threshold the scale is the category's min..max.";
 
-/// Options of [`evaluate`].
-#[derive(Debug, Clone)]
+/// Options of [`evaluate`]. Burn's `Config` derive writes the `with_*` setters (code outside
+/// the crate builds it with them: `#[non_exhaustive]` refuses struct literals there, so adding
+/// an option breaks no caller).
+#[derive(Config, Debug)]
 #[non_exhaustive]
 pub struct EvaluateOptions {
     /// Images per forward.
+    #[config(default = 8)]
     pub batch_size: usize,
     /// Folder for `report.json`, `report.md` and `heatmaps/`; `None` writes nothing.
     pub out_dir: Option<PathBuf>,
     /// Write heat maps (one PNG per test image).
+    #[config(default = true)]
     pub heatmaps: bool,
     /// Recorded in the report.
+    #[config(default = "String::new()")]
     pub preset: String,
     /// Recorded in the report.
+    #[config(default = 0)]
     pub seed: u64,
     /// Recorded in the report.
+    #[config(default = "\"cpu\".into()")]
     pub device: String,
     /// Recorded in the report.
+    #[config(default = 0.0)]
     pub train_seconds: f64,
     /// More top-level entries for `report.json`.
+    #[config(default = "Map::new()")]
     pub extra: Map<String, Value>,
     /// The validation of the scoring candidates, when the detector was just trained or
     /// rescored: every candidate is then also scored on the test split ([`Agreement`]).
     pub validation: Option<Validation>,
 }
 
-// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
-// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
-impl EvaluateOptions {
-    /// Sets [`batch_size`](Self::batch_size).
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-
-    /// Sets [`out_dir`](Self::out_dir).
-    pub fn with_out_dir(mut self, out_dir: Option<PathBuf>) -> Self {
-        self.out_dir = out_dir;
-        self
-    }
-
-    /// Sets [`heatmaps`](Self::heatmaps).
-    pub fn with_heatmaps(mut self, heatmaps: bool) -> Self {
-        self.heatmaps = heatmaps;
-        self
-    }
-
-    /// Sets [`preset`](Self::preset).
-    pub fn with_preset(mut self, preset: String) -> Self {
-        self.preset = preset;
-        self
-    }
-
-    /// Sets [`seed`](Self::seed).
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Sets [`device`](Self::device).
-    pub fn with_device(mut self, device: String) -> Self {
-        self.device = device;
-        self
-    }
-
-    /// Sets [`train_seconds`](Self::train_seconds).
-    pub fn with_train_seconds(mut self, train_seconds: f64) -> Self {
-        self.train_seconds = train_seconds;
-        self
-    }
-
-    /// Sets [`extra`](Self::extra).
-    pub fn with_extra(mut self, extra: Map<String, Value>) -> Self {
-        self.extra = extra;
-        self
-    }
-
-    /// Sets [`validation`](Self::validation).
-    pub fn with_validation(mut self, validation: Option<Validation>) -> Self {
-        self.validation = validation;
-        self
-    }
-}
-
 impl Default for EvaluateOptions {
     fn default() -> Self {
-        Self {
-            batch_size: 8,
-            out_dir: None,
-            heatmaps: true,
-            preset: String::new(),
-            seed: 0,
-            device: "cpu".into(),
-            train_seconds: 0.0,
-            extra: Map::new(),
-            validation: None,
-        }
+        Self::new()
     }
 }
 

@@ -18,9 +18,10 @@
 
 use std::collections::BTreeMap;
 
+use burn::config::Config;
 use burn::tensor::backend::Backend;
 use pnpt_model::{Detector, ScoreMode, ScoreSource, ScoringMethod, ScoringRule};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -29,101 +30,50 @@ mod set;
 pub use set::ValidationSet;
 pub(crate) use set::score_rules;
 
-/// Options of [`validate`] and [`ValidationSet::build`].
-#[derive(Debug, Clone)]
+/// Options of [`validate`] and [`ValidationSet::build`]. Burn's `Config` derive writes the
+/// `with_*` setters (code outside the crate builds it with them: `#[non_exhaustive]` refuses
+/// struct literals there, so adding an option breaks no caller) and JSON save/load.
+#[derive(Config, Debug)]
 #[non_exhaustive]
 pub struct ValidationOptions {
     /// Synthetic anomalies made from each held-out image.
+    #[config(default = 3)]
     pub per_image: usize,
     /// Seed of the synthetic anomalies.
+    #[config(default = 0)]
     pub seed: u64,
     /// Memory weights tried for `fused` (0.1 joined the grid when 0.25, its low end, kept
     /// winning: the optimum lay between `pnpt` alone and 0.25).
+    #[config(default = "vec![0.1, 0.25, 0.5, 0.75]")]
     pub weights: Vec<f64>,
     /// Image-score rules tried with every method.
+    #[config(default = "vec![ScoreMode::Max, ScoreMode::TopKMean(100)]")]
     pub score_rules: Vec<ScoreMode>,
     /// Training images per category used as cut-paste donors (at most).
+    #[config(default = 8)]
     pub donors: usize,
     /// Images per forward.
+    #[config(default = 8)]
     pub batch_size: usize,
     /// Whether [`crate::train::train`] switches the detector to the best candidate (otherwise
     /// the configured `scoring.method` stays and validation is only reported).
+    #[config(default = true)]
     pub select: bool,
     /// Whether [`crate::train::train`] also validates PNPT's map after every epoch but the last
     /// (whose entry comes from the final validation), recorded in the training history: on
     /// ad13 one pass over 276 images, roughly 30 s against 200-250 s of training per epoch.
+    #[config(default = true)]
     pub per_epoch: bool,
-}
-
-// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
-// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
-impl ValidationOptions {
-    /// Sets [`per_image`](Self::per_image).
-    pub fn with_per_image(mut self, per_image: usize) -> Self {
-        self.per_image = per_image;
-        self
-    }
-
-    /// Sets [`seed`](Self::seed).
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Sets [`weights`](Self::weights).
-    pub fn with_weights(mut self, weights: Vec<f64>) -> Self {
-        self.weights = weights;
-        self
-    }
-
-    /// Sets [`score_rules`](Self::score_rules).
-    pub fn with_score_rules(mut self, score_rules: Vec<ScoreMode>) -> Self {
-        self.score_rules = score_rules;
-        self
-    }
-
-    /// Sets [`donors`](Self::donors).
-    pub fn with_donors(mut self, donors: usize) -> Self {
-        self.donors = donors;
-        self
-    }
-
-    /// Sets [`batch_size`](Self::batch_size).
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-
-    /// Sets [`select`](Self::select).
-    pub fn with_select(mut self, select: bool) -> Self {
-        self.select = select;
-        self
-    }
-
-    /// Sets [`per_epoch`](Self::per_epoch).
-    pub fn with_per_epoch(mut self, per_epoch: bool) -> Self {
-        self.per_epoch = per_epoch;
-        self
-    }
 }
 
 impl Default for ValidationOptions {
     fn default() -> Self {
-        Self {
-            per_image: 3,
-            seed: 0,
-            weights: vec![0.1, 0.25, 0.5, 0.75],
-            score_rules: vec![ScoreMode::Max, ScoreMode::TopKMean(100)],
-            donors: 8,
-            batch_size: 8,
-            select: true,
-            per_epoch: true,
-        }
+        Self::new()
     }
 }
 
 /// One scoring candidate's validation result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Scoring method.
     pub method: ScoringMethod,
@@ -148,7 +98,7 @@ pub struct Candidate {
 }
 
 /// One category's validation metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
     /// Image AUROC.
     pub image_auroc: f64,
@@ -178,7 +128,7 @@ impl Candidate {
 }
 
 /// The validation of every candidate and the one chosen.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     /// Every candidate, in the order tried.
     pub candidates: Vec<Candidate>,
