@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use pnpt::backbone::{Backbone, BackboneKind};
-use pnpt::data;
+use pnpt::{data, io};
 
 /// The crate's default CPU backend (Flex, or NdArray with `--no-default-features --features ndarray`).
 type B = pnpt::backend::Cpu;
@@ -55,7 +55,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let values: Vec<f32> = map.into_vec().map_err(|e| format!("reading features: {e:?}"))?;
         let path = args.out.join(format!("s{stride}.npy"));
         // npy::write goes through a temporary file renamed into place.
-        data::npy::write(&path, &shape, &values)?;
+        io::npy::write(&path, &shape, &values)?;
         println!("{}: {shape:?}", path.display());
     }
     Ok(())

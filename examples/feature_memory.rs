@@ -21,9 +21,9 @@ use clap::Parser;
 use pnpt::backbone::Backbone;
 use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
-use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::model::PnptConfig;
 use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, parse_size, train_transformer};
+use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 
 #[derive(Parser)]
 #[command(name = "feature_memory", about = "Peak memory of training with features on disk")]

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pnpt::data::npy;
 use pnpt::evaluate::MapScores;
+use pnpt::io::npy;
 use pnpt::metrics;
 
 /// Scores saved anomaly maps against ground truth and prints every metric as one JSON object.

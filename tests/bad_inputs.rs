@@ -9,11 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use pnpt::Error;
-use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::data::{DataError, Dataset, Sample};
 use pnpt::job::{ConfigChoice, JobOptions, parse_categories, parse_duration, parse_whole, resume_folder, run_job};
 use pnpt::model::PnptConfig;
 use pnpt::model::train::CHECKPOINT_FILE;
+use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 
 mod common;
 

@@ -142,12 +142,12 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     assert!(extended.completed && extended.planned_epochs == 3);
 
     // A checkpoint written before fingerprints existed (no `dataset` in its header) resumes.
-    let file = pnpt::prompt::tensor_file::TensorFile::read(&ckpt, "training_checkpoint").unwrap();
+    let file = pnpt::io::tensor_file::TensorFile::read(&ckpt, "training_checkpoint").unwrap();
     let header: serde_json::Value = file.header().unwrap();
     let mut old = header.clone();
     old.as_object_mut().unwrap().remove("dataset");
     assert!(header.get("dataset").is_some_and(|d| d.is_object()), "the fingerprint is in the header");
-    pnpt::prompt::tensor_file::write(&ckpt, "training_checkpoint", &old, &file.entries()).unwrap();
+    pnpt::io::tensor_file::write(&ckpt, "training_checkpoint", &old, &file.entries()).unwrap();
     assert!(resume(&tiny_config(3), Some(saved.clone())).unwrap().completed, "legacy checkpoint");
 
     // Damaged or foreign checkpoints: checksum or format errors, never a resumed run.
@@ -177,8 +177,8 @@ fn resume_refuses_other_data_fewer_epochs_and_damaged_checkpoints() {
     for (case, damage) in damages {
         std::fs::write(&ckpt, damage(&bytes)).unwrap();
         match resume(&tiny_config(3), Some(saved.clone())) {
-            Err(pnpt::model::Error::Prompt(
-                pnpt::prompt::Error::Checksum { path, .. } | pnpt::prompt::Error::Format { path, .. },
+            Err(pnpt::model::Error::File(
+                pnpt::io::Error::Checksum { path, .. } | pnpt::io::Error::Format { path, .. },
             )) => assert_eq!(path, ckpt, "{case}"),
             other => panic!("{case}: {:?}", other.map(|o| o.history.len())),
         }

@@ -6,9 +6,9 @@ use burn::backend::Autodiff;
 use pnpt::backbone::Backbone;
 use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
-use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::model::PnptConfig;
 use pnpt::model::train::{FeatureStorage, TrainOptions, build_training_set, train_transformer};
+use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 
 mod common;
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use burn::backend::Autodiff;
 use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
-use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::evaluate::{EvaluateOptions, METRIC_COLUMNS, evaluate, metric_values};
 use pnpt::model::{PnptConfig, TrainOptions};
+use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 use serde_json::{Value, json};
 
 // The example itself, so the test checks what it really prints (its `main` goes unused here).
@@ -166,9 +166,9 @@ fn report_html_renders_in_chromium() {
 /// `aupro` in the other) and state the same AUPRO FPR limit.
 #[test]
 fn score_maps_prints_the_metric_keys_of_report_json() {
-    use pnpt::data::npy;
     use pnpt::evaluate::{CategoryReport, Report};
     use pnpt::heatmap::ColourScale;
+    use pnpt::io::npy;
     let dir = tempfile::tempdir().unwrap();
     let (maps, masks, labels) =
         (dir.path().join("maps.npy"), dir.path().join("masks.npy"), dir.path().join("labels.npy"));

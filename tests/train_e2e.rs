@@ -4,10 +4,10 @@
 use burn::backend::Autodiff;
 use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
-use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::evaluate::{EvaluateOptions, evaluate};
 use pnpt::model::detector::{Detector, files, upgrade};
 use pnpt::model::{Maps, PnptConfig, ScoringMethod, TrainOptions};
+use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::train::train;
 use pnpt::validation::ValidationOptions;
 
@@ -288,7 +288,7 @@ fn train_save_load_predict_beats_chance() {
         bad[at] ^= 0x01;
         std::fs::write(&path, &bad).unwrap();
         match Detector::<Cpu>::load(out_dir.as_path(), &device) {
-            Err(pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+            Err(pnpt::model::Error::File(pnpt::io::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
             other => panic!("{f} with a flipped byte: {:?}", other.map(|_| "loaded")),
         }
         std::fs::write(&path, &good).unwrap();
@@ -340,7 +340,7 @@ fn train_save_load_predict_beats_chance() {
     wrong.model.hidden = 32;
     wrong.save(out_dir.as_path().join(files::CONFIG)).unwrap();
     let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err();
-    assert!(matches!(err, pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { .. })), "{err}");
+    assert!(matches!(err, pnpt::model::Error::File(pnpt::io::Error::Checksum { .. })), "{err}");
     manifest["format"] = 2.into();
     std::fs::write(out_dir.join(files::MANIFEST), manifest.to_string()).unwrap();
     let err = upgrade::<Cpu>(&out_dir, &parent.path().join("wrong"), &device).unwrap_err().to_string();

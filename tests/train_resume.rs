@@ -97,7 +97,7 @@ fn resume_equals_uninterrupted() {
     }
     std::fs::write(&path, &bytes).unwrap();
     match train_transformer::<A>(&cfg, &set, &pool, &device, &resume, None) {
-        Err(pnpt::model::Error::Prompt(pnpt::prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+        Err(pnpt::model::Error::File(pnpt::io::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
         other => panic!("damaged checkpoint: {:?}", other.map(|r| r.history.len())),
     }
 }

@@ -15,7 +15,7 @@ pub enum CliError {
     Model(#[from] pnpt::model::Error),
     /// From writing an output file.
     #[error(transparent)]
-    Write(#[from] pnpt::prompt::Error),
+    Write(#[from] pnpt::io::Error),
     /// Reading a file or folder failed.
     #[error("{path}: {source}")]
     Io {

@@ -23,8 +23,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pnpt::backend::{BackendTask, DeviceSpec, run_on};
 use pnpt::burn::tensor::backend::{AutodiffBackend, Backend};
 use pnpt::data::image::DynamicImage;
+use pnpt::io::write_atomic;
 use pnpt::model::Detector;
-use pnpt::prompt::io::write_atomic;
 use rayon::prelude::*;
 use serde::Serialize;
 

@@ -181,8 +181,8 @@ pub enum DataError {
 }
 
 impl DataError {
-    /// Wraps an I/O error with the path it happened on.
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// Wraps an I/O error with the path it happened on (also for the generators of pnpt-synth).
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io { path: path.into(), source }
     }
 }

@@ -8,9 +8,13 @@
 //! cache after [`Dataset::check`](crate::Dataset::check) has decoded them).
 //!
 //! ```
-//! use pnpt_data::{fingerprint::Fingerprint, synthetic::{generate, SyntheticConfig}, Dataset};
+//! use pnpt_data::{fingerprint::Fingerprint, Dataset};
 //! let dir = tempfile::tempdir().unwrap();
-//! generate(dir.path(), &SyntheticConfig { size: 32, train_good: 2, test_good: 1, test_defective: 1, ..Default::default() }).unwrap();
+//! # for rel in ["bottle/train/good/000.png", "bottle/train/good/001.png", "bottle/test/good/000.png"] {
+//! #     let p = dir.path().join(rel);
+//! #     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+//! #     pnpt_data::image::RgbImage::from_pixel(8, 8, pnpt_data::image::Rgb([9, 9, 9])).save(p).unwrap();
+//! # }
 //! let before = Fingerprint::of(&Dataset::open(dir.path(), None).unwrap()).unwrap();
 //! std::fs::remove_file(dir.path().join("bottle/train/good/001.png")).unwrap();
 //! let after = Fingerprint::of(&Dataset::open(dir.path(), None).unwrap()).unwrap();
@@ -18,12 +22,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{DataError, Dataset};
 
@@ -116,19 +118,5 @@ impl Fingerprint {
 
 /// Size and SHA-256 of a file, streamed (no whole-file buffer).
 fn hash_file(path: &Path) -> Result<(u64, String), DataError> {
-    let io = |e| DataError::io(path, e);
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((size, hex))
+    pnpt_io::checksum::sha256_file(path).map_err(|e| DataError::io(path, e))
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use pnpt_prompt::io::{bytes_to_f32, parse_container};
-use pnpt_prompt::tensor_file::{self, Entry, TensorFile};
+use pnpt_io::bytes_to_f32;
+use pnpt_io::container::parse_container;
+use pnpt_io::tensor_file::{self, Entry, TensorFile};
 use serde::{Deserialize, Serialize};
 
 use crate::coreset::{coreset_size, greedy_coreset};
@@ -286,7 +287,7 @@ impl<B: Backend> PatchMemory<B> {
     /// Saves the memory to one safetensors file, atomically: one float32 tensor
     /// `bank.<class>` `[k_c, D]` per class, metadata `format`, `dim`, `names` (the class
     /// order), `sizes`, `candidates`, `config` (JSON) besides `pnpt.kind` = `patch_memory`
-    /// ([`pnpt_prompt::tensor_file`]).
+    /// ([`pnpt_io::tensor_file`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors: Vec<Entry> = self
             .names
@@ -315,8 +316,7 @@ impl<B: Backend> PatchMemory<B> {
     /// `PNPTMEM1`), checking every size and that every value is finite.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         let bad = |reason: String| Error::Format { path: path.to_path_buf(), reason };
-        let bytes =
-            std::fs::read(path).map_err(|source| pnpt_prompt::Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| pnpt_io::Error::Io { path: path.to_path_buf(), source })?;
         let (header, banks): (Header, Vec<Vec<f32>>) = if bytes.starts_with(MAGIC) {
             let (header, blobs): (Header, Vec<Vec<u8>>) = parse_container(path, &bytes, MAGIC)?;
             let mut banks = Vec::with_capacity(blobs.len());

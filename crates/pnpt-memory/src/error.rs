@@ -20,10 +20,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// Reading or writing the shared container file failed: I/O, a damaged file, or a
-    /// checksum that does not match (`pnpt_prompt::Error::Checksum`).
+    /// Reading or writing the memory's file failed: I/O, a damaged file, or a checksum that
+    /// does not match (`pnpt_io::Error::Checksum`).
     #[error(transparent)]
-    Container(#[from] pnpt_prompt::Error),
+    File(#[from] pnpt_io::Error),
 }
 
 /// Result with the crate's [`Error`].

@@ -2,8 +2,8 @@
 
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor, TensorData};
+use pnpt_io::tensor_file::{self, Entry, TensorFile};
 use pnpt_memory::{MemoryBuilder, MemoryConfig, PatchMemory, greedy_coreset, patch_features};
-use pnpt_prompt::tensor_file::{self, Entry, TensorFile};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -174,7 +174,7 @@ fn memory_round_trips_and_rejects_damaged_files() {
     flipped[bytes.len() / 2] ^= 0x10;
     std::fs::write(&path, &flipped).unwrap();
     let err = PatchMemory::<B>::load(&path, &device).unwrap_err();
-    assert!(matches!(err, pnpt_memory::Error::Container(pnpt_prompt::Error::Checksum { .. })), "{err}");
+    assert!(matches!(err, pnpt_memory::Error::File(pnpt_io::Error::Checksum { .. })), "{err}");
     // A NaN written by a buggy writer (with a checksum that matches it) is still refused: the
     // file is rewritten with one value NaN and a fresh digest.
     std::fs::write(&path, &bytes).unwrap();

@@ -41,7 +41,7 @@ fn python_reads_the_saved_banks() {
     let path = dir.path().join("patch_memory.safetensors");
     memory.save(&path).unwrap();
     same(&PatchMemory::load(&path, &Default::default()).unwrap(), &memory);
-    let Some(v) = pnpt_prompt::tensor_file::read_with_python(&path).unwrap() else {
+    let Some(v) = pnpt_io::tensor_file::read_with_python(&path).unwrap() else {
         eprintln!("SKIPPED: python3 is not available, the independent reader did not run");
         return;
     };
@@ -72,15 +72,15 @@ fn memory_in_the_earlier_container_format_still_loads() {
         "config": memory.config(),
     });
     let blobs: Vec<Vec<u8>> =
-        (0..memory.names().len()).map(|c| pnpt_prompt::io::f32_to_bytes(&values(memory.bank(c).unwrap()))).collect();
+        (0..memory.names().len()).map(|c| pnpt_io::f32_to_bytes(&values(memory.bank(c).unwrap()))).collect();
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("patch_memory.bin");
-    pnpt_prompt::io::write_container(&path, b"PNPTMEM1", &header, &refs).unwrap();
+    pnpt_io::container::write_container(&path, b"PNPTMEM1", &header, &refs).unwrap();
     same(&PatchMemory::load(&path, &Default::default()).unwrap(), &memory);
     // A memory file given where a pool is expected names both kinds.
     let path = dir.path().join("patch_memory.safetensors");
     memory.save(&path).unwrap();
-    let err = pnpt_prompt::PromptPool::<B>::load(&path, &Default::default()).unwrap_err().to_string();
+    let err = pnpt_io::tensor_file::TensorFile::read(&path, "prompt_pool").unwrap_err().to_string();
     assert!(err.contains("expected a prompt pool file, found a patch memory"), "{err}");
 }

@@ -87,18 +87,42 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A saved file could not be read or written (pnpt-io): I/O, a damaged, truncated or
+    /// foreign artefact, a checksum that does not match. The file errors of the prompt pool and
+    /// the patch memory land here too, so one match finds a damaged file whichever part of a
+    /// detector or checkpoint it is.
+    #[error(transparent)]
+    File(#[from] pnpt_io::Error),
     /// From the data crate (image decoding, dataset layout).
     #[error(transparent)]
     Data(#[from] pnpt_data::DataError),
     /// From the backbone crate.
     #[error(transparent)]
     Backbone(#[from] pnpt_backbone::BackboneError),
-    /// From the prompt pool.
+    /// From the prompt pool (its file errors are [`Error::File`]).
     #[error(transparent)]
-    Prompt(#[from] pnpt_prompt::Error),
-    /// From the patch memory.
+    Prompt(pnpt_prompt::Error),
+    /// From the patch memory (its file errors are [`Error::File`]).
     #[error(transparent)]
-    Memory(#[from] pnpt_memory::Error),
+    Memory(pnpt_memory::Error),
+}
+
+impl From<pnpt_prompt::Error> for Error {
+    fn from(e: pnpt_prompt::Error) -> Self {
+        match e {
+            pnpt_prompt::Error::File(e) => Error::File(e),
+            e => Error::Prompt(e),
+        }
+    }
+}
+
+impl From<pnpt_memory::Error> for Error {
+    fn from(e: pnpt_memory::Error) -> Self {
+        match e {
+            pnpt_memory::Error::File(e) => Error::File(e),
+            e => Error::Memory(e),
+        }
+    }
 }
 
 /// Result with the crate's [`Error`].

@@ -1,7 +1,5 @@
 //! The error type of `pnpt-prompt`.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong while building, querying, saving or loading a prompt pool.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -26,36 +24,10 @@ pub enum Error {
     /// A batch with zero images, or mismatched batch sizes between scales.
     #[error("prompt pool: {0}")]
     InvalidInput(String),
-    /// A saved file (prompt pool, patch memory, model weights, checkpoint) is not readable as what
-    /// it should be: truncated, not a safetensors file or container, another kind of artefact.
-    #[error("{path}: not a valid pnpt artefact: {reason}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A saved file's bytes differ from the SHA-256 recorded when it was written (bit rot, a
-    /// partial copy, an edit): nothing in it is used.
-    #[error(
-        "{path}: checksum mismatch (SHA-256 {actual}, written as {expected}): the file is corrupt or was changed after it was saved"
-    )]
-    Checksum {
-        /// The file.
-        path: PathBuf,
-        /// The SHA-256 recorded at save time (hex).
-        expected: String,
-        /// The SHA-256 of the bytes read now (hex).
-        actual: String,
-    },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// The pool's file could not be read or written: I/O, a damaged or truncated file, another
+    /// kind of artefact, a checksum that does not match.
+    #[error(transparent)]
+    File(#[from] pnpt_io::Error),
 }
 
 /// Result with the crate's [`Error`].

@@ -35,8 +35,6 @@
 
 mod cs_npp;
 mod error;
-pub mod io;
-pub mod tensor_file;
 
 pub use cs_npp::{Distance, POOL_KIND, PoolBuilder, PromptPool, Retrieval, global_code, retrieval_accuracy};
 pub use error::{Error, Result};

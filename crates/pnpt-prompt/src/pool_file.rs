@@ -1,5 +1,5 @@
-//! A prompt pool on disk: one safetensors file ([`crate::tensor_file`]), or, when loading, the
-//! container format of earlier versions.
+//! A prompt pool on disk: one safetensors file ([`pnpt_io::tensor_file`]), or, when loading, the
+//! container format of earlier versions ([`pnpt_io::container`]).
 
 use std::path::Path;
 
@@ -7,8 +7,10 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::{Distance, PromptPool};
-use crate::io::{bytes_to_f32, parse_container};
-use crate::tensor_file::{self, Entry, TensorFile};
+use pnpt_io::bytes_to_f32;
+use pnpt_io::container::parse_container;
+use pnpt_io::tensor_file::{self, Entry, TensorFile};
+
 use crate::{Error, Result};
 
 /// Magic of the pool in the earlier container format (still read).
@@ -28,7 +30,7 @@ impl<B: Backend> PromptPool<B> {
     /// Saves the pool to one safetensors file, atomically: tensors `codes` `[K, C_1 + C_2 +
     /// C_3]` and `prior.0`, `prior.1`, `prior.2` `[K, C_i, H_i, W_i]` (float32), metadata
     /// `names`, `counts`, `distance`, `shapes` (JSON) besides `pnpt.kind` = `prompt_pool`
-    /// ([`crate::tensor_file`]).
+    /// ([`pnpt_io::tensor_file`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let header = PoolHeader {
             names: self.names.clone(),
@@ -44,14 +46,14 @@ impl<B: Backend> PromptPool<B> {
         for (s, prior) in self.priors.iter().enumerate() {
             tensors.push(entry(format!("prior.{s}"), prior.to_data()));
         }
-        tensor_file::write(path, POOL_KIND, &header, &tensors)
+        Ok(tensor_file::write(path, POOL_KIND, &header, &tensors)?)
     }
 
     /// Loads a pool written by [`save`](Self::save) onto `device`; a pool in the earlier
     /// container format (`PNPTPOOL`, saved by earlier versions) loads too.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        let bad = |reason: String| Error::Format { path: path.to_path_buf(), reason };
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bad = |reason: String| Error::File(pnpt_io::Error::Format { path: path.to_path_buf(), reason });
+        let bytes = std::fs::read(path).map_err(|source| pnpt_io::Error::Io { path: path.to_path_buf(), source })?;
         let (header, values): (PoolHeader, [Vec<f32>; 4]) = if bytes.starts_with(MAGIC) {
             let (header, blobs): (PoolHeader, _) = parse_container(path, &bytes, MAGIC)?;
             if blobs.len() != 4 {
@@ -94,3 +96,7 @@ impl<B: Backend> PromptPool<B> {
         Ok(Self { names: header.names, counts: header.counts, codes, priors, distance: header.distance })
     }
 }
+
+#[cfg(test)]
+#[path = "pool_file_tests.rs"]
+mod tests;

@@ -35,9 +35,9 @@ pub enum Error {
     /// Dataset or image input failed.
     #[error(transparent)]
     Data(#[from] pnpt_data::DataError),
-    /// `.npy` input or output failed.
+    /// `.npy` input or output, or writing an output file, failed.
     #[error(transparent)]
-    Npy(#[from] pnpt_data::npy::NpyError),
+    Npy(#[from] pnpt_io::Error),
     /// The backbone failed.
     #[error(transparent)]
     Backbone(#[from] pnpt_backbone::BackboneError),

@@ -28,8 +28,8 @@ use std::path::Path;
 
 use pnpt_data::Sample;
 use pnpt_data::image::{ImageFormat, Rgb, RgbImage, imageops};
+use pnpt_io::write_atomic;
 use pnpt_model::detector::quantile_of;
-use pnpt_prompt::io::write_atomic;
 
 use crate::{Error, Result};
 

@@ -3,8 +3,8 @@
 //! Unified multi-class industrial anomaly detection: one model, trained on normal images of every
 //! product type at once, scores each image and each pixel of any of them.
 //!
-//! This facade re-exports the member crates in data-flow order (data → backbone → prompt pool →
-//! patch memory → model → metrics) and adds training with the choice of the scoring method on
+//! This facade re-exports the member crates in data-flow order (io → data → synth → backbone →
+//! prompt pool → patch memory → model → metrics) and adds training with the choice of the scoring method on
 //! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and reports
 //! ([`evaluate`], with heat maps from [`heatmap`] and `report.html` from [`html`]), run-time
 //! backend selection ([`backend`]), a backend-equivalence harness (`equivalence`, with the
@@ -13,10 +13,12 @@
 pub use burn;
 pub use pnpt_backbone as backbone;
 pub use pnpt_data as data;
+pub use pnpt_io as io;
 pub use pnpt_memory as memory;
 pub use pnpt_metrics as metrics;
 pub use pnpt_model as model;
 pub use pnpt_prompt as prompt;
+pub use pnpt_synth as synth;
 
 pub mod backend;
 #[cfg(feature = "testing")]

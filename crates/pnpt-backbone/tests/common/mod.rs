@@ -22,7 +22,7 @@ pub fn golden_dir() -> Option<PathBuf> {
 
 /// Reads a little-endian float32 C-order `.npy` file.
 pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    pnpt_data::npy::read::<f32>(path).unwrap_or_else(|e| panic!("{e}"))
+    pnpt_io::npy::read::<f32>(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn npy_tensor(path: &Path) -> Tensor<B, 4> {

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use pnpt::backend::Cpu;
 use pnpt::data::Dataset;
-use pnpt::data::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt::model::{Detector, PnptConfig, TrainOptions};
+use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 
 pub type B = pnpt::burn::backend::Autodiff<Cpu>;
 

@@ -3,7 +3,6 @@ use std::fs;
 use std::path::Path;
 
 use burn::backend::Flex;
-use pnpt_data::synthetic::{SyntheticConfig, generate};
 use pnpt_data::{BatchIter, DataError, Dataset, Preprocess, Sample, decode_rgb, image_size, load_images, load_mask};
 use tempfile::tempdir;
 
@@ -198,15 +197,10 @@ fn unknown_category() {
     }
 }
 
+/// (The generator's invalid configurations are tested in pnpt-synth.)
 #[test]
 fn invalid_configurations() {
     let d = tempdir().unwrap();
-    let cfg = SyntheticConfig { size: 8, ..Default::default() };
-    let e = generate(d.path(), &cfg).unwrap_err();
-    assert!(matches!(&e, DataError::InvalidConfig { .. }), "{e:?}");
-    names(&e, d.path());
-    let cfg = SyntheticConfig { categories: vec![], ..Default::default() };
-    assert!(matches!(generate(d.path(), &cfg), Err(DataError::InvalidConfig { .. })));
     let s = Sample { path: png(&d.path().join("a.png")), category: "c".into(), defect: "good".into(), masks: vec![] };
     let e = BatchIter::<Flex>::new(&[s], &Preprocess::imagenet(8), 0, None, &Default::default()).err().unwrap();
     assert!(matches!(e, DataError::InvalidConfig { .. }), "{e:?}");

@@ -4,7 +4,6 @@ mod errors;
 mod layouts;
 mod preprocess;
 mod real_data;
-mod synthetic;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -234,7 +234,7 @@ impl PnptConfig {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        pnpt_prompt::io::write_atomic(path, &text)?;
+        pnpt_io::write_atomic(path, &text)?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The artefact folder: save, load, checksums, manifest.
 //!
 //! Since manifest format 5 the tensors are safetensors files (`model.safetensors`,
-//! `prompt_pool.safetensors`, `patch_memory.safetensors`; [`pnpt_prompt::tensor_file`]), so
+//! `prompt_pool.safetensors`, `patch_memory.safetensors`; [`pnpt_io::tensor_file`]), so
 //! Python reads a whole detector. [`Detector::load`] reads this format only. Folders of
 //! earlier formats, with `model.mpk` (a Burn record) and the pnpt containers
 //! `prompt_pool.bin` / `patch_memory.bin`, are converted once by [`upgrade`] (`pnpt upgrade`):
@@ -15,10 +15,10 @@ use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
 use pnpt_backbone::{Backbone, BackboneKind};
+use pnpt_io::tensor_file::{self, TensorFile, looks_like_tensor_file};
+use pnpt_io::{read_verified, sha256_hex, write_atomic};
 use pnpt_memory::PatchMemory;
 use pnpt_prompt::PromptPool;
-use pnpt_prompt::io::{read_verified, sha256_hex, write_atomic};
-use pnpt_prompt::tensor_file::{self, TensorFile, looks_like_tensor_file};
 use serde::{Deserialize, Serialize};
 
 use super::{AnomalyModel, Detector, PostProcessor, Thresholds, files};
@@ -101,7 +101,7 @@ pub(super) fn save<B: Backend>(detector: &Detector<B>, dir: &Path) -> Result<()>
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
-    pnpt_data::atomic::replace_dir(&staging, dir, &previous).map_err(|(path, e)| {
+    pnpt_io::atomic::replace_dir(&staging, dir, &previous).map_err(|(path, e)| {
         let _ = std::fs::remove_dir_all(&staging);
         Error::io(&path)(e)
     })
@@ -140,7 +140,7 @@ fn write_files<B: Backend>(detector: &Detector<B>, dir: &Path) -> Result<()> {
         }
         let side = (px as f64).sqrt() as usize;
         let path = dir.join(files::POSITIONAL);
-        pnpt_data::npy::write(&path, &[positional.classes.len(), 2, side, side], &data)
+        pnpt_io::npy::write(&path, &[positional.classes.len(), 2, side, side], &data)
             .map_err(|e| Error::Artefact { path: path.clone(), reason: e.to_string() })?;
         written.push(files::POSITIONAL);
     }
@@ -355,7 +355,7 @@ fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>, legacy: bo
 /// `positional.npy`: one `(mean, std)` pair of `size × size` maps per class of `classes`.
 fn read_positional(path: &Path, classes: &[String], size: usize) -> Result<PositionalStats> {
     let bad = |reason: String| Error::Artefact { path: path.to_path_buf(), reason };
-    let (shape, data) = pnpt_data::npy::read::<f32>(path).map_err(|e| bad(e.to_string()))?;
+    let (shape, data) = pnpt_io::npy::read::<f32>(path).map_err(|e| bad(e.to_string()))?;
     let px = size * size;
     if shape != [classes.len(), 2, size, size] {
         return Err(bad(format!(

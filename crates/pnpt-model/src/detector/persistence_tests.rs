@@ -109,7 +109,7 @@ fn saves_safetensors_and_loads_them_back() {
     bad[at] ^= 0x01;
     std::fs::write(&path, &bad).unwrap();
     match Detector::<B>::load(&dir, &Default::default()) {
-        Err(Error::Prompt(pnpt_prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+        Err(Error::File(pnpt_io::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
         other => panic!("flipped weight: {:?}", other.map(|_| "loaded")),
     }
     std::fs::write(&path, &good[..good.len() - 8]).unwrap();
@@ -142,21 +142,21 @@ fn write_format4(detector: &Detector<B>, dir: &Path) {
     });
     let blobs: Vec<Vec<u8>> = std::iter::once(values(pool.codes()))
         .chain(pool.priors().iter().map(values))
-        .map(|v| pnpt_prompt::io::f32_to_bytes(&v))
+        .map(|v| pnpt_io::f32_to_bytes(&v))
         .collect();
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-    pnpt_prompt::io::write_container(&dir.join(files::legacy::POOL), b"PNPTPOOL", &pool_header, &refs).unwrap();
+    pnpt_io::container::write_container(&dir.join(files::legacy::POOL), b"PNPTPOOL", &pool_header, &refs).unwrap();
     let mut renamed = vec![(files::MODEL, files::legacy::MODEL), (files::POOL, files::legacy::POOL)];
     if let Some(memory) = detector.model().memory() {
         let memory_header = serde_json::json!({
             "format": 1, "dim": memory.dim(), "names": memory.names(), "sizes": memory.sizes(),
             "candidates": memory.candidates(), "config": memory.config(),
         });
-        let blobs: Vec<Vec<u8>> = (0..memory.names().len())
-            .map(|c| pnpt_prompt::io::f32_to_bytes(&values(memory.bank(c).unwrap())))
-            .collect();
+        let blobs: Vec<Vec<u8>> =
+            (0..memory.names().len()).map(|c| pnpt_io::f32_to_bytes(&values(memory.bank(c).unwrap()))).collect();
         let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-        pnpt_prompt::io::write_container(&dir.join(files::legacy::MEMORY), b"PNPTMEM1", &memory_header, &refs).unwrap();
+        pnpt_io::container::write_container(&dir.join(files::legacy::MEMORY), b"PNPTMEM1", &memory_header, &refs)
+            .unwrap();
         renamed.push((files::MEMORY, files::legacy::MEMORY));
     }
     for (new, _) in &renamed {
@@ -190,7 +190,7 @@ fn earlier_formats_are_upgraded_and_only_the_current_one_loads() {
     std::fs::write(&path, &bytes).unwrap();
     let new = parent.path().join("new");
     match upgrade::<B>(&dir, &new, &Default::default()) {
-        Err(Error::Prompt(pnpt_prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+        Err(Error::File(pnpt_io::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
         other => panic!("flipped byte in model.mpk: {other:?}"),
     }
     assert!(!new.exists(), "a failed upgrade writes nothing");
@@ -315,7 +315,7 @@ fn python_reads_the_model_weights() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("detector");
     detector.save(&dir).unwrap();
-    let Some(v) = pnpt_prompt::tensor_file::read_with_python(dir.join(files::MODEL)).unwrap() else {
+    let Some(v) = pnpt_io::tensor_file::read_with_python(dir.join(files::MODEL)).unwrap() else {
         eprintln!("SKIPPED: python3 is not available, the independent reader did not run");
         return;
     };
@@ -329,7 +329,7 @@ fn python_reads_the_model_weights() {
         let t = &v["tensors"][&name];
         assert_eq!(t["shape"], serde_json::json!(shape), "{name}");
         let got: Vec<f32> = t["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-        assert_eq!(got, pnpt_prompt::io::bytes_to_f32(&bytes).unwrap(), "{name}");
+        assert_eq!(got, pnpt_io::bytes_to_f32(&bytes).unwrap(), "{name}");
         total += got.len();
     }
     assert_eq!(total, detector.model().transformer().num_params());

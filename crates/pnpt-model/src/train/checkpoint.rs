@@ -1,7 +1,7 @@
 //! Training checkpoints: the file, its header, and the checks before a run resumes; and the
 //! model's weights as named tensors, shared with the detector's `model.safetensors`.
 //!
-//! A checkpoint is a safetensors file ([`pnpt_prompt::tensor_file`], `pnpt.kind` =
+//! A checkpoint is a safetensors file ([`pnpt_io::tensor_file`], `pnpt.kind` =
 //! `training_checkpoint`): every parameter as a float32 tensor `model.<module path>`, the AdamW
 //! state as one byte tensor `optimizer.adamw_record_mpk` (Burn's named MessagePack record: its
 //! per-parameter moments are keyed by Burn's `ParamId`s and nested by tensor rank, which have no
@@ -20,8 +20,8 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::TensorData;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn_store::{ModuleSnapshot, TensorSnapshot};
-use pnpt_prompt::io::parse_container;
-use pnpt_prompt::tensor_file::{self, Entry, TensorFile};
+use pnpt_io::container::parse_container;
+use pnpt_io::tensor_file::{self, Entry, TensorFile};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +88,7 @@ enum State {
 
 /// Reads and verifies the checkpoint at `path` (either format), without applying it.
 pub(super) fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).map_err(|source| pnpt_prompt::Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| pnpt_io::Error::Io { path: path.to_path_buf(), source })?;
     if bytes.starts_with(CHECKPOINT_MAGIC) {
         let (header, blobs): (CheckpointHeader, Vec<Vec<u8>>) = parse_container(path, &bytes, CHECKPOINT_MAGIC)?;
         let Ok([model, optimizer]) = <[Vec<u8>; 2]>::try_from(blobs) else {

@@ -5,8 +5,8 @@
 use super::*;
 use crate::train::{FeatureSet, TrainOptions, adamw, train_transformer};
 use burn::backend::{Autodiff, Flex};
+use pnpt_io::tensor_file::looks_like_tensor_file;
 use pnpt_prompt::PoolBuilder;
-use pnpt_prompt::tensor_file::looks_like_tensor_file;
 use rand::SeedableRng;
 
 type B = Flex<f32>;
@@ -57,7 +57,7 @@ fn params<BB: Backend>(model: &Pnpt<BB>) -> Vec<f32> {
     model_entries(model, "", Path::new("-"))
         .unwrap()
         .iter()
-        .flat_map(|e| pnpt_prompt::io::bytes_to_f32(&e.bytes).unwrap())
+        .flat_map(|e| pnpt_io::bytes_to_f32(&e.bytes).unwrap())
         .collect()
 }
 
@@ -77,7 +77,7 @@ fn write_legacy(from: &Path, to: &Path, cfg: &PnptConfig) {
     let optim_bytes = Recorder::<A>::record(&recorder(), optim.to_record(), ()).unwrap();
     let mut header = serde_json::to_value(&checkpoint.header).unwrap();
     header.as_object_mut().unwrap().remove("param_ids");
-    pnpt_prompt::io::write_container(to, CHECKPOINT_MAGIC, &header, &[&model_bytes, &optim_bytes]).unwrap();
+    pnpt_io::container::write_container(to, CHECKPOINT_MAGIC, &header, &[&model_bytes, &optim_bytes]).unwrap();
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn damaged_checkpoints_are_clear_errors_and_python_reads_a_good_one() {
             assert_eq!(t["dtype"], "F32", "{}", e.name);
             assert_eq!(t["shape"], serde_json::json!(e.shape), "{}", e.name);
             let got: Vec<f32> = t["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-            assert_eq!(got, pnpt_prompt::io::bytes_to_f32(&e.bytes).unwrap(), "{}", e.name);
+            assert_eq!(got, pnpt_io::bytes_to_f32(&e.bytes).unwrap(), "{}", e.name);
         }
         assert_eq!(v["tensors"][OPTIMIZER_TENSOR]["dtype"], "U8");
         assert_eq!(v["tensors"].as_object().unwrap().len(), entries.len() + 1);
@@ -159,13 +159,13 @@ fn damaged_checkpoints_are_clear_errors_and_python_reads_a_good_one() {
     flipped[at] ^= 0x20;
     std::fs::write(&path, &flipped).unwrap();
     match read_checkpoint(&path) {
-        Err(Error::Prompt(pnpt_prompt::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
+        Err(Error::File(pnpt_io::Error::Checksum { path: p, .. })) => assert_eq!(p, path),
         other => panic!("flipped byte: {:?}", other.map(|c| c.header.epoch)),
     }
     for len in [0, 7, 100, good.len() / 2, good.len() - 1] {
         std::fs::write(&path, &good[..len]).unwrap();
         match read_checkpoint(&path) {
-            Err(Error::Prompt(pnpt_prompt::Error::Format { path: p, reason })) => {
+            Err(Error::File(pnpt_io::Error::Format { path: p, reason })) => {
                 assert_eq!(p, path);
                 assert!(reason.contains("truncated") || reason.contains("too short"), "{len}: {reason}");
             }
@@ -180,10 +180,10 @@ fn damaged_checkpoints_are_clear_errors_and_python_reads_a_good_one() {
     assert!(err.contains("expected a training checkpoint file, found a prompt pool"), "{err}");
 }
 
-/// [`pnpt_prompt::tensor_file::read_with_python`] on `path`; `None` (with a message) without
+/// [`pnpt_io::tensor_file::read_with_python`] on `path`; `None` (with a message) without
 /// python3.
 fn read_with_python(path: &Path) -> Option<serde_json::Value> {
-    let read = pnpt_prompt::tensor_file::read_with_python(path).unwrap();
+    let read = pnpt_io::tensor_file::read_with_python(path).unwrap();
     if read.is_none() {
         eprintln!("SKIPPED: python3 is not available, the independent reader did not run");
     }

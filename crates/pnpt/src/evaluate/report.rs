@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use pnpt_io::write_atomic;
 use pnpt_metrics::CategoryMetrics;
-use pnpt_prompt::io::write_atomic;
 use serde_json::{Map, Value};
 
 use super::schema::{ReportJson, sorted};

@@ -1,9 +1,10 @@
 //! The job's work on the chosen backend: load or train, save, evaluate, with progress lines.
 
 use burn::tensor::backend::AutodiffBackend;
-use pnpt_data::{Dataset, synthetic::SyntheticConfig};
+use pnpt_data::Dataset;
 use pnpt_model::train::split_holdout;
 use pnpt_model::{Detector, TrainOptions};
+use pnpt_synth::synthetic::SyntheticConfig;
 
 use super::out_dir::prepare_out;
 use super::record::{BankRecord, MemoryRecord, RunRecord, StageSeconds};
@@ -54,9 +55,9 @@ impl BackendTask for Job {
         let root = match &args.data {
             Some(dir) => dir.clone(),
             None => {
-                let cache = pnpt_data::default_cache_dir();
+                let cache = pnpt_synth::default_cache_dir();
                 log(format!("no data folder: using the synthetic dataset (cache {})", cache.display()));
-                pnpt_data::ensure_synthetic(&cache, &SyntheticConfig::default())?
+                pnpt_synth::ensure_synthetic(&cache, &SyntheticConfig::default())?
             }
         };
         let dataset = Dataset::open(&root, args.categories.as_deref())?;

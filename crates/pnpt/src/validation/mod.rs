@@ -3,7 +3,7 @@
 //! The held-out normal training images (never trained on, never in a memory bank) become a
 //! validation set: each is kept as a normal example and also corrupted with synthetic defects
 //! (cut-paste patches from other images of its category, scratches, stains, holes, colour spots:
-//! [`pnpt_data::pseudo_anomaly`]) with exact masks. Every candidate scoring — PNPT's map, the
+//! [`pnpt_synth::pseudo_anomaly`]) with exact masks. Every candidate scoring — PNPT's map, the
 //! patch memory's map, and the fused map at several memory weights — is scored on it from one
 //! pass of the model, each with every image-score rule of `score_rules` (the max of the map, the
 //! mean of its top k values) and, when the detector has positional statistics, with PNPT's map

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::Backend;
 use pnpt_data::Sample;
 use pnpt_data::image::DynamicImage;
-use pnpt_data::pseudo_anomaly::{PseudoAnomalyConfig, resize_to, synthesize};
 use pnpt_model::{Components, Detector, Maps, ScoringMethod, ScoringRule};
+use pnpt_synth::pseudo_anomaly::{PseudoAnomalyConfig, resize_to, synthesize};
 use rayon::prelude::*;
 
 use super::{Scores, ValidationOptions};

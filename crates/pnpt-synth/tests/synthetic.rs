@@ -1,15 +1,15 @@
 //! The synthetic generator: determinism, exact and clearly visible defects, normal variation,
-//! sizes, speed and the cache.
+//! sizes, speed, the cache and invalid configurations.
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pnpt_data::synthetic::{
+use pnpt_data::{DataError, Dataset, decode_rgb, load_mask};
+use pnpt_synth::synthetic::{
     Defect, MIN_DELTA, Rendered, STAMP_FILE, SynthKind, SynthSplit, SyntheticConfig, ensure_synthetic, generate,
     is_complete, render,
 };
-use pnpt_data::{Dataset, decode_rgb, load_mask};
 use rayon::prelude::*;
 use tempfile::tempdir;
 
@@ -343,7 +343,7 @@ fn ensure_synthetic_caches_and_repairs() {
 #[test]
 fn default_cache_dir_honours_env() {
     // Only read here (setting env vars races other tests): the result is absolute or temp-based.
-    let p = pnpt_data::default_cache_dir();
+    let p = pnpt_synth::default_cache_dir();
     assert!(!p.as_os_str().is_empty());
     if let Some(v) = std::env::var_os("PNPT_CACHE").filter(|v| !v.is_empty()) {
         assert_eq!(p, PathBuf::from(v));
@@ -352,9 +352,21 @@ fn default_cache_dir_honours_env() {
     }
 }
 
+#[test]
+fn invalid_configurations() {
+    let d = tempdir().unwrap();
+    let cfg = SyntheticConfig { size: 8, ..Default::default() };
+    let e = generate(d.path(), &cfg).unwrap_err();
+    assert!(matches!(&e, DataError::InvalidConfig { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(&d.path().display().to_string()), "message {msg:?} does not name {}", d.path().display());
+    let cfg = SyntheticConfig { categories: vec![], ..Default::default() };
+    assert!(matches!(generate(d.path(), &cfg), Err(DataError::InvalidConfig { .. })));
+}
+
 /// Writes a contact sheet of the default set (per category: 4 normal images, then each defect
 /// with its mask outlined in red) to `$PNPT_DATA_PREVIEW` (default `target/synthetic_preview.png`)
-/// for eyeballing. `cargo test -p pnpt-data --test suite -- --ignored preview`.
+/// for eyeballing. `cargo test -p pnpt-synth --test synthetic -- --ignored preview`.
 ///
 /// With `PNPT_DATA_PREVIEW_ONLY=<category>` it shows that category instead, one row per defect
 /// kind with every default-set instance (image, then outlined); `PNPT_DATA_PREVIEW_SCALE=N`

@@ -4,7 +4,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{GENERATOR_VERSION, SynthKind};
-use crate::DataError;
+use pnpt_data::DataError;
 
 /// What to generate. `Default` is the embedded dataset of the `train_mvtec` example and the
 /// integration tests: 6 categories × (48 train + 10 good + 20 defective test) at 128×128.

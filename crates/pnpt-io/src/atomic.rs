@@ -2,7 +2,8 @@
 //! written: the contents go to a temporary file in the same folder, which is fsynced and then
 //! renamed over the target, and the folder is fsynced so that a power cut cannot undo the
 //! rename. Every artefact of the pnpt crates (arrays, pools, checkpoints, detectors, reports) is
-//! written through here; whole folders (a saved detector) are swapped by [`replace_dir`].
+//! written through here ([`write_atomic`] for bytes in memory); whole folders (a saved detector)
+//! are swapped by [`replace_dir`].
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("a.txt");
-/// pnpt_data::atomic::write_with(&path, |w| w.write_all(b"hello")).unwrap();
+/// pnpt_io::atomic::write_with(&path, |w| w.write_all(b"hello")).unwrap();
 /// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
 /// # use std::io::Write;
 /// ```
@@ -53,6 +54,15 @@ pub fn write_with(
     result
 }
 
+/// Writes `bytes` to `path` atomically (see [`write_with`]); the parent folder is created if
+/// needed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(crate::error::io_err(parent))?;
+    }
+    write_with(path, |w| w.write_all(bytes)).map_err(|(path, source)| crate::Error::Io { path, source })
+}
+
 /// Makes the renames in folder `dir` durable by fsyncing the folder itself (on Unix; elsewhere
 /// folders cannot be opened for it and this does nothing).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -82,7 +92,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// std::fs::write(dir.join("old.txt"), b"old").unwrap();
 /// std::fs::create_dir(&staging).unwrap();
 /// std::fs::write(staging.join("new.txt"), b"new").unwrap();
-/// pnpt_data::atomic::replace_dir(&staging, &dir, &aside).unwrap();
+/// pnpt_io::atomic::replace_dir(&staging, &dir, &aside).unwrap();
 /// assert!(dir.join("new.txt").is_file() && !dir.join("old.txt").exists());
 /// assert!(!staging.exists() && !aside.exists());
 /// ```

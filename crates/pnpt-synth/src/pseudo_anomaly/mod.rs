@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use pnpt_data::image::{Rgb, RgbImage};
-//! use pnpt_data::pseudo_anomaly::{resize_to, synthesize, PseudoAnomalyConfig};
+//! use pnpt_synth::pseudo_anomaly::{resize_to, synthesize, PseudoAnomalyConfig};
 //! // A bright, shaded disc on black: an "object" image of any size.
 //! let normal = RgbImage::from_fn(96, 80, |x, y| {
 //!     let (dx, dy) = (x as f32 - 48.0, y as f32 - 40.0);
@@ -60,9 +60,9 @@ use image::imageops::FilterType;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::DataError;
 use attempts::make_one;
 use layout::Prepared;
+use pnpt_data::DataError;
 
 /// Minimum change (grey levels, max over channels) of every mask pixel: smaller changes are
 /// undone, so the mask never claims a pixel nobody could see.

@@ -7,7 +7,7 @@
 //! here are byte-identical to `np.save` of the same array.
 //!
 //! ```
-//! use pnpt_data::npy;
+//! use pnpt_io::npy;
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("maps.npy");
 //! npy::write(&path, &[2, 3], &[0.0f32, 0.5, 1.0, 1.5, 2.0, 2.5]).unwrap();
@@ -20,12 +20,12 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 mod element;
-mod error;
 mod header;
 
 pub use element::NpyElement;
-pub use error::NpyError;
 use header::{header_bytes, read_header};
+
+use crate::Error;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy aligns the data start to this many bytes.
@@ -39,38 +39,38 @@ const CHUNK: usize = 1 << 20;
 /// product of `shape` (1 for a 0-d array).
 ///
 /// # Errors
-/// [`NpyError`]: unreadable file, bad magic, unsupported version, malformed header, a dtype
+/// [`Error`]: unreadable file, bad magic, unsupported version, malformed header, a dtype
 /// other than `T`'s, Fortran order, or a payload shorter or longer than the shape needs.
-pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>), NpyError> {
+pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>), Error> {
     let path = path.as_ref();
-    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut r = BufReader::new(file);
     let (header, header_len) = read_header(&mut r, path)?;
     if !T::accepts(&header.descr) {
-        return Err(NpyError::UnsupportedDtype { path: path.to_path_buf(), found: header.descr, expected: T::DESCR });
+        return Err(Error::UnsupportedDtype { path: path.to_path_buf(), found: header.descr, expected: T::DESCR });
     }
     if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
         // (With at most one non-trivial axis, Fortran and C order are the same bytes.)
-        return Err(NpyError::FortranOrder { path: path.to_path_buf() });
+        return Err(Error::FortranOrder { path: path.to_path_buf() });
     }
     let count = header
         .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|c| c.checked_mul(T::SIZE).is_some())
-        .ok_or_else(|| NpyError::BadHeader {
+        .ok_or_else(|| Error::BadHeader {
             path: path.to_path_buf(),
             reason: format!("shape {:?} overflows", header.shape),
         })?;
     let expected = (count * T::SIZE) as u64;
     let got = file_len.saturating_sub(header_len);
     if got < expected {
-        return Err(NpyError::Truncated { path: path.to_path_buf(), shape: header.shape, expected, got });
+        return Err(Error::Truncated { path: path.to_path_buf(), shape: header.shape, expected, got });
     }
     if got > expected {
-        return Err(NpyError::TrailingData { path: path.to_path_buf(), shape: header.shape, extra: got - expected });
+        return Err(Error::TrailingData { path: path.to_path_buf(), shape: header.shape, extra: got - expected });
     }
     let mut data = Vec::with_capacity(count);
     let mut buf = vec![0u8; CHUNK - CHUNK % T::SIZE];
@@ -80,7 +80,7 @@ pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>
         r.read_exact(&mut buf[..n]).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 // The file shrank under us.
-                NpyError::Truncated {
+                Error::Truncated {
                     path: path.to_path_buf(),
                     shape: header.shape.clone(),
                     expected,
@@ -102,12 +102,12 @@ pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<T>
 /// is either the old file or the complete new one.
 ///
 /// # Errors
-/// [`NpyError::ShapeMismatch`] if `shape`'s product is not `data.len()`, [`NpyError::Io`] if the
+/// [`Error::ShapeMismatch`] if `shape`'s product is not `data.len()`, [`Error::Io`] if the
 /// folder is not writable.
-pub fn write<T: NpyElement>(path: impl AsRef<Path>, shape: &[usize], data: &[T]) -> Result<(), NpyError> {
+pub fn write<T: NpyElement>(path: impl AsRef<Path>, shape: &[usize], data: &[T]) -> Result<(), Error> {
     let path = path.as_ref();
     if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(data.len()) {
-        return Err(NpyError::ShapeMismatch { path: path.to_path_buf(), shape: shape.to_vec(), len: data.len() });
+        return Err(Error::ShapeMismatch { path: path.to_path_buf(), shape: shape.to_vec(), len: data.len() });
     }
     crate::atomic::write_with(path, |w| {
         w.write_all(&header_bytes(T::DESCR, shape))?;
@@ -119,7 +119,7 @@ pub fn write<T: NpyElement>(path: impl AsRef<Path>, shape: &[usize], data: &[T])
         }
         Ok(())
     })
-    .map_err(|(path, source)| NpyError::Io { path, source })
+    .map_err(|(path, source)| Error::Io { path, source })
 }
 
 #[cfg(test)]
@@ -208,37 +208,37 @@ mod tests {
     #[test]
     fn rejects_bad_files() {
         let err = read::<f32>(fixture("f32_fortran.npy")).unwrap_err();
-        assert!(matches!(err, NpyError::FortranOrder { .. }), "{err}");
+        assert!(matches!(err, Error::FortranOrder { .. }), "{err}");
         let err = read::<f32>(fixture("f32_bigendian.npy")).unwrap_err();
-        assert!(matches!(&err, NpyError::UnsupportedDtype { found, .. } if found == ">f4"), "{err}");
+        assert!(matches!(&err, Error::UnsupportedDtype { found, .. } if found == ">f4"), "{err}");
         let err = read::<u8>(fixture("f32_2x3x4.npy")).unwrap_err();
-        assert!(matches!(err, NpyError::UnsupportedDtype { expected: "|u1", .. }), "{err}");
+        assert!(matches!(err, Error::UnsupportedDtype { expected: "|u1", .. }), "{err}");
         assert!(err.to_string().contains("f32_2x3x4.npy"), "{err}");
         let err = read::<f32>(fixture("missing.npy")).unwrap_err();
-        assert!(matches!(err, NpyError::Io { .. }), "{err}");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.npy");
         std::fs::write(&p, b"PK\x03\x04 this is a zip").unwrap();
-        assert!(matches!(read::<f32>(&p), Err(NpyError::BadMagic { .. })));
+        assert!(matches!(read::<f32>(&p), Err(Error::BadMagic { .. })));
         std::fs::write(&p, b"\x93NUM").unwrap();
-        assert!(matches!(read::<f32>(&p), Err(NpyError::BadMagic { .. })));
+        assert!(matches!(read::<f32>(&p), Err(Error::BadMagic { .. })));
         std::fs::write(&p, b"\x93NUMPY\x09\x00\x10\x00").unwrap();
-        assert!(matches!(read::<f32>(&p), Err(NpyError::UnsupportedVersion { major: 9, .. })));
+        assert!(matches!(read::<f32>(&p), Err(Error::UnsupportedVersion { major: 9, .. })));
 
         let good = std::fs::read(fixture("f32_2x3x4.npy")).unwrap();
         std::fs::write(&p, &good[..good.len() - 3]).unwrap();
         let err = read::<f32>(&p).unwrap_err();
-        assert!(matches!(err, NpyError::Truncated { expected: 96, got: 93, .. }), "{err}");
+        assert!(matches!(err, Error::Truncated { expected: 96, got: 93, .. }), "{err}");
         std::fs::write(&p, &good[..50]).unwrap();
-        assert!(matches!(read::<f32>(&p), Err(NpyError::BadHeader { .. })));
+        assert!(matches!(read::<f32>(&p), Err(Error::BadHeader { .. })));
         let mut long = good.clone();
         long.push(0);
         std::fs::write(&p, &long).unwrap();
-        assert!(matches!(read::<f32>(&p), Err(NpyError::TrailingData { extra: 1, .. })));
+        assert!(matches!(read::<f32>(&p), Err(Error::TrailingData { extra: 1, .. })));
 
-        assert!(matches!(write(&p, &[2, 2], &[1.0f32; 3]), Err(NpyError::ShapeMismatch { len: 3, .. })));
-        assert!(matches!(write(dir.path().join("no/such/dir/x.npy"), &[1], &[1.0f32]), Err(NpyError::Io { .. })));
+        assert!(matches!(write(&p, &[2, 2], &[1.0f32; 3]), Err(Error::ShapeMismatch { len: 3, .. })));
+        assert!(matches!(write(dir.path().join("no/such/dir/x.npy"), &[1], &[1.0f32]), Err(Error::Io { .. })));
     }
 
     #[cfg(unix)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::write::Stamp;
 use super::{GENERATOR_VERSION, STAMP_FILE, SyntheticConfig, generate};
-use crate::DataError;
+use pnpt_data::DataError;
 
 fn count_pngs(dir: &Path) -> usize {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
@@ -40,7 +40,7 @@ pub fn is_complete(dir: impl AsRef<Path>, cfg: &SyntheticConfig) -> bool {
 /// incomplete copy is replaced. When two processes race, the loser uses the winner's copy.
 ///
 /// ```
-/// use pnpt_data::synthetic::{ensure_synthetic, SyntheticConfig};
+/// use pnpt_synth::synthetic::{ensure_synthetic, SyntheticConfig};
 /// let cache = tempfile::tempdir().unwrap();
 /// let cfg = SyntheticConfig { size: 32, train_good: 1, test_good: 1, test_defective: 1, ..Default::default() };
 /// let root = ensure_synthetic(cache.path(), &cfg).unwrap();
@@ -72,7 +72,7 @@ pub fn ensure_synthetic(dir: impl AsRef<Path>, cfg: &SyntheticConfig) -> Result<
     let tmp_path = tmp.keep();
     match fs::rename(&tmp_path, &target) {
         Ok(()) => {
-            crate::atomic::sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
+            pnpt_io::atomic::sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
             Ok(target)
         }
         Err(e) => {

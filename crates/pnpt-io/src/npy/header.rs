@@ -3,7 +3,8 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::{ALIGN, GROWTH_AXIS_MAX_DIGITS, MAGIC, NpyError};
+use super::{ALIGN, GROWTH_AXIS_MAX_DIGITS, MAGIC};
+use crate::Error;
 
 /// The parsed header dictionary.
 #[derive(Debug, PartialEq)]
@@ -91,27 +92,23 @@ pub(super) fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
 }
 
 /// Reads a header from `r`, returning it and the number of bytes it took.
-pub(super) fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), NpyError> {
-    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
+pub(super) fn read_header(r: &mut impl Read, path: &Path) -> Result<(Header, u64), Error> {
+    let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     let short = |e: io::Error| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            NpyError::BadMagic { path: path.to_path_buf() }
-        } else {
-            io_err(e)
-        }
+        if e.kind() == io::ErrorKind::UnexpectedEof { Error::BadMagic { path: path.to_path_buf() } } else { io_err(e) }
     };
     let mut pre = [0u8; 8];
     r.read_exact(&mut pre).map_err(short)?;
     if &pre[..6] != MAGIC {
-        return Err(NpyError::BadMagic { path: path.to_path_buf() });
+        return Err(Error::BadMagic { path: path.to_path_buf() });
     }
     let (major, minor) = (pre[6], pre[7]);
     let len_bytes = match major {
         1 => 2,
         2 | 3 => 4,
-        _ => return Err(NpyError::UnsupportedVersion { path: path.to_path_buf(), major, minor }),
+        _ => return Err(Error::UnsupportedVersion { path: path.to_path_buf(), major, minor }),
     };
-    let bad = |reason: String| NpyError::BadHeader { path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::BadHeader { path: path.to_path_buf(), reason };
     let mut len = [0u8; 4];
     r.read_exact(&mut len[..len_bytes]).map_err(|_| bad("file ends inside the header length".into()))?;
     let hlen = u32::from_le_bytes(len) as usize;

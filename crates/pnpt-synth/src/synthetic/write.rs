@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{GENERATOR_VERSION, STAMP_FILE, SynthKind, SynthSplit, SyntheticConfig, render};
-use crate::DataError;
+use pnpt_data::DataError;
 
 fn write_png(path: &Path, w: u32, h: u32, data: &[u8], color: ExtendedColorType) -> Result<(), DataError> {
     let file = fs::File::create(path).map_err(|e| DataError::io(path, e))?;
@@ -35,7 +35,7 @@ pub(super) struct Stamp {
 /// file [`STAMP_FILE`]. Images are rendered and encoded in parallel.
 ///
 /// ```
-/// use pnpt_data::synthetic::{generate, SynthKind, SyntheticConfig};
+/// use pnpt_synth::synthetic::{generate, SynthKind, SyntheticConfig};
 /// let dir = tempfile::tempdir().unwrap();
 /// let cfg = SyntheticConfig { size: 64, train_good: 2, test_good: 1, test_defective: 4,
 ///     categories: vec![SynthKind::Wood, SynthKind::Screw], ..Default::default() };

@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
-use crate::io::{sha256_hex, write_atomic};
-use crate::{Error, Result};
+use crate::atomic::write_atomic;
+use crate::checksum::{hex, sha256_hex};
+use crate::error::{format_err, io_err};
+use crate::{Error, Result, bytes_to_f32, f32_to_bytes};
 
 /// Version of the pnpt conventions on top of safetensors (`pnpt.format`).
 pub const FORMAT: u32 = 1;
@@ -104,16 +106,12 @@ pub struct Entry {
 impl Entry {
     /// An `F32` tensor.
     pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
-        Self { name: name.into(), dtype: Dtype::F32, shape, bytes: crate::io::f32_to_bytes(values) }
+        Self { name: name.into(), dtype: Dtype::F32, shape, bytes: f32_to_bytes(values) }
     }
     /// A one-dimensional `U8` tensor holding `bytes`.
     pub fn bytes(name: impl Into<String>, bytes: Vec<u8>) -> Self {
         Self { name: name.into(), dtype: Dtype::U8, shape: vec![bytes.len()], bytes }
     }
-}
-
-fn format_err(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Format { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Whether `bytes` start like a safetensors file (a header length, then `{`), as opposed to
@@ -222,7 +220,7 @@ pub struct TensorFile {
 impl TensorFile {
     /// Reads `path` and checks that it is a tensor file of `kind` (see [`TensorFile::parse`]).
     pub fn read(path: &Path, kind: &str) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
         Self::parse(path, bytes, kind)
     }
 
@@ -271,7 +269,7 @@ impl TensorFile {
             hasher.update(&bytes[..at]);
             hasher.update(PLACEHOLDER.as_bytes());
             hasher.update(&bytes[at + 64..]);
-            hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            hex(&hasher.finalize())
         };
         if !actual.eq_ignore_ascii_case(&digest) {
             return Err(truncated().unwrap_or(Error::Checksum { path: path.to_path_buf(), expected: digest, actual }));
@@ -349,7 +347,7 @@ impl TensorFile {
     /// An `F32` tensor: its shape and values.
     pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let (shape, bytes) = self.get(name, Dtype::F32)?;
-        let values = crate::io::bytes_to_f32(bytes).expect("validated: 4 bytes per element");
+        let values = bytes_to_f32(bytes).expect("validated: 4 bytes per element");
         Ok((shape.to_vec(), values))
     }
 

@@ -8,8 +8,8 @@ use super::drawn::{colour_spot, hole, scratch, stain};
 use super::layout::Prepared;
 use super::subtle::{blemish, colour_shift, warp};
 use super::{MAX_AREA_FRACTION, MIN_AREA_FRACTION, MIN_DELTA, PseudoAnomaly, PseudoAnomalyConfig, PseudoKind};
-use crate::DataError;
 use crate::rnd::{Rnd, splitmix};
+use pnpt_data::DataError;
 
 /// Drawing attempts per anomaly; the first [`SAME_KIND_ATTEMPTS`] keep the assigned kind.
 const ATTEMPTS: usize = 12;
