@@ -56,11 +56,13 @@ fn train_save_load_predict_beats_chance() {
     let (grid_candidates, extra) = v.candidates.split_at(grid);
     for map in [false, true] {
         assert_eq!(
-            grid_candidates.iter().filter(|c| c.positional && c.positional_map == map).count(),
+            grid_candidates.iter().filter(|c| c.rule.positional && c.rule.positional_map == map).count(),
             (1 + defaults.weights.len()) * defaults.score_rules.len()
         );
     }
-    assert!(grid_candidates.iter().all(|c| c.score_from.is_none() && (c.positional || !c.positional_map)));
+    assert!(
+        grid_candidates.iter().all(|c| c.rule.score_from.is_none() && (c.rule.positional || !c.rule.positional_map))
+    );
     // At most one more: the image score of the best at image AUROC with the map of the best at
     // pixel AUROC plus AUPRO, with their metrics.
     assert!(extra.len() <= 1);
@@ -72,18 +74,18 @@ fn train_save_load_predict_beats_chance() {
     }
     // The image-score-only form has the pixel metrics of the form without it (same map) and the
     // image AUROC of the form with it (same scores).
-    for c in v.candidates.iter().filter(|c| c.positional && !c.positional_map) {
+    for c in v.candidates.iter().filter(|c| c.rule.positional && !c.rule.positional_map) {
         let twin = |positional, positional_map| {
             v.candidates
                 .iter()
-                .find(|d| d.rule() == pnpt::model::ScoringRule { positional, positional_map, ..c.rule() })
+                .find(|d| d.rule == pnpt::model::ScoringRule { positional, positional_map, ..c.rule })
                 .unwrap()
         };
         let (off, both) = (twin(false, false), twin(true, true));
         assert_eq!((c.pixel_auroc, c.aupro), (off.pixel_auroc, off.aupro));
         assert_eq!(c.image_auroc, both.image_auroc);
     }
-    assert!(v.candidates.iter().all(|c| !(c.positional && c.method == ScoringMethod::Memory)));
+    assert!(v.candidates.iter().all(|c| !(c.rule.positional && c.rule.method == ScoringMethod::Memory)));
     assert_eq!((v.normal_images, v.anomalous_images), (8, 8 * ValidationOptions::default().per_image));
     let best = v.best();
     assert!(v.candidates.iter().all(|c| c.objective() <= best.objective()));
@@ -95,7 +97,7 @@ fn train_save_load_predict_beats_chance() {
         v.candidates.iter().all(|c| (c.objective() - (c.image_auroc + c.pixel_auroc + c.aupro) / 3.0).abs() < 1e-12)
     );
     let scoring = &detector.config().scoring;
-    assert_eq!(scoring.rule(), best.rule());
+    assert_eq!(scoring.rule(), best.rule);
     // Positional statistics of both classes, one mean and deviation per map position.
     let positional = detector.post().positional();
     assert_eq!(positional.classes.keys().collect::<Vec<_>>(), ["bottle", "weave"]);
@@ -109,7 +111,7 @@ fn train_save_load_predict_beats_chance() {
         "validation: {:?}",
         v.candidates
             .iter()
-            .map(|c| (c.method, c.memory_weight, c.image_auroc, c.pixel_auroc, c.aupro))
+            .map(|c| (c.rule.method, c.rule.memory_weight, c.image_auroc, c.pixel_auroc, c.aupro))
             .collect::<Vec<_>>()
     );
     // One bank per class, 10 % of 36 images × 16 × 16 patches each.
@@ -130,7 +132,7 @@ fn train_save_load_predict_beats_chance() {
     let same = v
         .candidates
         .iter()
-        .find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == cfg.scoring.score)
+        .find(|c| c.rule.method == ScoringMethod::Pnpt && !c.rule.positional && c.rule.score == cfg.scoring.score)
         .unwrap();
     assert!(
         (last.0 - same.image_auroc).abs() < 1e-9 && (last.1 - same.pixel_auroc).abs() < 1e-9,
@@ -220,7 +222,7 @@ fn train_save_load_predict_beats_chance() {
     let refit = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap();
     let (refit, v2) = pnpt::train::rescore(refit, &dataset, &ValidationOptions::default()).unwrap();
     let v2 = v2.expect("validation ran");
-    assert_eq!(v2.best().rule(), best.rule());
+    assert_eq!(v2.best().rule, best.rule);
     for (name, (mean, std)) in &detector.post().positional().classes {
         let (m2, s2) = &refit.post().positional().classes[name];
         let diff = mean.iter().zip(m2).chain(std.iter().zip(s2)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

@@ -148,16 +148,15 @@ pub fn train<B: AutodiffBackend>(
         None => None,
     };
     let select = validation.is_some_and(|v| v.select);
-    if let Some(best) = result.as_ref().map(|v| v.best().rule()).filter(|r| select && *r != detector.post().rule()) {
+    if let Some(best) = result.as_ref().map(|v| v.best().rule).filter(|r| select && *r != detector.post().rule()) {
         detector = recalibrate(detector, best, &holdout, Some(&held_out))?;
     }
     let mut history = out.history;
     let per_epoch = validation.is_some_and(|v| v.per_epoch);
     if let (Some(v), Some(last), true, true) = (&result, history.last_mut(), per_epoch, out.completed) {
-        let own = v
-            .candidates
-            .iter()
-            .find(|c| c.method == ScoringMethod::Pnpt && !c.positional && c.score == config.scoring.score);
+        let own = v.candidates.iter().find(|c| {
+            c.rule.method == ScoringMethod::Pnpt && !c.rule.positional && c.rule.score == config.scoring.score
+        });
         last.validation = own.map(|c| (c.image_auroc, c.pixel_auroc));
     }
     let validation_seconds = t0.elapsed().as_secs_f64() + epoch_seconds;
@@ -250,7 +249,7 @@ pub fn rescore<B: Backend>(
     }
     let set = ValidationSet::build(&holdout, &train_set, config.input_size, validation)?;
     let result = validate(&detector, &set, validation)?;
-    let best = result.best().rule();
+    let best = result.best().rule;
     let detector = if validation.select && best != detector.post().rule() {
         recalibrate(detector, best, &holdout, Some(&held_out))?
     } else {

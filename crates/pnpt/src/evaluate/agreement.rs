@@ -13,7 +13,7 @@ use pnpt_model::detector::Detector;
 use serde::Serialize;
 
 use crate::Result;
-use crate::validation::{Candidate, Scores, Validation, score_rules};
+use crate::validation::{Scores, Validation, score_rules};
 
 /// One candidate's validation and test metrics (means over the categories of both).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +70,7 @@ impl<'a> AgreementBuilder<'a> {
         masks: &[u8],
         labels: &[bool],
     ) -> Result<()> {
-        let rules: Vec<ScoringRule> = self.validation.candidates.iter().map(Candidate::rule).collect();
+        let rules: Vec<ScoringRule> = self.validation.candidates.iter().map(|c| c.rule).collect();
         let scores = score_rules(detector, category, parts, &rules, masks, labels, true)?;
         for (per, s) in self.test.iter_mut().zip(scores) {
             per.insert(category.to_string(), s);
@@ -98,7 +98,7 @@ impl<'a> AgreementBuilder<'a> {
             .iter()
             .zip(&self.test)
             .map(|(c, t)| CandidateAgreement {
-                rule: c.rule().to_string(),
+                rule: c.rule.to_string(),
                 validation: mean(&c.categories),
                 test: mean(t),
                 test_categories: shared.iter().map(|&c| (c.clone(), t[c])).collect(),
@@ -138,6 +138,7 @@ mod tests {
     use pnpt_model::{ScoreMode, ScoringMethod};
 
     use super::*;
+    use crate::validation::Candidate;
 
     fn scores(image_auroc: f64, pixel_auroc: f64, aupro: f64) -> Scores {
         Scores { image_auroc, pixel_auroc, aupro }
@@ -148,12 +149,14 @@ mod tests {
         let n = 2.0;
         let mean = |f: fn(&Scores) -> f64| categories.values().map(f).sum::<f64>() / n;
         Candidate {
-            method: ScoringMethod::Fused,
-            memory_weight: weight,
-            score: ScoreMode::Max,
-            positional: false,
-            positional_map: false,
-            score_from: None,
+            rule: ScoringRule {
+                method: ScoringMethod::Fused,
+                memory_weight: weight,
+                score: ScoreMode::Max,
+                positional: false,
+                positional_map: false,
+                score_from: None,
+            },
             image_auroc: mean(|s| s.image_auroc),
             pixel_auroc: mean(|s| s.pixel_auroc),
             aupro: mean(|s| s.aupro),

@@ -28,7 +28,7 @@ fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
         let mark = if i == v.chosen { "  <- chosen" } else { "" };
         log(format!(
             "  {:<36}: {:.4} / {:.4} / {:.4}{mark}",
-            c.rule().to_string(),
+            c.rule.to_string(),
             c.image_auroc,
             c.pixel_auroc,
             c.aupro

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use burn::config::Config;
 use burn::tensor::backend::Backend;
-use pnpt_model::{Detector, ScoreMode, ScoreSource, ScoringMethod, ScoringRule};
+use pnpt_model::{Detector, ScoreMode, ScoringMethod, ScoringRule};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -75,18 +75,9 @@ impl Default for ValidationOptions {
 /// One scoring candidate's validation result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    /// Scoring method.
-    pub method: ScoringMethod,
-    /// Memory weight (`fused` only; 0 for `pnpt`, 1 for `memory`).
-    pub memory_weight: f64,
-    /// Image-score rule.
-    pub score: ScoreMode,
-    /// Per-position standardisation of PNPT's map for the image score.
-    pub positional: bool,
-    /// ... and for the map.
-    pub positional_map: bool,
-    /// The image score's own map, when not the anomaly map's ([`pnpt_model::ScoringConfig::score_from`]).
-    pub score_from: Option<ScoreSource>,
+    /// The scoring rule it stands for (its fields sit at the top level of the JSON).
+    #[serde(flatten)]
+    pub rule: ScoringRule,
     /// Mean image AUROC over categories.
     pub image_auroc: f64,
     /// Mean pixel AUROC over categories.
@@ -112,18 +103,6 @@ impl Candidate {
     /// What the choice maximises.
     pub fn objective(&self) -> f64 {
         (self.image_auroc + self.pixel_auroc + self.aupro) / 3.0
-    }
-
-    /// The scoring rule this candidate stands for.
-    pub fn rule(&self) -> ScoringRule {
-        ScoringRule {
-            method: self.method,
-            memory_weight: self.memory_weight,
-            score: self.score,
-            positional: self.positional,
-            positional_map: self.positional_map,
-            score_from: self.score_from,
-        }
     }
 }
 
@@ -197,16 +176,11 @@ pub fn validate<B: Backend>(
     let mut candidates: Vec<Candidate> = candidates
         .into_iter()
         .zip(per_candidate)
-        .map(|(ScoringRule { method, memory_weight, score, positional, positional_map, score_from }, categories)| {
+        .map(|(rule, categories)| {
             let n = categories.len().max(1) as f64;
             let mean = |f: fn(&Scores) -> f64| categories.values().map(f).sum::<f64>() / n;
             Candidate {
-                method,
-                memory_weight,
-                score,
-                positional,
-                positional_map,
-                score_from,
+                rule,
                 image_auroc: mean(|s| s.image_auroc),
                 pixel_auroc: mean(|s| s.pixel_auroc),
                 aupro: mean(|s| s.aupro),
@@ -240,11 +214,11 @@ fn decoupled(candidates: &[Candidate]) -> Option<Candidate> {
     };
     let image = &candidates[best(|c| c.image_auroc)?];
     let map = &candidates[best(|c| c.pixel_auroc + c.aupro)?];
-    let from = image.rule().score_source();
-    let same = from == ScoreSource { method: map.method, memory_weight: map.memory_weight };
-    let map_positional = map.positional && map.positional_map && map.method.uses_pnpt();
+    let from = image.rule.score_source();
+    let same = from == map.rule.map_source();
+    let map_positional = map.rule.positional && map.rule.positional_map && map.rule.method.uses_pnpt();
     let positional = if from.method.uses_pnpt() {
-        let score_positional = image.positional;
+        let score_positional = image.rule.positional;
         if map_positional && !score_positional {
             return None;
         }
@@ -253,13 +227,13 @@ fn decoupled(candidates: &[Candidate]) -> Option<Candidate> {
         map_positional
     };
     let rule = ScoringRule {
-        score: image.score,
+        score: image.rule.score,
         positional,
         positional_map: map_positional,
         score_from: (!same).then_some(from),
-        ..map.rule()
+        ..map.rule
     };
-    if candidates.iter().any(|c| c.rule() == rule) {
+    if candidates.iter().any(|c| c.rule == rule) {
         return None;
     }
     let categories: BTreeMap<String, Scores> = map
@@ -270,33 +244,26 @@ fn decoupled(candidates: &[Candidate]) -> Option<Candidate> {
             Some((name.clone(), Scores { image_auroc: i.image_auroc, pixel_auroc: m.pixel_auroc, aupro: m.aupro }))
         })
         .collect();
-    Some(Candidate {
-        method: rule.method,
-        memory_weight: rule.memory_weight,
-        score: rule.score,
-        positional: rule.positional,
-        positional_map: rule.positional_map,
-        score_from: rule.score_from,
-        image_auroc: image.image_auroc,
-        pixel_auroc: map.pixel_auroc,
-        aupro: map.aupro,
-        categories,
-    })
+    Some(Candidate { rule, image_auroc: image.image_auroc, pixel_auroc: map.pixel_auroc, aupro: map.aupro, categories })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pnpt_model::ScoreSource;
 
     fn candidate(method: ScoringMethod, memory_weight: f64, positional: (bool, bool), s: [f64; 3]) -> Candidate {
         let scores = Scores { image_auroc: s[0], pixel_auroc: s[1], aupro: s[2] };
+        let (positional, positional_map) = positional;
         Candidate {
-            method,
-            memory_weight,
-            score: ScoreMode::Max,
-            positional: positional.0,
-            positional_map: positional.1,
-            score_from: None,
+            rule: ScoringRule {
+                method,
+                memory_weight,
+                score: ScoreMode::Max,
+                positional,
+                positional_map,
+                score_from: None,
+            },
             image_auroc: s[0],
             pixel_auroc: s[1],
             aupro: s[2],
@@ -310,13 +277,13 @@ mod tests {
         let fused = candidate(ScoringMethod::Fused, 0.5, (true, true), [0.7, 0.9, 0.7]);
         let pnpt = candidate(ScoringMethod::Pnpt, 0.0, (false, false), [0.6, 0.85, 0.6]);
         let d = decoupled(&[pnpt.clone(), memory, fused.clone()]).unwrap();
-        assert_eq!((d.method, d.memory_weight, d.positional_map), (ScoringMethod::Fused, 0.5, true));
-        assert_eq!(d.score_from, Some(ScoreSource { method: ScoringMethod::Memory, memory_weight: 1.0 }));
+        assert_eq!((d.rule.method, d.rule.memory_weight, d.rule.positional_map), (ScoringMethod::Fused, 0.5, true));
+        assert_eq!(d.rule.score_from, Some(ScoreSource { method: ScoringMethod::Memory, memory_weight: 1.0 }));
         // The memory's map has no PNPT part to standardise; the map's is.
-        assert!(d.positional);
+        assert!(d.rule.positional);
         assert_eq!([d.image_auroc, d.pixel_auroc, d.aupro], [0.9, 0.9, 0.7]);
         assert_eq!(d.categories["a"].image_auroc, 0.9);
-        assert_eq!(d.rule().to_string(), "fused w=0.50 positional; image score max of memory");
+        assert_eq!(d.rule.to_string(), "fused w=0.50 positional; image score max of memory");
         // One candidate best at both: nothing new.
         assert!(decoupled(&[pnpt.clone(), fused.clone()]).is_none());
         // A score from PNPT's map per class with a per-position map: not one rule.
@@ -325,7 +292,7 @@ mod tests {
         // Same map, only the standardisation differs: the map's own rule, score per position.
         let fused_plain = candidate(ScoringMethod::Fused, 0.5, (false, false), [0.5, 0.95, 0.8]);
         let d = decoupled(&[fused_plain, fused]).unwrap();
-        assert_eq!((d.score_from, d.positional, d.positional_map), (None, true, false));
-        assert_eq!(d.rule().to_string(), "fused w=0.50 max positional-score");
+        assert_eq!((d.rule.score_from, d.rule.positional, d.rule.positional_map), (None, true, false));
+        assert_eq!(d.rule.to_string(), "fused w=0.50 max positional-score");
     }
 }
