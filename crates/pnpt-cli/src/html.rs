@@ -1,5 +1,5 @@
 //! `report.html`: the evaluation as one self-contained page (no network, no script), written
-//! by the job ([`write`]) next to the `report.json` and `report.md` of
+//! by the job ([`write()`]) next to the `report.json` and `report.md` of
 //! [`pnpt::evaluate::evaluate`]. The command's, not the library's: a program embedding `pnpt`
 //! shows its results its own way, and calls [`to_html`] if it wants this page.
 //!
