@@ -72,7 +72,7 @@ fn gib(bytes: u64) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    pnpt::logging::init(true);
+    pnpt_cli::logging::init(true);
     let args = Args::parse();
     let mut config = PnptConfig::preset(&args.preset)?;
     config.input_size = args.size;
@@ -98,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let feature_dir = args.feature_dir.clone().or_else(|| args.data.parent().map(PathBuf::from));
     let options = TrainOptions::default()
         .with_progress(true)
-        .with_progress_sink(pnpt::logging::progress_bars())
+        .with_progress_sink(pnpt_cli::logging::progress_bars())
         .with_feature_storage(args.feature_storage)
         .with_feature_memory(args.feature_memory)
         .with_feature_dir(feature_dir)

@@ -7,7 +7,7 @@
 //!     [--backbone-weights PATH] [--no-heatmaps] [--evaluate DETECTOR_DIR] [--method pnpt|memory|fused]
 //!     [--time-budget 15m] [--rescore]
 //! ```
-//! The options are `pnpt::job::TrainArgs`, the same as `pnpt train`'s (`--help` lists them).
+//! The options are `pnpt_cli::job::TrainArgs`, the same as `pnpt train`'s (`--help` lists them).
 //! Without `--data` it trains on the synthetic dataset (generated once into the cache folder),
 //! so it works offline on a fresh clone. `--config FILE` is JSON (see `PnptConfig`); fields it
 //! leaves out take the `cpu` preset's values; `--epochs`, `--seed` and `--backbone-weights`
@@ -23,45 +23,14 @@
 //! thresholds; the weights stay), saves it to `OUT/detector`, then evaluates it.
 //!
 //! On the synthetic set (no `--data`, no `--config`, the `cpu` preset) the job runs at 192 px
-//! (`pnpt::job::SYNTHETIC_INPUT_SIZE`): about 3 minutes.
+//! (`pnpt_cli::job::SYNTHETIC_INPUT_SIZE`): about 3 minutes.
 //! `--resume DIR` fails when `DIR/checkpoint` holds no checkpoint, when the checkpoint was
 //! trained on other data or another configuration (naming what differs), and when `--epochs`
 //! is below the epochs it has done (a larger `--epochs` extends the run); with `--out` it must
-//! name the same folder (`pnpt::job::resume_folder`). Everything here is `pnpt::job`, which the
-//! `pnpt train` command runs too.
+//! name the same folder (`pnpt_cli::job::resume_folder`). Everything here is
+//! `pnpt_cli::train_mvtec_main`, the job that the `pnpt train` command runs too: application
+//! code lives in pnpt-cli, so the library `pnpt` carries no command line.
 
-use std::process::ExitCode;
-
-use clap::{CommandFactory, Parser};
-use pnpt::job::{TrainArgs, run_job};
-
-/// Train one PNPT model on every category of a dataset, save it and evaluate it.
-#[derive(Debug, Parser)]
-#[command(name = "train_mvtec")]
-struct Cli {
-    #[command(flatten)]
-    train: TrainArgs,
-}
-
-fn main() -> ExitCode {
-    // The job's progress lines and warnings are `log` events: print them on stderr.
-    pnpt::logging::init(true);
-    // Bad arguments: clap prints its message and exits 2.
-    let cli = Cli::parse();
-    let options = match cli.train.job_options() {
-        Ok(o) => o,
-        // Options that do not go together, a bad configuration, --resume with another --out:
-        // exit 2 too, with the usage line.
-        Err(e) => Cli::command().error(clap::error::ErrorKind::ValueValidation, e).exit(),
-    };
-    match run_job(options) {
-        Ok(out) => {
-            println!("{}", out.report.to_markdown());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    pnpt_cli::train_mvtec_main()
 }

@@ -1,4 +1,4 @@
-//! The bad-input suite of the job (docs/reliability.md): each case is one wrong argument, file,
+//! The bad-input suite of the job (`pnpt_cli::job`, docs/reliability.md): each case is one wrong argument, file,
 //! folder or checkpoint, and asserts the typed error *variant* it must produce (never the
 //! message text), that nothing panicked, and that no half-written file was left under a final
 //! name. Tiny configurations and 32-pixel images keep the whole file within seconds of CPU,
@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use pnpt::Error;
 use pnpt::data::{DataError, Dataset, Sample};
-use pnpt::job::{ConfigChoice, JobOptions, parse_categories, parse_duration, parse_whole, resume_folder, run_job};
 use pnpt::model::PnptConfig;
 use pnpt::model::train::CHECKPOINT_FILE;
 use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
+use pnpt_cli::CliError;
+use pnpt_cli::job::{ConfigChoice, JobOptions, parse_categories, parse_duration, parse_whole, resume_folder, run_job};
 
 mod common;
 
@@ -64,7 +65,7 @@ fn assert_nothing_written(out: &Path, case: &str) {
     assert!(!out.join("detector").exists() && !out.join("report.json").exists(), "{case}");
 }
 
-fn tiny_job_error(data: &Path, config: PnptConfig, case: &str) -> Error {
+fn tiny_job_error(data: &Path, config: PnptConfig, case: &str) -> CliError {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().join("out");
     let err = match run_job(job(data, &o, config)) {
@@ -78,14 +79,14 @@ fn tiny_job_error(data: &Path, config: PnptConfig, case: &str) -> Error {
 #[test]
 fn command_line_values() {
     // (case, result, expected variant)
-    type Check = fn(&Error) -> bool;
-    let out_of_range: Check = |e| matches!(e, Error::OutOfRange { .. });
-    let not_a_number: Check = |e| matches!(e, Error::NotANumber { .. });
-    let empty_list: Check = |e| matches!(e, Error::EmptyList { .. });
-    let config: Check = |e| matches!(e, Error::Model(pnpt::model::Error::Config(_)));
-    let config_file: Check = |e| matches!(e, Error::Model(pnpt::model::Error::ConfigFile { .. }));
-    let io: Check = |e| matches!(e, Error::Model(pnpt::model::Error::Io { .. }));
-    let resume: Check = |e| matches!(e, Error::Resume { .. });
+    type Check = fn(&CliError) -> bool;
+    let out_of_range: Check = |e| matches!(e, CliError::OutOfRange { .. });
+    let not_a_number: Check = |e| matches!(e, CliError::NotANumber { .. });
+    let empty_list: Check = |e| matches!(e, CliError::EmptyList { .. });
+    let config: Check = |e| matches!(e.library(), Some(Error::Model(pnpt::model::Error::Config(_))));
+    let config_file: Check = |e| matches!(e.library(), Some(Error::Model(pnpt::model::Error::ConfigFile { .. })));
+    let io: Check = |e| matches!(e.library(), Some(Error::Model(pnpt::model::Error::Io { .. })));
+    let resume: Check = |e| matches!(e, CliError::Resume { .. });
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, text: &str| {
         let p = dir.path().join(name);
@@ -98,7 +99,7 @@ fn command_line_values() {
     let seed = |v: &str| parse_whole("--seed", v, u64::MAX).map(|_| ());
     let epochs = |v: &str| parse_whole("--epochs", v, usize::MAX as u64).map(|_| ());
     let choice = |c: ConfigChoice| c.build().map(|_| ());
-    let cases: Vec<(&str, pnpt::Result<()>, Check)> = vec![
+    let cases: Vec<(&str, pnpt_cli::Result<()>, Check)> = vec![
         ("--seed 2^70", seed("1180591620717411303424"), out_of_range),
         ("--seed u64::MAX + 1", seed("18446744073709551616"), out_of_range),
         ("--seed -1", seed("-1"), not_a_number),
@@ -153,27 +154,27 @@ fn job_refuses_bad_data_and_folders_before_training() {
     let good = base.path().join("good");
     tiny_data(&good);
     type Break = fn(&Path);
-    type Check = fn(&Error) -> bool;
+    type Check = fn(&CliError) -> bool;
     let cases: Vec<(&str, Break, Check)> = vec![
         (
             "truncated training image",
             |r| truncate(&r.join("bottle/train/good/003.png")),
-            |e| matches!(e, Error::Data(DataError::Corrupt { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::Corrupt { .. }))),
         ),
         (
             "truncated test image",
             |r| truncate(&first_png(&r.join("bottle/test/good"))),
-            |e| matches!(e, Error::Data(DataError::Corrupt { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::Corrupt { .. }))),
         ),
         (
             "zero-byte mask",
             |r| std::fs::write(first_png(&r.join("bottle/ground_truth").join(defect_of(r))), b"").unwrap(),
-            |e| matches!(e, Error::Data(DataError::EmptyFile { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::EmptyFile { .. }))),
         ),
         (
             "mask deleted",
             |r| std::fs::remove_file(first_png(&r.join("bottle/ground_truth").join(defect_of(r)))).unwrap(),
-            |e| matches!(e, Error::Data(DataError::MissingMask { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::MissingMask { .. }))),
         ),
         (
             "mask of another size",
@@ -181,14 +182,14 @@ fn job_refuses_bad_data_and_folders_before_training() {
                 let m = first_png(&r.join("bottle/ground_truth").join(defect_of(r)));
                 pnpt::data::image::GrayImage::new(8, 8).save(&m).unwrap();
             },
-            |e| matches!(e, Error::Data(DataError::MaskSizeMismatch { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::MaskSizeMismatch { .. }))),
         ),
         (
             "000.png beside 000.bmp",
             |r| {
                 pnpt::data::image::RgbImage::new(32, 32).save(r.join("bottle/train/good/000.bmp")).unwrap();
             },
-            |e| matches!(e, Error::Data(DataError::NameCollision { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::NameCollision { .. }))),
         ),
         (
             "FIFO in train/good",
@@ -200,12 +201,12 @@ fn job_refuses_bad_data_and_folders_before_training() {
                     .unwrap_or(false);
                 assert!(ok, "mkfifo");
             },
-            |e| matches!(e, Error::Data(DataError::Io { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::Io { .. }))),
         ),
         (
             "dangling symlink in train/good",
             |r| std::os::unix::fs::symlink(r.join("gone.png"), r.join("bottle/train/good/link.png")).unwrap(),
-            |e| matches!(e, Error::Data(DataError::Io { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::Io { .. }))),
         ),
         (
             "two problems at once",
@@ -213,7 +214,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
                 truncate(&r.join("bottle/train/good/001.png"));
                 std::fs::write(r.join("bottle/train/good/002.png"), b"").unwrap();
             },
-            |e| matches!(e, Error::Data(DataError::Problems { problems, .. }) if problems.len() == 2),
+            |e| matches!(e.library(), Some(Error::Data(DataError::Problems { problems, .. })) if problems.len() == 2),
         ),
         (
             "no training images",
@@ -222,12 +223,12 @@ fn job_refuses_bad_data_and_folders_before_training() {
                     std::fs::remove_file(p).unwrap();
                 }
             },
-            |e| matches!(e, Error::Data(DataError::NoTrainImages { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::NoTrainImages { .. }))),
         ),
         (
             "no test folder",
             |r| std::fs::remove_dir_all(r.join("bottle/test")).unwrap(),
-            |e| matches!(e, Error::Data(DataError::MissingSplit { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::MissingSplit { .. }))),
         ),
         (
             "category folder name not UTF-8",
@@ -236,7 +237,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
                 std::fs::create_dir_all(bad.join("train/good")).unwrap();
                 std::fs::create_dir_all(bad.join("test/good")).unwrap();
             },
-            |e| matches!(e, Error::Data(DataError::NonUtf8Name { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::NonUtf8Name { .. }))),
         ),
         (
             "defect folder name not UTF-8",
@@ -245,7 +246,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
                 std::fs::create_dir_all(&bad).unwrap();
                 std::fs::copy(r.join("bottle/train/good/000.png"), bad.join("000.png")).unwrap();
             },
-            |e| matches!(e, Error::Data(DataError::NonUtf8Name { .. })),
+            |e| matches!(e.library(), Some(Error::Data(DataError::NonUtf8Name { .. }))),
         ),
     ];
     for (case, break_it, expect) in cases {
@@ -258,18 +259,18 @@ fn job_refuses_bad_data_and_folders_before_training() {
 
     // Folders and options.
     let err = tiny_job_error(&base.path().join("nowhere"), tiny_config(1), "missing --data");
-    assert!(matches!(err, Error::Data(DataError::MissingRoot { .. })), "{err:?}");
+    assert!(matches!(err.library(), Some(Error::Data(DataError::MissingRoot { .. }))), "{err:?}");
     let mut o = job(&good, &base.path().join("o1"), tiny_config(1));
     o.categories = Some(vec!["carpet".into()]);
-    assert!(matches!(run_job(o), Err(Error::Data(DataError::UnknownCategory { .. }))));
+    assert!(matches!(run_job(o), Err(CliError::Pnpt(Error::Data(DataError::UnknownCategory { .. })))));
     assert_nothing_written(&base.path().join("o1"), "unknown category");
     let file = base.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    assert!(matches!(run_job(job(&good, &file, tiny_config(1))), Err(Error::Output { .. })), "--out is a file");
+    assert!(matches!(run_job(job(&good, &file, tiny_config(1))), Err(CliError::Output { .. })), "--out is a file");
     assert_eq!(std::fs::read(&file).unwrap(), b"x", "the file is left alone");
     // Not writable even for root: the kernel's own folder.
     assert!(
-        matches!(run_job(job(&good, Path::new("/proc/pnpt-bad-out"), tiny_config(1))), Err(Error::Output { .. })),
+        matches!(run_job(job(&good, Path::new("/proc/pnpt-bad-out"), tiny_config(1))), Err(CliError::Output { .. })),
         "--out not creatable"
     );
     // --resume of a folder without a checkpoint, and of a misspelled one: refused, and the
@@ -282,7 +283,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
     ] {
         let mut o = job(&good, &dir, tiny_config(1));
         o.resume = true;
-        assert!(matches!(run_job(o), Err(Error::Resume { .. })), "{case}");
+        assert!(matches!(run_job(o), Err(CliError::Resume { .. })), "{case}");
         assert_nothing_written(&dir, case);
     }
     assert!(!base.path().join("emtpy-run").exists(), "a misspelled --resume folder is not created");
@@ -290,7 +291,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
     let mut wide = tiny_config(1);
     wide.model.hidden = 65536;
     let err = tiny_job_error(&good, wide, "\"hidden\": 65536");
-    assert!(matches!(err, Error::Model(pnpt::model::Error::OutOfMemory { .. })), "{err:?}");
+    assert!(matches!(err.library(), Some(Error::Model(pnpt::model::Error::OutOfMemory { .. }))), "{err:?}");
     // A detector folder that does not exist, or is not a detector.
     for (case, det) in
         [("--evaluate missing folder", base.path().join("no-detector")), ("--evaluate a data folder", good.clone())]
@@ -298,7 +299,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
         let mut o = job(&good, &base.path().join("o2"), tiny_config(1));
         o.evaluate = Some(det);
         match run_job(o) {
-            Err(Error::Model(pnpt::model::Error::Io { .. } | pnpt::model::Error::Artefact { .. })) => {}
+            Err(CliError::Pnpt(Error::Model(pnpt::model::Error::Io { .. } | pnpt::model::Error::Artefact { .. }))) => {}
             other => panic!("{case}: {:?}", other.map(|_| "evaluated")),
         }
     }
@@ -324,13 +325,16 @@ fn job_resume_checks_the_data_and_the_epochs() {
     };
     std::fs::copy(data.join("bottle/train/good/000.png"), data.join("bottle/train/good/100.png")).unwrap();
     match resume(3) {
-        Err(Error::Model(pnpt::model::Error::DatasetChanged { differences, .. })) => {
+        Err(CliError::Pnpt(Error::Model(pnpt::model::Error::DatasetChanged { differences, .. }))) => {
             assert_eq!(differences, ["bottle/train/good/100.png added"])
         }
         other => panic!("resume on other data: {:?}", other.map(|_| "resumed")),
     }
     std::fs::remove_file(data.join("bottle/train/good/100.png")).unwrap();
-    assert!(matches!(resume(1), Err(Error::Model(pnpt::model::Error::EpochsTooFew { requested: 1, done: 2, .. }))));
+    assert!(matches!(
+        resume(1),
+        Err(CliError::Pnpt(Error::Model(pnpt::model::Error::EpochsTooFew { requested: 1, done: 2, .. })))
+    ));
     assert_eq!(std::fs::read(&ckpt).unwrap(), saved, "refused resumes leave the checkpoint as it was");
     let tmp: Vec<PathBuf> = files_under(&out).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
     assert!(tmp.is_empty(), "{tmp:?}");

@@ -1,5 +1,5 @@
 //! `report.html` in a real browser: a detector fitted for one epoch on a tiny synthetic set is
-//! evaluated with heat maps, then headless Chromium loads the report with a probe script added
+//! evaluated with heat maps and its page written (`pnpt_cli::html`), then headless Chromium loads the report with a probe script added
 //! and the dumped DOM must show every image loaded and the metrics table holding the report's
 //! numbers. One category is renamed to `m&m's <odd> #1` so escaping and URL encoding of user
 //! data are exercised too.
@@ -112,6 +112,7 @@ fn report_html_renders_in_chromium() {
         .with_out_dir(Some(out.path().to_path_buf()))
         .with_extra([("history".to_string(), json!(fitted.history))].into_iter().collect());
     let report = evaluate(&detector, &dataset, &options).unwrap();
+    pnpt_cli::html::write(&report, out.path()).unwrap();
     assert_eq!(report.categories.len(), 2);
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     assert!(html.contains("epoch 1: loss"), "training curve from extra[\"history\"]");

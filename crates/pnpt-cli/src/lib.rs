@@ -5,27 +5,34 @@
 //! pnpt predict pnpt-out/detector images/ --out predictions/   # predictions.jsonl + overlays + masks
 //! pnpt serve pnpt-out/detector --addr 127.0.0.1:8080          # HTTP service and web page
 //! pnpt info pnpt-out/detector                                 # categories, thresholds, config
-//! pnpt train --epochs 3 --out pnpt-out                        # train, evaluate (pnpt::job)
+//! pnpt train --epochs 3 --out pnpt-out                        # train, evaluate (job)
 //! pnpt eval pnpt-out/detector --data /data/mvtec_ad           # evaluate a saved detector
 //! pnpt upgrade old-detector detector                          # convert an earlier format
 //! ```
 //!
-//! The last crate of the data flow: it uses the facade `pnpt` and nothing uses it. The
-//! subcommands are library functions too ([`predict::run_predict`], [`serve::Server`],
-//! [`info::detector_info`]), which is how the tests drive them.
+//! The last crate of the data flow: it uses the facade `pnpt` and no library crate uses it (the
+//! root package's examples and tests do, as a dev-dependency). It holds the application code:
+//! argument parsing, the training job ([`job`]: output folder, checkpoints, run record),
+//! `report.html` ([`html`]), progress bars and the stderr logger ([`logging`]). The subcommands
+//! are library functions too ([`predict::run_predict`], [`serve::Server`],
+//! [`info::detector_info`], [`job::run_job`]), which is how the tests drive them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use pnpt::backend::{Cpu, DeviceSpec};
-use pnpt::job::{self, JobOptions};
 use pnpt::model::{Detector, ScoringMethod};
 
+use crate::job::JobOptions;
+
 mod error;
+pub mod html;
 pub mod info;
+pub mod job;
+pub mod logging;
 pub mod multipart;
 pub mod predict;
 pub mod render;
@@ -33,7 +40,7 @@ pub mod serve;
 
 pub use error::{CliError, Result};
 /// `pnpt train`: the options of `examples/train_mvtec.rs`.
-pub use pnpt::job::TrainArgs;
+pub use job::TrainArgs;
 
 /// Unified multi-class industrial anomaly detection: one detector for every product type.
 #[derive(Debug, Parser)]
@@ -247,6 +254,39 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let was = pnpt::model::detector::upgrade::<Cpu>(&a.old, &a.new, &Default::default())?;
             eprintln!("pnpt upgrade: {} (format {was}) -> {} (current format)", a.old.display(), a.new.display());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Train one PNPT model on every category of a dataset, save it and evaluate it.
+#[derive(Debug, Parser)]
+#[command(name = "train_mvtec")]
+struct TrainMvtec {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// The whole of `examples/train_mvtec.rs`: `pnpt train`'s job under its own name, with the
+/// stderr logger. Options that do not go together exit 2 with the usage line, as clap's own
+/// errors do; a failed run exits 1.
+pub fn train_mvtec_main() -> ExitCode {
+    // The job's progress lines and warnings are `log` events: print them on stderr.
+    logging::init(true);
+    // Bad arguments: clap prints its message and exits 2.
+    let cli = TrainMvtec::parse();
+    let options = match cli.train.job_options() {
+        Ok(o) => o,
+        // A bad configuration, --resume with another --out, --rescore without --evaluate.
+        Err(e) => TrainMvtec::command().error(clap::error::ErrorKind::ValueValidation, e).exit(),
+    };
+    match job::run_job(options) {
+        Ok(out) => {
+            println!("{}", out.report.to_markdown());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

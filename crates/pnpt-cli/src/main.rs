@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // The library's progress lines and warnings are `log` events: print them on stderr.
-    pnpt::logging::init(true);
+    pnpt_cli::logging::init(true);
     // Bad arguments: clap prints its message and exits 2.
     let cli = pnpt_cli::Cli::parse();
     match pnpt_cli::run(cli) {

@@ -1,73 +1,27 @@
 //! What one prediction becomes on disk and on the wire: the heat-map overlay and the binary
 //! defect mask as PNG bytes, and the JSON object of `predictions.jsonl` and `/v1/predict` ([`PredictionRecord`]).
 //!
-//! **Overlay colours.** The jet colour scale spans `[lo, 2·t − lo]`, with `t` the category's
-//! pixel threshold and `lo` its median held-out normal pixel, so the threshold is the middle
-//! of the scale whatever the image, as in the evaluation reports; the colour is blended over
-//! the image with an opacity growing from 0 at `lo`, and the white contour encloses the defect
-//! mask. A detector without pixel statistics falls back to the image's own min..max.
+//! **Overlay colours** are the evaluation heat maps' ([`pnpt::heatmap`], one implementation):
+//! the jet colour scale spans `[lo, 2·t − lo]`, with `t` the category's pixel threshold and
+//! `lo` its median held-out normal pixel, so the threshold is the middle of the scale whatever
+//! the image, as in the evaluation reports; the colour is blended over the image with an
+//! opacity growing from 0 at `lo`, and the white contour encloses the defect mask. A detector
+//! without pixel statistics falls back to the image's own min..max.
 
 use std::io::Cursor;
 
-use pnpt::data::image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage, imageops};
+use pnpt::data::image::{DynamicImage, GrayImage, ImageFormat, Luma, RgbImage, imageops};
+use pnpt::heatmap::{self, ColourScale};
 use pnpt::model::Prediction;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Smallest overlay side: a smaller model input is upscaled by an integer factor (nearest for
-/// the map, so one map cell stays one block).
-pub const MIN_SIDE: usize = 256;
-const MAX_ALPHA: f32 = 0.85;
-
-/// Jet colour of `x` in [0, 1] (blue → cyan → yellow → red).
-fn jet(x: f32) -> [u8; 3] {
-    let channel = |c: f32| ((1.5 - (4.0 * x.clamp(0.0, 1.0) - c).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
-    [channel(3.0), channel(2.0), channel(1.0)]
-}
-
-/// The colour scale `(lo, hi)` of a prediction (see the module documentation).
-pub fn colour_scale(p: &Prediction, median: Option<f32>) -> (f32, f32) {
-    match (p.pixel_threshold, median) {
-        (Some(t), Some(m)) if t > m => (m, 2.0 * t - m),
-        _ => {
-            let (lo, hi) =
-                p.anomaly_map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-            if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) }
-        }
-    }
-}
-
-/// The overlay of `p` on `image`, at the map's size scaled to at least [`MIN_SIDE`].
+/// The overlay of `p` on `image` ([`pnpt::heatmap::overlay`] with the image's own scale,
+/// [`ColourScale::for_image`]), at the map's size scaled to at least
+/// [`MIN_PANEL`](pnpt::heatmap::MIN_PANEL) pixels.
 pub fn overlay(image: &DynamicImage, p: &Prediction, median: Option<f32>) -> RgbImage {
-    let size = p.width.max(1);
-    let k = MIN_SIDE.div_ceil(size);
-    let side = size * k;
-    let base = imageops::resize(&image.to_rgb8(), side as u32, side as u32, imageops::FilterType::Triangle);
-    let (lo, hi) = colour_scale(p, median);
-    let value = |x: usize, y: usize| p.anomaly_map.get((y / k) * size + x / k).copied().unwrap_or(lo);
-    let hot = |x: usize, y: usize| p.pixel_threshold.is_some_and(|t| value(x, y) > t);
-    let edge = |x: usize, y: usize| {
-        hot(x, y)
-            && (x == 0
-                || y == 0
-                || x + 1 == side
-                || y + 1 == side
-                || !hot(x - 1, y)
-                || !hot(x + 1, y)
-                || !hot(x, y - 1)
-                || !hot(x, y + 1))
-    };
-    RgbImage::from_fn(side as u32, side as u32, |x, y| {
-        let (x, y) = (x as usize, y as usize);
-        if edge(x, y) {
-            return Rgb([255, 255, 255]);
-        }
-        let b = base.get_pixel(x as u32, y as u32).0;
-        let t = ((value(x, y) - lo) / (hi - lo)).clamp(0.0, 1.0);
-        let c = jet(t);
-        let a = MAX_ALPHA * t;
-        Rgb([0, 1, 2].map(|i| (b[i] as f32 * (1.0 - a) + c[i] as f32 * a).round() as u8))
-    })
+    let scale = ColourScale::for_image(&p.anomaly_map, p.pixel_threshold, median);
+    heatmap::overlay(&image.to_rgb8(), &p.anomaly_map, None, p.width.max(1), &scale)
 }
 
 /// The defect mask of `p` (255 = defect) at `width × height` (nearest-neighbour from the map);
@@ -150,6 +104,8 @@ pub fn sorted_json(value: &impl Serialize) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use pnpt::data::image::Rgb;
+
     use super::*;
 
     fn prediction(map: Vec<f32>, pixel: Option<f32>) -> Prediction {
@@ -171,8 +127,6 @@ mod tests {
     #[test]
     fn overlay_mask_and_json() {
         let p = prediction(vec![0.0, 0.0, 0.0, 3.0], Some(1.0));
-        assert_eq!(colour_scale(&p, Some(0.0)), (0.0, 2.0));
-        assert_eq!(colour_scale(&p, None), (0.0, 3.0), "no median: min..max");
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(10, 7, Rgb([0, 0, 0])));
         let o = overlay(&img, &p, Some(0.0));
         assert_eq!(o.dimensions(), (256, 256));

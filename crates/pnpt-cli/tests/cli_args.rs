@@ -44,7 +44,7 @@ fn bad_arguments_exit_2_with_clap_message() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("error:") || err.contains("Usage:"), "{args:?}: {err}");
     }
-    // Numbers and lists go through pnpt::job's parsers: the message names the real problem
+    // Numbers and lists go through pnpt_cli::job's parsers: the message names the real problem
     // (2^70 used to read "needs a whole number", an empty list "no categories found").
     let named: [(&[&str], &str); 4] = [
         (&["train", "--seed", "1180591620717411303424"], "out of range"),
@@ -65,7 +65,7 @@ fn bad_arguments_exit_2_with_clap_message() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("resumes in its own folder"));
     assert!(!a.exists() && !b.exists());
-    // So is --rescore without a saved detector to re-fit (pnpt::job::TrainArgs::job_options).
+    // So is --rescore without a saved detector to re-fit (pnpt_cli::job::TrainArgs::job_options).
     let out = pnpt(&["train", "--rescore"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("it needs --evaluate DETECTOR_DIR"));

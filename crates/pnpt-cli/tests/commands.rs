@@ -131,7 +131,7 @@ fn info_command_text_and_json() {
 
 /// SIGTERM while a request is in progress: the request is answered, then `pnpt serve` exits 0.
 #[cfg(unix)]
-/// `pnpt train` and `pnpt eval` run the library's job (`pnpt::job`) end to end on the tiny set.
+/// `pnpt train` and `pnpt eval` run the job (`pnpt_cli::job`) end to end on the tiny set.
 #[test]
 fn train_and_eval_commands() {
     let f = fixture();

@@ -1,8 +1,8 @@
 //! Progress of the long stages of training (backbone features, patch memory, every epoch) as
 //! events for the program to show: the library draws nothing itself. A program passes a
 //! callback in [`TrainOptions::progress_sink`](crate::TrainOptions::progress_sink);
-//! `pnpt::logging::progress_bars` turns the events into indicatif bars on stderr, which is what
-//! `pnpt train` and `examples/train_mvtec.rs` show.
+//! `pnpt_cli::logging::progress_bars` turns the events into indicatif bars on stderr, which is
+//! what `pnpt train` and `examples/train_mvtec.rs` show.
 
 use std::fmt;
 use std::sync::Arc;

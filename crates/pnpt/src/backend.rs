@@ -185,7 +185,7 @@ pub fn device_ids(specs: &[DeviceSpec]) -> Result<Vec<DeviceId>> {
         }
     }
     if let Some(other) = specs.iter().find(|s| s.feature() != specs[0].feature()) {
-        return Err(Error::Arguments(format!("--devices mixes two backends: {} and {other}", specs[0])));
+        return Err(Error::MixedBackends { first: specs[0].to_string(), other: other.to_string() });
     }
     specs.iter().map(|s| run_on(s, IdOf)).collect()
 }

@@ -1,11 +1,12 @@
 //! The facade's error type: device selection plus the errors of every member crate, so an
-//! application can use one `?` across the whole pipeline.
+//! application can use one `?` across the whole pipeline. Only what library calls return:
+//! command-line and output-folder errors belong to `pnpt-cli`'s `CliError`.
 
 /// Everything that can go wrong in the `pnpt` facade.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The `--device` string is not one we know.
+    /// The device string is not one we know.
     #[error("unknown device `{0}`: expected cpu, ndarray, flex, wgpu, wgpu:N, cuda or cuda:N")]
     UnknownDevice(String),
     /// The device is valid but its backend was not compiled into this binary.
@@ -29,15 +30,23 @@ pub enum Error {
     /// Two backends disagree beyond the tolerance of an equivalence check.
     #[error("{0}")]
     Equivalence(String),
+    /// The devices of one data-parallel run belong to two backends.
+    #[error("devices of two backends in one run: {first} and {other} (a data-parallel run uses one backend)")]
+    MixedBackends {
+        /// The first device.
+        first: String,
+        /// The first device of another backend.
+        other: String,
+    },
     /// Saving or loading a module record failed.
     #[error("module record: {0}")]
     Record(String),
     /// Dataset or image input failed.
     #[error(transparent)]
     Data(#[from] pnpt_data::DataError),
-    /// `.npy` input or output, or writing an output file, failed.
+    /// A file format or an output file failed (`.npy`, safetensors, atomic writes).
     #[error(transparent)]
-    Npy(#[from] pnpt_io::Error),
+    File(#[from] pnpt_io::Error),
     /// The backbone failed.
     #[error(transparent)]
     Backbone(#[from] pnpt_backbone::BackboneError),
@@ -75,57 +84,6 @@ pub enum Error {
     /// No category can be evaluated.
     #[error("no category of the dataset has both normal and anomalous test images")]
     NothingToEvaluate,
-    /// The output folder cannot be used (a file, read-only, not creatable): found before the run.
-    #[error("output folder {path}: {reason}")]
-    Output {
-        /// The `--out` folder.
-        path: std::path::PathBuf,
-        /// Why it cannot be written.
-        reason: String,
-    },
-    /// `--resume` cannot continue this run.
-    #[error("cannot resume from {path}: {reason}")]
-    Resume {
-        /// The checkpoint (or folder) asked for.
-        path: std::path::PathBuf,
-        /// Why not.
-        reason: String,
-    },
-    /// A command-line number that is not a whole number (`--seed abc`, `--epochs -1`).
-    #[error("{flag} needs a whole number, got `{value}`")]
-    NotANumber {
-        /// The option.
-        flag: String,
-        /// What was given.
-        value: String,
-    },
-    /// A command-line number too large for its option (`--seed` of 2^70).
-    #[error("{flag} {value} is out of range: at most {max}")]
-    OutOfRange {
-        /// The option.
-        flag: String,
-        /// What was given.
-        value: String,
-        /// The largest accepted value.
-        max: u64,
-    },
-    /// Command-line options that do not go together (`--rescore` without `--evaluate`).
-    #[error("{0}")]
-    Arguments(String),
-    /// A command-line list with no element (`--categories ""`).
-    #[error("{flag}: the list is empty (give at least one name, comma-separated)")]
-    EmptyList {
-        /// The option.
-        flag: String,
-    },
-    /// Writing an output failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or folder involved.
-        path: std::path::PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
 }
 
 /// Result with the facade's [`Error`].

@@ -19,6 +19,9 @@
 //! With the max as image score, an image is flagged exactly when a white contour exists; with a
 //! top-k mean a small region above the contour can still leave the image score below `thr`.
 //!
+//! The overlay panel ([`overlay`]) with [`ColourScale::for_image`] is also the heat map of
+//! `pnpt predict` and the service (`pnpt-cli`): one colour map for every picture pnpt draws.
+//!
 //! Panels are at least [`MIN_PANEL`] pixels wide: a smaller model input is upscaled by an
 //! integer factor, the map and mask by nearest neighbour so one map cell stays one block and
 //! the contours stay 1 px wide. Under the overlay a colour bar shows the scale, with a white
@@ -82,6 +85,21 @@ impl ColourScale {
         }
     }
 
+    /// The scale of one image's overlay, without its category's test maps (`pnpt predict`, the
+    /// service): centred on `threshold` from `normal_median` as in the reports when both are
+    /// known and the threshold is above the median, else the image's own min..max (`0..1` for
+    /// a flat map).
+    pub fn for_image(map: &[f32], threshold: Option<f32>, normal_median: Option<f32>) -> Self {
+        if let (Some(t), Some(m)) = (threshold, normal_median)
+            && t > m
+        {
+            return Self { lo: m, hi: 2.0 * t - m, threshold, centred: true, held_out: true };
+        }
+        let (lo, hi) = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
+        Self { lo, hi, threshold, centred: false, held_out: false }
+    }
+
     /// `v` mapped to `[0, 1]` along the bar (clamped).
     pub fn normalise(&self, v: f32) -> f32 {
         let span = self.hi - self.lo;
@@ -131,34 +149,60 @@ fn blend(base: [u8; 3], colour: [u8; 3], alpha: f32) -> Rgb<u8> {
     Rgb([0, 1, 2].map(|k| (base[k] as f32 * (1.0 - alpha) + colour[k] as f32 * alpha).round() as u8))
 }
 
+/// The side of a panel for a `size × size` map and the integer factor it is upscaled by.
+fn panel_side(size: usize) -> (usize, usize) {
+    let k = MIN_PANEL.div_ceil(size.max(1)).max(1);
+    (size * k, k)
+}
+
+/// The overlay panel alone: `size × size` `map` in jet colours over `image` (resized to the
+/// panel), with the threshold contour in white and, with a `mask` (non-zero = defect), the
+/// ground-truth outline in magenta. The panel of [`render`], and the overlay that `pnpt predict`
+/// and the service return. Maps and masks shorter than `size²` read as 0 rather than panicking.
+pub fn overlay(image: &RgbImage, map: &[f32], mask: Option<&[u8]>, size: usize, scale: &ColourScale) -> RgbImage {
+    let (side, _) = panel_side(size);
+    let base = imageops::resize(image, side as u32, side as u32, imageops::FilterType::Triangle);
+    overlay_resized(&base, map, mask, size, scale)
+}
+
+/// [`overlay`] on an image already at the panel's side.
+fn overlay_resized(base: &RgbImage, map: &[f32], mask: Option<&[u8]>, size: usize, scale: &ColourScale) -> RgbImage {
+    let (side, k) = panel_side(size);
+    let cell = |x: usize, y: usize| (y / k) * size + x / k;
+    let value = |x, y| map.get(cell(x, y)).copied().unwrap_or(0.0);
+    let hot = |x, y| scale.threshold.is_some_and(|t| value(x, y) > t);
+    let truth = |x, y| mask.is_some_and(|m| m.get(cell(x, y)).is_some_and(|&v| v != 0));
+    RgbImage::from_fn(side as u32, side as u32, |px, py| {
+        let (x, y) = (px as usize, py as usize);
+        if on_edge(side, x, y, hot) {
+            Rgb(CONTOUR)
+        } else if on_edge(side, x, y, truth) {
+            Rgb(TRUTH)
+        } else {
+            let t = scale.normalise(value(x, y));
+            blend(base.get_pixel(px, py).0, jet(t), MAX_ALPHA * t)
+        }
+    })
+}
+
 /// The heat map of one image: `size × size` `map` and `mask` (non-zero = defect) at the model
 /// input size; `mask = None` leaves out the ground-truth panel. Maps and masks shorter than
 /// `size²` read as 0 rather than panicking.
 pub fn render(image: &RgbImage, map: &[f32], mask: Option<&[u8]>, size: usize, scale: &ColourScale) -> RgbImage {
-    let k = MIN_PANEL.div_ceil(size.max(1)).max(1);
-    let side = size * k;
+    let (side, k) = panel_side(size);
     let base = imageops::resize(image, side as u32, side as u32, imageops::FilterType::Triangle);
+    let over = overlay_resized(&base, map, mask, size, scale);
     let cell = |x: usize, y: usize| (y / k) * size + x / k;
-    let value = |x, y| map.get(cell(x, y)).copied().unwrap_or(0.0);
-    let hot = |x, y| scale.threshold.is_some_and(|t| value(x, y) > t);
     let truth = |x, y| mask.is_some_and(|m| m.get(cell(x, y)).is_some_and(|&v| v != 0));
     let panels = if mask.is_some() { 3 } else { 2 };
     let (s, gap) = (side as u32, GAP);
     let mut out = RgbImage::from_pixel(panels * s + (panels - 1) * gap, s + gap + BAR_HEIGHT, Rgb(BACKGROUND));
     for y in 0..side {
         for x in 0..side {
-            let b = base.get_pixel(x as u32, y as u32).0;
             let (px, py) = (x as u32, y as u32);
+            let b = base.get_pixel(px, py).0;
             out.put_pixel(px, py, Rgb(b));
-            let t = scale.normalise(value(x, y));
-            let over = if on_edge(side, x, y, hot) {
-                Rgb(CONTOUR)
-            } else if on_edge(side, x, y, truth) {
-                Rgb(TRUTH)
-            } else {
-                blend(b, jet(t), MAX_ALPHA * t)
-            };
-            out.put_pixel(s + gap + px, py, over);
+            out.put_pixel(s + gap + px, py, *over.get_pixel(px, py));
             if mask.is_some() {
                 let gt = if on_edge(side, x, y, truth) {
                     Rgb(TRUTH)
@@ -257,6 +301,19 @@ mod tests {
         }
         let empty = ColourScale::for_category(&[f32::NAN], Some(1.0), None);
         assert_eq!((empty.normalise(0.5), empty.centred), (0.5, false));
+    }
+
+    #[test]
+    fn image_scale_centres_the_threshold_or_spans_the_map() {
+        let map = [0.0, 0.0, 0.0, 3.0];
+        let s = ColourScale::for_image(&map, Some(1.0), Some(0.0));
+        assert_eq!((s.lo, s.hi, s.centred), (0.0, 2.0, true));
+        for (t, m) in [(Some(1.0), None), (None, Some(0.0)), (Some(1.0), Some(2.0))] {
+            let s = ColourScale::for_image(&map, t, m);
+            assert_eq!((s.lo, s.hi, s.centred), (0.0, 3.0, false), "{t:?} {m:?}: min..max");
+        }
+        let flat = ColourScale::for_image(&[0.5; 4], None, None);
+        assert_eq!((flat.lo, flat.hi), (0.0, 1.0), "a flat map");
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //!
 //! This facade re-exports the member crates in data-flow order (io → data → synth → backbone →
 //! prompt pool → patch memory → model → metrics) and adds training with the choice of the scoring method on
-//! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and reports
-//! ([`evaluate`], with heat maps from [`heatmap`] and `report.html` from [`html`]), run-time
-//! backend selection ([`backend`]), a backend-equivalence harness (`equivalence`, with the
-//! test-only feature `testing`) and a stderr logger for the `log` events of the library crates ([`logging`]).
+//! a validation set of pseudo-anomalies ([`train`], [`validation`]), evaluation and its reports
+//! ([`evaluate`]: `report.json`, `report.md`, heat maps from [`heatmap`]), run-time backend
+//! selection ([`backend`]) and a backend-equivalence harness (`equivalence`, with the test-only
+//! feature `testing`).
+//!
+//! It is a library only: it prints nothing (progress and warnings are `log` events and
+//! [`model::ProgressEvent`]s) and parses no command line. The `pnpt` command, its training
+//! job, `report.html`, progress bars and logger are the `pnpt-cli` crate.
 
 pub use burn;
 pub use pnpt_backbone as backbone;
@@ -26,9 +30,6 @@ pub mod equivalence;
 mod error;
 pub mod evaluate;
 pub mod heatmap;
-pub mod html;
-pub mod job;
-pub mod logging;
 pub mod train;
 pub mod validation;
 

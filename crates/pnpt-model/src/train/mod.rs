@@ -63,7 +63,7 @@ pub struct TrainOptions {
     /// without a dataset fingerprint).
     pub progress: bool,
     /// Where the stages' progress goes (features, memory, every epoch): nowhere by default; a
-    /// program that shows bars passes a callback (`pnpt::logging::progress_bars`).
+    /// program that shows bars passes a callback (`pnpt_cli::logging::progress_bars`).
     pub progress_sink: Progress,
     /// Stop after this many epochs in total (simulates an interruption; tests). Only with
     /// the `testing` feature: not an option for users (the workspace's tests turn it on).

@@ -1,7 +1,8 @@
 //! Evaluation of a trained [`Detector`] on a dataset: the metrics of `pnpt-metrics` per
-//! category, class-retrieval accuracy and speed, written as `report.json`, `report.md`,
-//! `report.html` ([`crate::html`]) and heat maps `heatmaps/<category>/<defect>_<stem>.png`
-//! ([`crate::heatmap`]; every file via temp + rename).
+//! category, class-retrieval accuracy and speed, as a [`Report`] and, with an output folder,
+//! written as `report.json`, `report.md` and heat maps `heatmaps/<category>/<defect>_<stem>.png`
+//! ([`crate::heatmap`]; every file via temp + rename). A library call: a program embedding
+//! `pnpt` evaluates this way. The page `report.html` is the command's (`pnpt_cli::html`).
 //!
 //! `report.json`:
 //! ```text
@@ -25,6 +26,8 @@
 mod agreement;
 mod markdown;
 mod report;
+#[cfg(any(test, feature = "testing"))]
+mod sample;
 mod schema;
 
 use std::path::PathBuf;
@@ -44,6 +47,9 @@ use crate::{Error, Result};
 
 pub use agreement::{Agreement, CandidateAgreement};
 pub use report::{CategoryReport, ImageResult, METRIC_COLUMNS, MethodReport, Report, metric_values};
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub use sample::{sample_agreement, sample_report};
 pub use schema::{MapScores, MetricsRecord};
 
 /// The heat maps' colour rule in one paragraph, for the reports (details: [`crate::heatmap`]).
@@ -206,9 +212,4 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         report.write(dir)?;
     }
     Ok(report)
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    pub(crate) use super::report::tests::sample_report;
 }

@@ -118,90 +118,20 @@ impl Report {
         text
     }
 
-    /// Writes `report.json`, `report.md` and `report.html` into `dir`.
+    /// Writes `report.json` and `report.md` into `dir` (`report.html` is the command's:
+    /// `pnpt_cli::html`).
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         write_atomic(&dir.join("report.json"), self.to_json().as_bytes())?;
         write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())?;
-        write_atomic(&dir.join("report.html"), self.to_html().as_bytes())?;
         Ok(())
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use serde_json::json;
-
+mod tests {
+    use super::super::sample_report;
     use super::*;
-
-    /// A report of two categories (`a"b` and `<x>&y`, names that need escaping) with
-    /// per-image results, a training history and two methods; shared with `html`'s tests.
-    pub(crate) fn sample_report() -> Report {
-        let m = CategoryMetrics {
-            image_auroc: 0.5,
-            image_ap: 0.25,
-            image_f1_max: 0.75,
-            image_threshold: 1.5,
-            pixel_auroc: f64::NAN,
-            pixel_ap: 0.1,
-            pixel_f1_max: 0.2,
-            pixel_threshold: 2.5,
-            aupro: 0.3,
-        };
-        let m2 = CategoryMetrics { image_auroc: 0.875, aupro: 0.625, ..m.clone() };
-        let scale = ColourScale { lo: 0.5, hi: 1.5, threshold: Some(1.0), centred: true, held_out: false };
-        let result = |defect: &str, i: usize, score: f32| ImageResult {
-            path: PathBuf::from(format!("test/{defect}/{i:03}.png")),
-            defect: defect.into(),
-            score,
-            anomalous: defect != "good",
-            heatmap: Some(format!("heatmaps/c/{defect}_{i:03}.png")),
-        };
-        let results =
-            vec![result("good", 0, 0.2), result("good", 1, 1.2), result("crack", 0, 0.9), result("crack", 1, 2.0)];
-        let category = |name: &str, metrics: &CategoryMetrics| CategoryReport {
-            name: name.into(),
-            metrics: metrics.clone(),
-            retrieval_accuracy: 1.0,
-            images: 4,
-            scale,
-            results: results.clone(),
-        };
-        Report {
-            categories: vec![category("a\"b", &m), category("<x>&y", &m2)],
-            mean: m.clone(),
-            mean_retrieval_accuracy: 1.0,
-            skipped: vec![],
-            preset: "cpu".into(),
-            seed: 7,
-            device: "cpu".into(),
-            train_seconds: 2.0,
-            ms_per_image: 3.0,
-            method: "pnpt".into(),
-            methods: vec![
-                MethodReport {
-                    method: "pnpt".into(),
-                    categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2.clone())],
-                    mean: m.clone(),
-                },
-                MethodReport {
-                    method: "memory".into(),
-                    categories: vec![("a\"b".into(), m.clone()), ("<x>&y".into(), m2)],
-                    mean: m,
-                },
-            ],
-            agreement: None,
-            extra: [
-                ("validation".to_string(), json!({"chosen": 2})),
-                (
-                    "history".to_string(),
-                    json!([{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}, {"epoch": 3, "loss": 0.4}]),
-                ),
-            ]
-            .into_iter()
-            .collect(),
-        }
-    }
 
     #[test]
     fn report_json_has_the_documented_shape() {

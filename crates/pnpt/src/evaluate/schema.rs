@@ -201,7 +201,7 @@ mod tests {
 
     use super::*;
     use crate::evaluate::METRIC_COLUMNS;
-    use crate::evaluate::tests::sample_report;
+    use crate::evaluate::sample_report;
 
     fn keys(v: &Value) -> BTreeSet<String> {
         v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()

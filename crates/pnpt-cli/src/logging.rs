@@ -7,10 +7,11 @@
 //! errors `error: `. A library user who installs no logger sees none of them (as usual with
 //! `log`, events without a logger go nowhere); any other `log` logger (`env_logger`, a
 //! `tracing` bridge, ...) receives them instead, under targets that start with `pnpt`
-//! (`pnpt::job`, `pnpt_model::train`, ...).
+//! (`pnpt_cli::job`, `pnpt_model::train`, ...). Here, not in the library: which logger and
+//! which bars a program shows is the program's choice.
 //!
 //! ```no_run
-//! pnpt::logging::init(true); // progress lines and warnings on stderr
+//! pnpt_cli::logging::init(true); // progress lines and warnings on stderr
 //! ```
 //!
 //! The progress of long training stages comes as [`ProgressEvent`]s instead (a bar is not a
@@ -22,7 +23,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use pnpt_model::{Progress, ProgressEvent};
+use pnpt::model::{Progress, ProgressEvent};
 
 /// Prints pnpt's events on stderr.
 struct Stderr;
@@ -77,7 +78,7 @@ pub fn init(verbose: bool) -> bool {
 /// type B = Autodiff<Cpu>;
 ///
 /// let dataset = Dataset::open("/data/mvtec_ad", None)?;
-/// let options = TrainOptions::default().with_progress(true).with_progress_sink(pnpt::logging::progress_bars());
+/// let options = TrainOptions::default().with_progress(true).with_progress_sink(pnpt_cli::logging::progress_bars());
 /// let (detector, _) = train::<B>(&PnptConfig::cpu(), &dataset, &Default::default(), &options, Some(&Default::default()))?;
 /// # Ok::<(), pnpt::Error>(())
 /// ```
@@ -126,7 +127,7 @@ fn bar(stage: &str, len: u64) -> ProgressBar {
 mod tests {
     #[test]
     fn only_pnpt_targets() {
-        for t in ["pnpt", "pnpt::job", "pnpt_model::train", "pnpt_cli"] {
+        for t in ["pnpt", "pnpt::train", "pnpt_model::train", "pnpt_cli::job"] {
             assert!(super::is_pnpt(t), "{t}");
         }
         for t in ["burn_autodiff", "wgpu_core::device", "pnptx", "cubecl"] {

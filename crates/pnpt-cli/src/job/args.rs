@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use pnpt_model::ScoringMethod;
-use pnpt_model::train::{FeatureStorage, NodeOptions, parse_size};
+use pnpt::backend::DeviceSpec;
+use pnpt::model::ScoringMethod;
+use pnpt::model::train::{FeatureStorage, NodeOptions, parse_size};
 
 use super::{ConfigChoice, JobOptions};
-use crate::Result;
-use crate::backend::DeviceSpec;
+use crate::{CliError, Result};
 
 /// `90s`, `15m`, `1.5h` or plain seconds, as `--time-budget` takes it.
 pub fn parse_duration(text: &str) -> Result<f64> {
@@ -20,7 +20,7 @@ pub fn parse_duration(text: &str) -> Result<f64> {
     };
     match number.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v * unit),
-        _ => Err(pnpt_model::Error::Config(format!(
+        _ => Err(pnpt::model::Error::Config(format!(
             "time budget `{text}`: expected a positive duration such as 900s, 15m or 1h"
         ))
         .into()),
@@ -28,37 +28,37 @@ pub fn parse_duration(text: &str) -> Result<f64> {
 }
 
 /// A whole number for the command-line option `flag`, at most `max`: too large is
-/// [`Error::OutOfRange`](crate::Error::OutOfRange), anything else that is not a whole number
-/// [`Error::NotANumber`](crate::Error::NotANumber).
+/// [`CliError::OutOfRange`], anything else that is not a whole number [`CliError::NotANumber`].
 pub fn parse_whole(flag: &str, text: &str, max: u64) -> Result<u64> {
     use std::num::IntErrorKind;
     let v = text.trim();
     match v.parse::<u64>() {
         Ok(n) if n <= max => Ok(n),
-        Ok(_) => Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max }),
+        Ok(_) => Err(CliError::OutOfRange { flag: flag.into(), value: v.into(), max }),
         // Only digits but too many of them: out of range, not "not a number".
         Err(e) if *e.kind() == IntErrorKind::PosOverflow => {
-            Err(crate::Error::OutOfRange { flag: flag.into(), value: v.into(), max })
+            Err(CliError::OutOfRange { flag: flag.into(), value: v.into(), max })
         }
-        Err(_) => Err(crate::Error::NotANumber { flag: flag.into(), value: v.into() }),
+        Err(_) => Err(CliError::NotANumber { flag: flag.into(), value: v.into() }),
     }
 }
 
 /// The comma-separated names of `--categories` (blanks trimmed, empty items dropped); no name
-/// at all is [`Error::EmptyList`](crate::Error::EmptyList).
+/// at all is [`CliError::EmptyList`].
 pub fn parse_categories(text: &str) -> Result<Vec<String>> {
     let list: Vec<String> = text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if list.is_empty() {
-        return Err(crate::Error::EmptyList { flag: "--categories".into() });
+        return Err(CliError::EmptyList { flag: "--categories".into() });
     }
     Ok(list)
 }
 
 /// The comma-separated devices of `--devices` (at least one).
 pub fn parse_devices(text: &str) -> Result<Vec<DeviceSpec>> {
-    let list = text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<Result<Vec<_>>>()?;
+    let list =
+        text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<pnpt::Result<Vec<_>>>()?;
     if list.is_empty() {
-        return Err(crate::Error::EmptyList { flag: "--devices".into() });
+        return Err(CliError::EmptyList { flag: "--devices".into() });
     }
     Ok(list)
 }
@@ -66,7 +66,7 @@ pub fn parse_devices(text: &str) -> Result<Vec<DeviceSpec>> {
 /// The output folder and whether to resume, from `--resume DIR` and `--out`: a run resumes in
 /// its own folder, so `--out` may be left out or must name the same folder as `DIR`
 /// (compared after resolving `.`, `..` and links); another `--out` is
-/// [`Error::Resume`](crate::Error::Resume) (nothing is created or cleared). Without either the
+/// [`CliError::Resume`] (nothing is created or cleared). Without either the
 /// folder is `pnpt-out`.
 pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathBuf, bool)> {
     match (resume, out) {
@@ -76,7 +76,7 @@ pub fn resume_folder(resume: Option<&Path>, out: Option<&Path>) -> Result<(PathB
                 _ => r == o,
             };
             if !same {
-                return Err(crate::Error::Resume {
+                return Err(CliError::Resume {
                     path: r.to_path_buf(),
                     reason: format!(
                         "a run resumes in its own folder, not in --out {} (leave --out out, or copy the folder first)",
@@ -170,10 +170,10 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The job these options ask for: the configuration from [`ConfigChoice::build_for`], the
     /// output folder and resumption from [`resume_folder`]. `--rescore` without `--evaluate` is
-    /// [`Error::Arguments`](crate::Error::Arguments).
+    /// [`CliError::Arguments`].
     pub fn job_options(self) -> Result<JobOptions> {
         if self.rescore && self.evaluate.is_none() {
-            return Err(crate::Error::Arguments(
+            return Err(CliError::Arguments(
                 "--rescore re-fits a saved detector: it needs --evaluate DETECTOR_DIR".into(),
             ));
         }
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!((o.out.to_str(), o.resume, o.heatmaps, o.data.is_none()), (Some("pnpt-out"), false, true, true));
         assert_eq!(
             (o.config.input_size, o.config.train.epochs),
-            (SYNTHETIC_INPUT_SIZE, pnpt_model::PnptConfig::cpu().train.epochs)
+            (SYNTHETIC_INPUT_SIZE, pnpt::model::PnptConfig::cpu().train.epochs)
         );
         let err = parse(&["--rescore"]).unwrap().train.job_options().unwrap_err();
         assert!(err.to_string().contains("it needs --evaluate DETECTOR_DIR"), "{err}");

@@ -1,5 +1,7 @@
 //! `report.html`: the evaluation as one self-contained page (no network, no script), written
-//! next to `report.md` by [`Report::write`].
+//! by the job ([`write()`]) next to the `report.json` and `report.md` of
+//! [`pnpt::evaluate::evaluate`]. The command's, not the library's: a program embedding `pnpt`
+//! shows its results its own way, and calls [`to_html`] if it wants this page.
 //!
 //! It holds the run's header, the metrics table (the numbers of `report.md`; every cell carries
 //! `data-category` — absent in the mean row — and `data-metric`, a [`METRIC_COLUMNS`] key, so
@@ -13,9 +15,13 @@
 
 use std::fmt::Write as _;
 
+use std::path::Path;
+
+use pnpt::evaluate::{COLOUR_RULE, CategoryReport, ImageResult, METRIC_COLUMNS, Report, metric_values};
+use pnpt::io::write_atomic;
 use serde_json::Value;
 
-use crate::evaluate::{COLOUR_RULE, CategoryReport, ImageResult, METRIC_COLUMNS, Report, metric_values};
+use crate::Result;
 
 /// Gallery size per category: highest-scoring normal images, lowest-scoring anomalous images,
 /// and correct ones.
@@ -276,142 +282,147 @@ fn card(s: &mut String, r: &ImageResult, threshold: Option<f32>) {
         write!(s, "<figcaption><b>{text}</b> · {name} · score {:.4} · threshold {t}</figcaption></figure>", r.score);
 }
 
-impl Report {
-    /// The `report.html` text (see the [module documentation](crate::html)).
-    pub fn to_html(&self) -> String {
-        let mut s = format!(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>PNPT evaluation</title><style>{STYLE}</style></head><body>\n\
-             <h1>PNPT evaluation</h1>\n<p class=\"meta\">preset <b>{}</b> · seed {} · scoring method <b>{}</b> · device <b>{}</b> · \
-             training {:.1} s · inference {:.1} ms/image</p>\n<h2>Metrics</h2>\n<table id=\"metrics\"><thead><tr><th>category</th>",
-            escape(&self.preset),
-            self.seed,
-            escape(&self.method),
-            escape(&self.device),
-            self.train_seconds,
-            self.ms_per_image
+/// Writes [`to_html`] to `dir/report.html` (temp + rename).
+pub fn write(report: &Report, dir: impl AsRef<Path>) -> Result<()> {
+    write_atomic(&dir.as_ref().join("report.html"), to_html(report).as_bytes())?;
+    Ok(())
+}
+
+/// The `report.html` text (see the [module documentation](crate::html)).
+pub fn to_html(report: &Report) -> String {
+    let mut s = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>PNPT evaluation</title><style>{STYLE}</style></head><body>\n\
+         <h1>PNPT evaluation</h1>\n<p class=\"meta\">preset <b>{}</b> · seed {} · scoring method <b>{}</b> · device <b>{}</b> · \
+         training {:.1} s · inference {:.1} ms/image</p>\n<h2>Metrics</h2>\n<table id=\"metrics\"><thead><tr><th>category</th>",
+        escape(&report.preset),
+        report.seed,
+        escape(&report.method),
+        escape(&report.device),
+        report.train_seconds,
+        report.ms_per_image
+    );
+    for (_, heading) in METRIC_COLUMNS {
+        let _ = write!(s, "<th>{heading}</th>");
+    }
+    s.push_str("</tr></thead><tbody>\n");
+    let rows = report.categories.iter().map(|c| (Some(c.name.as_str()), &c.metrics, c.retrieval_accuracy));
+    for (name, m, r) in rows.chain([(None, &report.mean, report.mean_retrieval_accuracy)]) {
+        let category = name.map(|n| format!(" data-category=\"{}\"", escape(n))).unwrap_or_default();
+        let _ = write!(
+            s,
+            "<tr{}><td class=\"l\">{}</td>",
+            if name.is_none() { " class=\"mean\"" } else { "" },
+            escape(name.unwrap_or("mean"))
         );
-        for (_, heading) in METRIC_COLUMNS {
-            let _ = write!(s, "<th>{heading}</th>");
+        for ((key, _), v) in METRIC_COLUMNS.iter().zip(metric_values(m, r)) {
+            let _ = write!(s, "<td{category} data-metric=\"{key}\">{v:.3}</td>");
         }
-        s.push_str("</tr></thead><tbody>\n");
-        let rows = self.categories.iter().map(|c| (Some(c.name.as_str()), &c.metrics, c.retrieval_accuracy));
-        for (name, m, r) in rows.chain([(None, &self.mean, self.mean_retrieval_accuracy)]) {
-            let category = name.map(|n| format!(" data-category=\"{}\"", escape(n))).unwrap_or_default();
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</tbody></table>\n");
+    if report.methods.len() > 1 {
+        let _ = write!(
+            s,
+            "<p>Every scoring method on the same test images (image AUROC / pixel AUROC / AUPRO; <b>{}</b> above):</p>\n<table><tr><th>category</th>",
+            escape(&report.method)
+        );
+        for m in &report.methods {
+            let _ = write!(s, "<th>{}</th>", escape(&m.method));
+        }
+        s.push_str("</tr>\n");
+        let names = report.categories.iter().map(|c| c.name.as_str()).chain(["mean"]);
+        for (i, name) in names.enumerate() {
             let _ = write!(
                 s,
                 "<tr{}><td class=\"l\">{}</td>",
-                if name.is_none() { " class=\"mean\"" } else { "" },
-                escape(name.unwrap_or("mean"))
+                if i == report.categories.len() { " class=\"mean\"" } else { "" },
+                escape(name)
             );
-            for ((key, _), v) in METRIC_COLUMNS.iter().zip(metric_values(m, r)) {
-                let _ = write!(s, "<td{category} data-metric=\"{key}\">{v:.3}</td>");
+            for m in &report.methods {
+                let x = m.categories.get(i).map_or(&m.mean, |c| &c.1);
+                let _ = write!(s, "<td>{:.3} / {:.3} / {:.3}</td>", x.image_auroc, x.pixel_auroc, x.aupro);
             }
             s.push_str("</tr>\n");
-        }
-        s.push_str("</tbody></table>\n");
-        if self.methods.len() > 1 {
-            let _ = write!(
-                s,
-                "<p>Every scoring method on the same test images (image AUROC / pixel AUROC / AUPRO; <b>{}</b> above):</p>\n<table><tr><th>category</th>",
-                escape(&self.method)
-            );
-            for m in &self.methods {
-                let _ = write!(s, "<th>{}</th>", escape(&m.method));
-            }
-            s.push_str("</tr>\n");
-            let names = self.categories.iter().map(|c| c.name.as_str()).chain(["mean"]);
-            for (i, name) in names.enumerate() {
-                let _ = write!(
-                    s,
-                    "<tr{}><td class=\"l\">{}</td>",
-                    if i == self.categories.len() { " class=\"mean\"" } else { "" },
-                    escape(name)
-                );
-                for m in &self.methods {
-                    let x = m.categories.get(i).map_or(&m.mean, |c| &c.1);
-                    let _ = write!(s, "<td>{:.3} / {:.3} / {:.3}</td>", x.image_auroc, x.pixel_auroc, x.aupro);
-                }
-                s.push_str("</tr>\n");
-            }
-            s.push_str("</table>\n");
-        }
-        if let Some(a) = &self.agreement {
-            let r = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2}"));
-            let _ = writeln!(
-                s,
-                "<p id=\"agreement\">Validation against test: Spearman's rank correlation over the {} scoring candidates \
-                 between their validation (pseudo-anomalies) and test metrics is <b>{}</b> (image AUROC {}, pixel AUROC {}, \
-                 AUPRO {}). Validation chose <b>{}</b>; the best on test would have been <b>{}</b> (report.md lists every \
-                 candidate).</p>",
-                a.candidates.len(),
-                r(a.objective),
-                r(a.image_auroc),
-                r(a.pixel_auroc),
-                r(a.aupro),
-                escape(&a.candidates[a.chosen].rule),
-                escape(&a.candidates[a.best_on_test].rule)
-            );
-        }
-        for (c, r) in &self.skipped {
-            let _ = writeln!(s, "<p>skipped <b>{}</b>: {}</p>", escape(c), escape(r));
-        }
-        s.push_str("<h2>Training loss</h2>\n");
-        let history = loss_history(self);
-        if history.is_empty() {
-            s.push_str("<p>No training history in this report (an evaluation of a saved detector).</p>\n");
-        } else {
-            let _ = writeln!(s, "<figure>{}</figure>", loss_svg(&history));
-        }
-        s.push_str("<h2>Image-level ROC</h2>\n<p>The magenta dot is the operating point at the category's decision threshold.</p>\n<div class=\"plots\">\n");
-        for c in &self.categories {
-            let op = c.scale.threshold.map_or("no decision threshold".into(), |t| {
-                let (fpr, tpr) = operating_point(&c.results, t);
-                format!("threshold {t:.4}: FPR {fpr:.3}, TPR {tpr:.3}")
-            });
-            let _ = writeln!(
-                s,
-                "<figure>{}<figcaption><b>{}</b> · AUROC {:.3} · {op}</figcaption></figure>",
-                roc_svg(c),
-                escape(&c.name),
-                c.metrics.image_auroc
-            );
-        }
-        let _ = write!(
-            s,
-            "</div>\n<h2>Heat maps</h2>\n<p>{}</p>\n<table><tr><th>category</th><th>colour scale</th></tr>\n",
-            escape(COLOUR_RULE)
-        );
-        for c in &self.categories {
-            let _ = writeln!(
-                s,
-                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-                escape(&c.name),
-                escape(&c.scale.describe())
-            );
         }
         s.push_str("</table>\n");
-        for c in &self.categories {
-            let _ = writeln!(s, "<h3>{}</h3>", escape(&c.name));
-            for (heading, images) in gallery(c) {
-                if images.is_empty() {
-                    continue;
-                }
-                let _ = write!(s, "<h4>{heading}</h4>\n<div class=\"gallery\">");
-                for r in images {
-                    card(&mut s, r, c.scale.threshold);
-                }
-                s.push_str("</div>\n");
-            }
-        }
-        s.push_str("</body></html>\n");
-        s
     }
+    if let Some(a) = &report.agreement {
+        let r = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            s,
+            "<p id=\"agreement\">Validation against test: Spearman's rank correlation over the {} scoring candidates \
+             between their validation (pseudo-anomalies) and test metrics is <b>{}</b> (image AUROC {}, pixel AUROC {}, \
+             AUPRO {}). Validation chose <b>{}</b>; the best on test would have been <b>{}</b> (report.md lists every \
+             candidate).</p>",
+            a.candidates.len(),
+            r(a.objective),
+            r(a.image_auroc),
+            r(a.pixel_auroc),
+            r(a.aupro),
+            escape(&a.candidates[a.chosen].rule),
+            escape(&a.candidates[a.best_on_test].rule)
+        );
+    }
+    for (c, r) in &report.skipped {
+        let _ = writeln!(s, "<p>skipped <b>{}</b>: {}</p>", escape(c), escape(r));
+    }
+    s.push_str("<h2>Training loss</h2>\n");
+    let history = loss_history(report);
+    if history.is_empty() {
+        s.push_str("<p>No training history in this report (an evaluation of a saved detector).</p>\n");
+    } else {
+        let _ = writeln!(s, "<figure>{}</figure>", loss_svg(&history));
+    }
+    s.push_str("<h2>Image-level ROC</h2>\n<p>The magenta dot is the operating point at the category's decision threshold.</p>\n<div class=\"plots\">\n");
+    for c in &report.categories {
+        let op = c.scale.threshold.map_or("no decision threshold".into(), |t| {
+            let (fpr, tpr) = operating_point(&c.results, t);
+            format!("threshold {t:.4}: FPR {fpr:.3}, TPR {tpr:.3}")
+        });
+        let _ = writeln!(
+            s,
+            "<figure>{}<figcaption><b>{}</b> · AUROC {:.3} · {op}</figcaption></figure>",
+            roc_svg(c),
+            escape(&c.name),
+            c.metrics.image_auroc
+        );
+    }
+    let _ = write!(
+        s,
+        "</div>\n<h2>Heat maps</h2>\n<p>{}</p>\n<table><tr><th>category</th><th>colour scale</th></tr>\n",
+        escape(COLOUR_RULE)
+    );
+    for c in &report.categories {
+        let _ = writeln!(
+            s,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            escape(&c.name),
+            escape(&c.scale.describe())
+        );
+    }
+    s.push_str("</table>\n");
+    for c in &report.categories {
+        let _ = writeln!(s, "<h3>{}</h3>", escape(&c.name));
+        for (heading, images) in gallery(c) {
+            if images.is_empty() {
+                continue;
+            }
+            let _ = write!(s, "<h4>{heading}</h4>\n<div class=\"gallery\">");
+            for r in images {
+                card(&mut s, r, c.scale.threshold);
+            }
+            s.push_str("</div>\n");
+        }
+    }
+    s.push_str("</body></html>\n");
+    s
 }
 
 #[cfg(test)]
 mod tests {
+    use pnpt::evaluate::{sample_agreement, sample_report};
+
     use super::*;
-    use crate::evaluate::tests::sample_report;
 
     #[test]
     fn roc_points_of_a_hand_worked_case() {
@@ -422,7 +433,7 @@ mod tests {
         assert_eq!(points, vec![(0.0, 0.0), (0.0, 0.5), (1.0 / 3.0, 0.5), (2.0 / 3.0, 1.0), (1.0, 1.0)]);
         // The area under these points is the AUROC of pnpt-metrics.
         let area: f64 = points.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum();
-        assert!((area - pnpt_metrics::auroc(&scores, &labels).unwrap()).abs() < 1e-12);
+        assert!((area - pnpt::metrics::auroc(&scores, &labels).unwrap()).abs() < 1e-12);
         assert_eq!(roc_points(&[], &[]), vec![(0.0, 0.0), (1.0, 1.0)]);
         // `score > 1.0` on the sample report flags one of two normal images (1.2) and one of two
         // anomalous ones (2.0).
@@ -440,7 +451,7 @@ mod tests {
     #[test]
     fn html_holds_every_number_the_curves_and_the_gallery() {
         let report = sample_report();
-        let html = report.to_html();
+        let html = to_html(&report);
         for c in &report.categories {
             for ((key, _), v) in METRIC_COLUMNS.iter().zip(metric_values(&c.metrics, c.retrieval_accuracy)) {
                 let cell = format!("<td data-category=\"{}\" data-metric=\"{key}\">{v:.3}</td>", escape(&c.name));
@@ -460,6 +471,14 @@ mod tests {
         assert!(!html.contains("<script"), "no script needed");
         let mut bare = report.clone();
         bare.extra.clear();
-        assert!(bare.to_html().contains("No training history"));
+        assert!(to_html(&bare).contains("No training history"));
+    }
+
+    #[test]
+    fn agreement_is_stated_with_the_rule_escaped() {
+        let mut report = sample_report();
+        report.agreement = Some(sample_agreement());
+        assert!(to_html(&report).contains("Validation chose <b>memory &lt;b&gt;</b>"), "the rule is escaped");
+        assert!(!to_html(&sample_report()).contains("id=\"agreement\""));
     }
 }

@@ -1,14 +1,13 @@
-//! What the job adds to `report.json` beside the evaluation ([`crate::evaluate::Report::extra`]),
+//! What the job adds to `report.json` beside the evaluation ([`pnpt::evaluate::Report::extra`]),
 //! as serde types: training history, validation, patch-memory sizes, stage times, categories
 //! the detector was not trained on.
 
 use std::collections::BTreeMap;
 
-use pnpt_model::train::EpochStats;
+use pnpt::model::train::EpochStats;
+use pnpt::validation::Validation;
 use serde::Serialize;
 use serde_json::{Map, Value};
-
-use crate::validation::Validation;
 
 /// The job's top-level `report.json` entries; those left `None` are not written.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -66,7 +65,7 @@ pub(super) struct StageSeconds {
 }
 
 impl RunRecord {
-    /// The entries for [`crate::evaluate::EvaluateOptions::extra`].
+    /// The entries for [`pnpt::evaluate::EvaluateOptions::extra`].
     pub(super) fn into_extra(self) -> Map<String, Value> {
         // Always an object: a struct of named fields whose maps have string keys.
         match serde_json::to_value(self) {

@@ -1,25 +1,25 @@
 //! The job's work on the chosen backend: load or train, save, evaluate, with progress lines.
 
-use burn::tensor::backend::AutodiffBackend;
-use pnpt_data::Dataset;
-use pnpt_model::train::split_holdout;
-use pnpt_model::{Detector, TrainOptions};
-use pnpt_synth::synthetic::SyntheticConfig;
+use pnpt::backend::BackendTask;
+use pnpt::burn::tensor::backend::{AutodiffBackend, DeviceId};
+use pnpt::data::Dataset;
+use pnpt::evaluate::{EvaluateOptions, evaluate};
+use pnpt::model::train::split_holdout;
+use pnpt::model::{Detector, TrainOptions};
+use pnpt::synth::synthetic::SyntheticConfig;
+use pnpt::train::train;
+use pnpt::validation::ValidationOptions;
 
 use super::out_dir::prepare_out;
 use super::record::{BankRecord, MemoryRecord, RunRecord, StageSeconds};
 use super::{JobOptions, JobOutput};
-use crate::Result;
-use crate::backend::BackendTask;
-use crate::evaluate::{EvaluateOptions, evaluate};
-use crate::train::train;
-use crate::validation::ValidationOptions;
+use crate::{CliError, Result};
 
 /// The job as a [`BackendTask`], so [`super::run_job`] can run it on the backend of its device.
-pub(super) struct Job(pub(super) JobOptions, pub(super) Vec<burn::tensor::backend::DeviceId>);
+pub(super) struct Job(pub(super) JobOptions, pub(super) Vec<DeviceId>);
 
 /// Prints every validation candidate, marking the chosen one.
-fn log_validation(log: &impl Fn(String), v: &crate::validation::Validation) {
+fn log_validation(log: &impl Fn(String), v: &pnpt::validation::Validation) {
     log(format!(
         "validation on {} held-out normal and {} pseudo-anomalous images (image AUROC / pixel AUROC / AUPRO):",
         v.normal_images, v.anomalous_images
@@ -55,20 +55,20 @@ impl BackendTask for Job {
         let root = match &args.data {
             Some(dir) => dir.clone(),
             None => {
-                let cache = pnpt_synth::default_cache_dir();
+                let cache = pnpt::synth::default_cache_dir();
                 log(format!("no data folder: using the synthetic dataset (cache {})", cache.display()));
-                pnpt_synth::ensure_synthetic(&cache, &SyntheticConfig::default())?
+                pnpt::synth::ensure_synthetic(&cache, &SyntheticConfig::default())?
             }
         };
         let dataset = Dataset::open(&root, args.categories.as_deref())?;
         if dataset.categories.is_empty() {
-            return Err(pnpt_data::DataError::EmptyDataset { path: root }.into());
+            return Err(pnpt::data::DataError::EmptyDataset { path: root }.into());
         }
         // Before `prepare_out`: a misspelled --resume folder must not be created (or cleared).
         if args.resume && args.evaluate.is_none() {
-            let checkpoint = args.out.join("checkpoint").join(pnpt_model::train::CHECKPOINT_FILE);
+            let checkpoint = args.out.join("checkpoint").join(pnpt::model::train::CHECKPOINT_FILE);
             if !checkpoint.is_file() {
-                return Err(crate::Error::Resume {
+                return Err(CliError::Resume {
                     path: checkpoint,
                     reason: "no checkpoint to resume from (start without --resume)".into(),
                 });
@@ -86,7 +86,7 @@ impl BackendTask for Job {
         match problems.len() {
             0 => log(format!("checked every image and mask in {:.1} s", t0.elapsed().as_secs_f64())),
             1 => return Err(problems.remove(0).into()),
-            _ => return Err(pnpt_data::DataError::Problems { root: dataset.root.clone(), problems }.into()),
+            _ => return Err(pnpt::data::DataError::Problems { root: dataset.root.clone(), problems }.into()),
         }
         log(format!(
             "{} categories, {} training images, {} test images; preset {}, {} epochs, device {}",
@@ -117,7 +117,7 @@ impl BackendTask for Job {
                     // Per-position standardisation stays as configured where the detector has
                     // its statistics, and is off where it has none (it could not apply).
                     let positional = c.scoring.positional && !post.positional().is_empty();
-                    let rule = pnpt_model::ScoringRule {
+                    let rule = pnpt::model::ScoringRule {
                         method: m,
                         positional,
                         positional_map: positional && c.scoring.positional_map,
@@ -125,7 +125,7 @@ impl BackendTask for Job {
                         ..post.rule()
                     };
                     let (_, holdout) = split_holdout(&dataset, c.scoring.calibration_fraction, c.train.seed);
-                    detector = crate::train::recalibrate(detector, rule, &holdout, None)?;
+                    detector = pnpt::train::recalibrate(detector, rule, &holdout, None)?;
                     log(format!(
                         "scoring method {m}; thresholds recalibrated on {} held-out images of the data",
                         holdout.len()
@@ -136,7 +136,7 @@ impl BackendTask for Job {
                     let validation = ValidationOptions::default()
                         .with_seed(detector.config().train.seed)
                         .with_select(args.method.is_none());
-                    let (rescored, result) = crate::train::rescore(detector, &dataset, &validation)?;
+                    let (rescored, result) = pnpt::train::rescore(detector, &dataset, &validation)?;
                     detector = rescored;
                     if let Some(v) = result {
                         log_validation(&log, &v);
@@ -157,7 +157,7 @@ impl BackendTask for Job {
             }
             None => {
                 // Recorded in every checkpoint; a resumed run on other data is refused.
-                let fingerprint = pnpt_data::fingerprint::Fingerprint::of(&dataset)?;
+                let fingerprint = pnpt::data::fingerprint::Fingerprint::of(&dataset)?;
                 let options = TrainOptions::default()
                     .with_checkpoint_dir(Some(args.out.join("checkpoint")))
                     .with_resume(args.resume)
@@ -228,18 +228,18 @@ impl BackendTask for Job {
         };
         let config = detector.config().clone();
         let validation = record.validation.clone();
-        let eval = EvaluateOptions {
-            batch_size: config.train.batch_size,
-            out_dir: Some(args.out.clone()),
-            heatmaps: args.heatmaps,
-            preset: config.preset.clone(),
-            seed: config.train.seed,
-            device: args.device.to_string(),
-            train_seconds,
-            extra: record.into_extra(),
-            validation,
-        };
+        let eval = EvaluateOptions::default()
+            .with_batch_size(config.train.batch_size)
+            .with_out_dir(Some(args.out.clone()))
+            .with_heatmaps(args.heatmaps)
+            .with_preset(config.preset.clone())
+            .with_seed(config.train.seed)
+            .with_device(args.device.to_string())
+            .with_train_seconds(train_seconds)
+            .with_extra(record.into_extra())
+            .with_validation(validation);
         let report = evaluate(&detector, &dataset, &eval)?;
+        crate::html::write(&report, &args.out)?;
         log(format!("report written to {}", args.out.join("report.md").display()));
         Ok(JobOutput { report, detector_dir })
     }

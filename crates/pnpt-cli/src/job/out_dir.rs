@@ -2,15 +2,15 @@
 
 use std::path::Path;
 
-use crate::Result;
+use crate::{CliError, Result};
 
 /// Makes `out` a writable folder before anything runs, removes temporaries that killed runs
 /// left behind (their process is gone) and the heat maps of an earlier run, so the folder holds
 /// this run's outputs only.
 pub(super) fn prepare_out(out: &Path) -> Result<()> {
-    let io = |e: std::io::Error| crate::Error::Output { path: out.to_path_buf(), reason: e.to_string() };
+    let io = |e: std::io::Error| CliError::Output { path: out.to_path_buf(), reason: e.to_string() };
     if out.exists() && !out.is_dir() {
-        return Err(crate::Error::Output { path: out.to_path_buf(), reason: "exists and is not a folder".into() });
+        return Err(CliError::Output { path: out.to_path_buf(), reason: "exists and is not a folder".into() });
     }
     std::fs::create_dir_all(out).map_err(io)?;
     let probe = out.join(format!(".pnpt-write-test-{}", std::process::id()));

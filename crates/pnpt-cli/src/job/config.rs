@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pnpt_model::{PnptConfig, ScoringMethod};
+use pnpt::model::{PnptConfig, ScoringMethod};
 
 use crate::Result;
 

@@ -1,14 +1,18 @@
-//! The main job as a library call: train one detector on every category of a dataset (or load
-//! a saved one), save it, evaluate it and write the reports and heat maps — what
-//! `examples/train_mvtec.rs` and `pnpt train` / `pnpt eval` run.
+//! The training job of `pnpt train` / `pnpt eval` and `examples/train_mvtec.rs`: train one
+//! detector on every category of a dataset (or load a saved one), save it, evaluate it and
+//! write the reports (`report.html` too) and heat maps into an output folder it prepares, with
+//! checkpoints, `--resume` and the run record of `report.json`.
+//!
+//! Application code, not the library's: a program embedding `pnpt` calls
+//! [`pnpt::train::train`] and [`pnpt::evaluate::evaluate`] itself and owns its folders.
 //!
 //! ```no_run
-//! use pnpt::job::{run_job, ConfigChoice, JobOptions};
+//! use pnpt_cli::job::{run_job, ConfigChoice, JobOptions};
 //!
 //! let config = ConfigChoice { preset: "cpu".into(), epochs: Some(1), ..Default::default() }.build()?;
 //! let out = run_job(JobOptions::new(config).with_data(None))?; // synthetic data
 //! println!("{}", out.report.to_markdown());
-//! # Ok::<(), pnpt::Error>(())
+//! # Ok::<(), pnpt_cli::CliError>(())
 //! ```
 //!
 //! Without [`JobOptions::data`] the synthetic dataset is generated once into the cache folder,
@@ -27,12 +31,12 @@ mod run;
 
 use std::path::{Path, PathBuf};
 
-use pnpt_model::train::{FeatureStorage, NodeOptions};
-use pnpt_model::{PnptConfig, ScoringMethod};
+use pnpt::backend::{DeviceSpec, device_ids, run_on};
+use pnpt::evaluate::Report;
+use pnpt::model::train::{FeatureStorage, NodeOptions};
+use pnpt::model::{PnptConfig, ScoringMethod};
 
 use crate::Result;
-use crate::backend::{DeviceSpec, device_ids, run_on};
-use crate::evaluate::Report;
 
 pub use args::{TrainArgs, parse_categories, parse_devices, parse_duration, parse_whole, resume_folder};
 pub use config::{ConfigChoice, SYNTHETIC_INPUT_SIZE};
@@ -52,7 +56,7 @@ pub struct JobOptions {
     /// Output folder: `detector/`, `checkpoint/`, reports, `heatmaps/`.
     pub out: PathBuf,
     /// Continue from the last checkpoint in `out/checkpoint`. It must exist
-    /// ([`Error::Resume`](crate::Error::Resume), before anything is created or cleared), hold
+    /// ([`CliError::Resume`](crate::CliError::Resume), before anything is created or cleared), hold
     /// the same model configuration and seed, and have been trained on the same data
     /// (`DatasetChanged`, naming what differs); `config.train.epochs` below the epochs done is
     /// `EpochsTooFew`, above extends the run. See [`resume_folder`] for `--resume` with `--out`.
@@ -64,7 +68,7 @@ pub struct JobOptions {
     /// Fixed scoring method (skips the choice on validation; switches a saved detector's).
     pub method: Option<ScoringMethod>,
     /// With `evaluate`: re-fit the saved detector's scoring on `data` before evaluating
-    /// ([`crate::train::rescore`]: positional statistics, validation, thresholds; the weights are
+    /// ([`pnpt::train::rescore`]: positional statistics, validation, thresholds; the weights are
     /// untouched) and save the result to `out/detector`.
     pub rescore: bool,
     /// Report progress: progress bars on stderr, progress lines and warnings as `log` events
@@ -202,7 +206,7 @@ impl JobOptions {
 /// What [`run_job`] produced.
 #[derive(Debug, Clone)]
 pub struct JobOutput {
-    /// The evaluation (also written to `out/report.*`).
+    /// The evaluation (also written to `out/report.json`, `.md` and `.html`).
     pub report: Report,
     /// Where the trained detector was saved (`None` when a saved one was evaluated).
     pub detector_dir: Option<PathBuf>,
