@@ -178,7 +178,7 @@ fn parse_categories(text: &str) -> std::result::Result<Vec<String>, String> {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Predict(a) => {
-            let options = predict::PredictOptions::new(a.detector, a.paths, &a.out)
+            let options = predict::PredictOptions::new(a.detector, a.paths, a.out.clone())
                 .with_maps(!a.no_maps)
                 .with_category(a.category)
                 .with_batch(a.batch as usize)
@@ -201,13 +201,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             // detector is Send + Sync (GPU devices are for one thread at a time, docs/performance.md).
             let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
             let info = info::detector_info(&detector, Some(&a.detector));
-            let options = serve::ServeOptions {
-                workers: a.workers as usize,
-                queue: a.queue as usize,
-                max_body: (a.max_body_mib as usize) << 20,
-                max_side: a.max_side,
-                ..Default::default()
-            };
+            let options = serve::ServeOptions::new()
+                .with_workers(a.workers as usize)
+                .with_queue(a.queue as usize)
+                .with_max_body((a.max_body_mib as usize) << 20)
+                .with_max_side(a.max_side);
             let names = detector.categories().join(", ");
             serve::serve_until_signal(Arc::new(detector), &info, &a.addr.to_string(), options, |addr| {
                 eprintln!("pnpt serve: listening on http://{addr} (categories: {names}); Ctrl-C or SIGTERM stops");

@@ -19,6 +19,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use burn::config::Config;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pnpt::backend::{BackendTask, DeviceSpec, run_on};
 use pnpt::burn::tensor::backend::{AutodiffBackend, Backend};
@@ -34,8 +35,11 @@ use crate::{CliError, Result};
 /// File extensions picked up in folders.
 pub const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
-/// What `pnpt predict` does.
-#[derive(Debug, Clone)]
+/// What `pnpt predict` does: `PredictOptions::new(detector, inputs, out)` with the command's
+/// defaults (maps written, retrieval, 8 images per forward, CPU, a progress bar on a terminal),
+/// changed by the `with_*` setters that Burn's `Config` derive writes (code outside the crate
+/// builds it with them: `#[non_exhaustive]` refuses struct literals there).
+#[derive(Config, Debug)]
 #[non_exhaustive]
 pub struct PredictOptions {
     /// The detector folder.
@@ -45,82 +49,19 @@ pub struct PredictOptions {
     /// Output folder.
     pub out: PathBuf,
     /// Write overlays and masks.
+    #[config(default = true)]
     pub maps: bool,
     /// Judge every image as this category (no retrieval).
     pub category: Option<String>,
     /// Images per forward.
+    #[config(default = 8)]
     pub batch: usize,
     /// Device.
+    #[config(default = "DeviceSpec::Cpu")]
     pub device: DeviceSpec,
     /// Show a progress bar (on a terminal only).
+    #[config(default = true)]
     pub progress: bool,
-}
-
-// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
-// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
-impl PredictOptions {
-    /// Scores `inputs` with the detector in `detector` into `out`, with the command's defaults:
-    /// maps written, retrieval, 8 images per forward, CPU, a progress bar (on a terminal).
-    pub fn new(detector: impl AsRef<Path>, inputs: Vec<PathBuf>, out: impl AsRef<Path>) -> Self {
-        Self {
-            detector: detector.as_ref().to_path_buf(),
-            inputs,
-            out: out.as_ref().to_path_buf(),
-            maps: true,
-            category: None,
-            batch: 8,
-            device: DeviceSpec::Cpu,
-            progress: true,
-        }
-    }
-
-    /// Sets [`detector`](Self::detector).
-    pub fn with_detector(mut self, detector: PathBuf) -> Self {
-        self.detector = detector;
-        self
-    }
-
-    /// Sets [`inputs`](Self::inputs).
-    pub fn with_inputs(mut self, inputs: Vec<PathBuf>) -> Self {
-        self.inputs = inputs;
-        self
-    }
-
-    /// Sets [`out`](Self::out).
-    pub fn with_out(mut self, out: PathBuf) -> Self {
-        self.out = out;
-        self
-    }
-
-    /// Sets [`maps`](Self::maps).
-    pub fn with_maps(mut self, maps: bool) -> Self {
-        self.maps = maps;
-        self
-    }
-
-    /// Sets [`category`](Self::category).
-    pub fn with_category(mut self, category: Option<String>) -> Self {
-        self.category = category;
-        self
-    }
-
-    /// Sets [`batch`](Self::batch).
-    pub fn with_batch(mut self, batch: usize) -> Self {
-        self.batch = batch;
-        self
-    }
-
-    /// Sets [`device`](Self::device).
-    pub fn with_device(mut self, device: DeviceSpec) -> Self {
-        self.device = device;
-        self
-    }
-
-    /// Sets [`progress`](Self::progress).
-    pub fn with_progress(mut self, progress: bool) -> Self {
-        self.progress = progress;
-        self
-    }
 }
 
 /// What a run did.

@@ -40,8 +40,10 @@ pub type Wgpu = burn::backend::Wgpu<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32, i32>;
 
-/// A device the user asked for, parsed from `cpu`, `ndarray`, `flex`, `wgpu[:N]` or `cuda[:N]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A device the user asked for, parsed from `cpu`, `ndarray`, `flex`, `wgpu[:N]` or `cuda[:N]`
+/// (and written as that text in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum DeviceSpec {
     /// The default CPU backend of this build (Flex when compiled, else NdArray).
     Cpu,
@@ -95,6 +97,19 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
         }
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
     }
 }
 
@@ -239,6 +254,15 @@ mod tests {
         for spec in [DeviceSpec::Cpu, DeviceSpec::Flex, DeviceSpec::Wgpu(Some(2)), DeviceSpec::Cuda(1)] {
             assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
         }
+    }
+
+    /// In JSON (saved options) a device is the text a user types.
+    #[test]
+    fn json_is_the_device_text() {
+        assert_eq!(serde_json::to_string(&DeviceSpec::Wgpu(Some(2))).unwrap(), r#""wgpu:2""#);
+        assert_eq!(serde_json::from_str::<DeviceSpec>(r#""CUDA:1""#).unwrap(), DeviceSpec::Cuda(1));
+        let err = serde_json::from_str::<DeviceSpec>(r#""tpu""#).unwrap_err().to_string();
+        assert!(err.contains("tpu"), "{err}");
     }
 
     /// A GPU that cannot be opened is an error, not a panic: on a machine without an NVIDIA

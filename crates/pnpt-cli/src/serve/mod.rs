@@ -38,6 +38,7 @@ use axum::middleware;
 use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use burn::config::Config;
 use pnpt::burn::tensor::backend::Backend;
 use pnpt::model::Detector;
 use serde::Serialize;
@@ -54,61 +55,34 @@ pub use server::{Server, serve_until_signal};
 /// The web page (`GET /`).
 pub const PAGE: &str = include_str!("page.html");
 
-/// Limits and sizes of the service.
-#[derive(Debug, Clone, PartialEq)]
+/// Limits and sizes of the service. Burn's `Config` derive writes the `with_*` setters (code
+/// outside the crate builds it with them: `#[non_exhaustive]` refuses struct literals there, so
+/// adding an option breaks no caller).
+#[derive(Config, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ServeOptions {
-    /// Inferences running at once (each on a blocking thread).
+    /// Inferences running at once (each on a blocking thread). Burn's CPU backend already
+    /// spreads one inference over the cores; two workers keep the cores busy while one request
+    /// decodes and renders.
+    #[config(default = 2)]
     pub workers: usize,
     /// Requests that may wait for a worker; beyond `workers + queue` the answer is 503.
+    #[config(default = 32)]
     pub queue: usize,
     /// Largest request body in bytes (32 MiB).
+    #[config(default = "32 << 20")]
     pub max_body: usize,
     /// Largest image width and height in pixels (8192).
+    #[config(default = 8192)]
     pub max_side: u32,
     /// Seconds in `Retry-After` of a 503.
+    #[config(default = 1)]
     pub retry_after_s: u32,
-}
-
-// `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
-// even with `..Default::default()`, are refused there), so adding an option breaks no caller.
-impl ServeOptions {
-    /// Sets [`workers`](Self::workers).
-    pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers;
-        self
-    }
-
-    /// Sets [`queue`](Self::queue).
-    pub fn with_queue(mut self, queue: usize) -> Self {
-        self.queue = queue;
-        self
-    }
-
-    /// Sets [`max_body`](Self::max_body).
-    pub fn with_max_body(mut self, max_body: usize) -> Self {
-        self.max_body = max_body;
-        self
-    }
-
-    /// Sets [`max_side`](Self::max_side).
-    pub fn with_max_side(mut self, max_side: u32) -> Self {
-        self.max_side = max_side;
-        self
-    }
-
-    /// Sets [`retry_after_s`](Self::retry_after_s).
-    pub fn with_retry_after_s(mut self, retry_after_s: u32) -> Self {
-        self.retry_after_s = retry_after_s;
-        self
-    }
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        // Burn's CPU backend already spreads one inference over the cores; two workers keep
-        // the cores busy while one request decodes and renders.
-        Self { workers: 2, queue: 32, max_body: 32 << 20, max_side: 8192, retry_after_s: 1 }
+        Self::new()
     }
 }
 
