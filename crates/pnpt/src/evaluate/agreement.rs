@@ -24,7 +24,7 @@ pub struct CandidateAgreement {
     pub validation: Scores,
     /// Test means.
     pub test: Scores,
-    /// Test metrics per category (validation's are in [`Candidate::categories`]).
+    /// Test metrics per category (validation's are in [`Candidate::categories`](crate::validation::Candidate::categories)).
     pub test_categories: BTreeMap<String, Scores>,
 }
 
