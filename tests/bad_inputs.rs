@@ -14,7 +14,9 @@ use pnpt::model::PnptConfig;
 use pnpt::model::train::CHECKPOINT_FILE;
 use pnpt::synth::synthetic::{SynthKind, SyntheticConfig, generate};
 use pnpt_cli::CliError;
-use pnpt_cli::job::{ConfigChoice, JobOptions, parse_categories, parse_duration, parse_whole, resume_folder, run_job};
+use pnpt_cli::job::{
+    ConfigChoice, JobKind, JobOptions, parse_categories, parse_duration, parse_whole, resume_folder, run_job,
+};
 
 mod common;
 
@@ -281,8 +283,7 @@ fn job_refuses_bad_data_and_folders_before_training() {
         ("--resume without checkpoint", empty.clone()),
         ("--resume of a misspelled folder", base.path().join("emtpy-run")),
     ] {
-        let mut o = job(&good, &dir, tiny_config(1));
-        o.resume = true;
+        let o = job(&good, &dir, tiny_config(1)).with_kind(JobKind::Train { resume: true });
         assert!(matches!(run_job(o), Err(CliError::Resume { .. })), "{case}");
         assert_nothing_written(&dir, case);
     }
@@ -296,8 +297,8 @@ fn job_refuses_bad_data_and_folders_before_training() {
     for (case, det) in
         [("--evaluate missing folder", base.path().join("no-detector")), ("--evaluate a data folder", good.clone())]
     {
-        let mut o = job(&good, &base.path().join("o2"), tiny_config(1));
-        o.evaluate = Some(det);
+        let o = job(&good, &base.path().join("o2"), tiny_config(1))
+            .with_kind(JobKind::Evaluate { detector: det, rescore: false });
         match run_job(o) {
             Err(CliError::Pnpt(Error::Model(pnpt::model::Error::Io { .. } | pnpt::model::Error::Artefact { .. }))) => {}
             other => panic!("{case}: {:?}", other.map(|_| "evaluated")),
@@ -318,11 +319,8 @@ fn job_resume_checks_the_data_and_the_epochs() {
     eprintln!("tiny job: {:.1} s", t0.elapsed().as_secs_f64());
     let ckpt = out.join("checkpoint").join(CHECKPOINT_FILE);
     let saved = std::fs::read(&ckpt).unwrap();
-    let resume = |epochs: usize| {
-        let mut o = job(&data, &out, tiny_config(epochs));
-        o.resume = true;
-        run_job(o)
-    };
+    let resume =
+        |epochs: usize| run_job(job(&data, &out, tiny_config(epochs)).with_kind(JobKind::Train { resume: true }));
     std::fs::copy(data.join("bottle/train/good/000.png"), data.join("bottle/train/good/100.png")).unwrap();
     match resume(3) {
         Err(CliError::Pnpt(Error::Model(pnpt::model::Error::DatasetChanged { differences, .. }))) => {

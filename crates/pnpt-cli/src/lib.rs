@@ -224,15 +224,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(a) => {
-            let mut options = JobOptions::new(pnpt::model::PnptConfig::cpu());
-            options.data = Some(a.data);
-            options.categories = a.categories;
-            options.device = a.device;
-            options.out = a.out;
-            options.heatmaps = !a.no_heatmaps;
-            options.evaluate = Some(a.detector);
-            options.method = a.method;
-            options.rescore = a.rescore;
+            let options = JobOptions::new(pnpt::model::PnptConfig::cpu())
+                .with_data(Some(a.data))
+                .with_categories(a.categories)
+                .with_device(a.device)
+                .with_out(a.out)
+                .with_heatmaps(!a.no_heatmaps)
+                .with_kind(job::JobKind::Evaluate { detector: a.detector, rescore: a.rescore })
+                .with_method(a.method);
             let out = job::run_job(options)?;
             println!("{}", out.report.to_markdown());
             Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use pnpt::backend::DeviceSpec;
 use pnpt::model::ScoringMethod;
 use pnpt::model::train::{FeatureStorage, NodeOptions, parse_size};
 
-use super::{ConfigChoice, JobOptions};
+use super::{ConfigChoice, JobKind, JobOptions};
 use crate::{CliError, Result};
 
 /// `90s`, `15m`, `1.5h` or plain seconds, as `--time-budget` takes it.
@@ -192,22 +192,23 @@ impl TrainArgs {
             (Some(nodes), Some(rank), Some(orchestrator)) => Some(NodeOptions { nodes, rank, orchestrator }),
             _ => None,
         };
-        Ok(JobOptions {
-            devices: self.devices.unwrap_or_default(),
-            nodes,
-            feature_storage: self.feature_storage,
-            feature_memory: self.feature_memory,
-            data: self.data,
-            categories: self.categories,
-            device: self.device,
-            out,
-            resume,
-            heatmaps: !self.no_heatmaps,
-            evaluate: self.evaluate,
-            method: self.method,
-            rescore: self.rescore,
-            ..JobOptions::new(config)
-        })
+        // With --evaluate there is nothing to train, so --resume only names the folder.
+        let kind = match self.evaluate {
+            Some(detector) => JobKind::Evaluate { detector, rescore: self.rescore },
+            None => JobKind::Train { resume },
+        };
+        Ok(JobOptions::new(config)
+            .with_devices(self.devices.unwrap_or_default())
+            .with_nodes(nodes)
+            .with_feature_storage(self.feature_storage)
+            .with_feature_memory(self.feature_memory)
+            .with_data(self.data)
+            .with_categories(self.categories)
+            .with_device(self.device)
+            .with_out(out)
+            .with_kind(kind)
+            .with_heatmaps(!self.no_heatmaps)
+            .with_method(self.method))
     }
 }
 
@@ -253,8 +254,9 @@ mod tests {
         assert_eq!((o.config.preset.as_str(), o.config.train.epochs, o.config.train.seed), ("paper", 4, 7));
         assert_eq!(o.config.backbone_weights.as_deref(), Some(Path::new("w.pth")));
         assert_eq!(o.config.train.time_budget_seconds, Some(900.0));
-        assert!(o.resume && !o.heatmaps && o.rescore && o.verbose);
-        assert_eq!((o.out.to_str(), o.evaluate.as_deref()), (Some(dir), Some(Path::new("det"))));
+        assert!(!o.heatmaps && o.verbose);
+        assert_eq!(o.kind, JobKind::Evaluate { detector: "det".into(), rescore: true });
+        assert_eq!(o.out.to_str(), Some(dir));
         assert_eq!(o.devices, vec![DeviceSpec::Cpu, DeviceSpec::Flex]);
         assert_eq!(o.nodes, Some(NodeOptions { nodes: 2, rank: 1, orchestrator: "h:3000".into() }));
         assert_eq!((o.feature_storage, o.feature_memory), (FeatureStorage::DiskF16, Some(3 << 29)));
@@ -265,7 +267,8 @@ mod tests {
         assert!(parse(&["--feature-memory", "lots"]).is_err());
         // Defaults: the synthetic job in pnpt-out.
         let o = parse(&[]).unwrap().train.job_options().unwrap();
-        assert_eq!((o.out.to_str(), o.resume, o.heatmaps, o.data.is_none()), (Some("pnpt-out"), false, true, true));
+        assert_eq!(o.kind, JobKind::Train { resume: false });
+        assert_eq!((o.out.to_str(), o.heatmaps, o.data.is_none()), (Some("pnpt-out"), true, true));
         assert_eq!(
             (o.config.input_size, o.config.train.epochs),
             (SYNTHETIC_INPUT_SIZE, pnpt::model::PnptConfig::cpu().train.epochs)

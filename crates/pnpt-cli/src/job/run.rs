@@ -12,7 +12,7 @@ use pnpt::validation::ValidationOptions;
 
 use super::out_dir::prepare_out;
 use super::record::{BankRecord, MemoryRecord, RunRecord, StageSeconds};
-use super::{JobOptions, JobOutput};
+use super::{JobKind, JobOptions, JobOutput};
 use crate::{CliError, Result};
 
 /// The job as a [`BackendTask`], so [`super::run_job`] can run it on the backend of its device.
@@ -65,7 +65,7 @@ impl BackendTask for Job {
             return Err(pnpt::data::DataError::EmptyDataset { path: root }.into());
         }
         // Before `prepare_out`: a misspelled --resume folder must not be created (or cleared).
-        if args.resume && args.evaluate.is_none() {
+        if args.kind == (JobKind::Train { resume: true }) {
             let checkpoint = args.out.join("checkpoint").join(pnpt::model::train::CHECKPOINT_FILE);
             if !checkpoint.is_file() {
                 return Err(CliError::Resume {
@@ -98,8 +98,8 @@ impl BackendTask for Job {
             args.device
         ));
         let mut record = RunRecord::default();
-        let (detector, train_seconds, detector_dir) = match &args.evaluate {
-            Some(dir) => {
+        let (detector, train_seconds, detector_dir) = match &args.kind {
+            JobKind::Evaluate { detector: dir, rescore } => {
                 let mut detector = Detector::<B::InnerBackend>::load(dir, &device)?;
                 log(format!("evaluating the saved detector {}", dir.display()));
                 let unseen: Vec<String> =
@@ -131,7 +131,7 @@ impl BackendTask for Job {
                         holdout.len()
                     ));
                 }
-                if args.rescore {
+                if *rescore {
                     let t0 = std::time::Instant::now();
                     let validation = ValidationOptions::default()
                         .with_seed(detector.config().train.seed)
@@ -155,12 +155,12 @@ impl BackendTask for Job {
                     (detector, 0.0, None)
                 }
             }
-            None => {
+            JobKind::Train { resume } => {
                 // Recorded in every checkpoint; a resumed run on other data is refused.
                 let fingerprint = pnpt::data::fingerprint::Fingerprint::of(&dataset)?;
                 let options = TrainOptions::default()
                     .with_checkpoint_dir(Some(args.out.join("checkpoint")))
-                    .with_resume(args.resume)
+                    .with_resume(*resume)
                     .with_progress(args.verbose)
                     .with_progress_sink(if args.verbose { crate::logging::progress_bars() } else { Default::default() })
                     .with_dataset(Some(fingerprint))

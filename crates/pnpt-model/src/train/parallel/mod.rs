@@ -37,7 +37,7 @@ pub(crate) use node::NodeLink;
 
 /// This process's place in a run over several processes or machines (one training device
 /// each, as `torchrun` runs one process per GPU).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeOptions {
     /// Number of processes (nodes) in the run.
     pub nodes: u32,
