@@ -103,7 +103,7 @@ impl PostProcessor {
     pub fn fit_positional(&mut self, parts: &Components) -> Result<()> {
         let maps =
             parts.pnpt.as_deref().ok_or_else(|| Error::Invalid("positional statistics need PNPT maps".into()))?;
-        let names = self.names_of(&parts.categories)?;
+        let names: Vec<String> = self.names_of(&parts.categories)?.into_iter().map(str::to_string).collect();
         self.positional = PositionalStats::fit(&names, maps, parts.size * parts.size);
         Ok(())
     }
@@ -128,7 +128,7 @@ impl PostProcessor {
             self.combine(parts)?
         };
         let mut retrieval = std::mem::take(&mut self.thresholds.retrieval);
-        for (name, &d) in self.names_of(&parts.categories)?.iter().zip(&parts.distances) {
+        for (name, &d) in self.names_of(&parts.categories)?.into_iter().zip(&parts.distances) {
             raise_limit(&mut retrieval, name, d);
         }
         let (pixel, pixel_median) = pixel_statistics(&out.maps, truth, px);
@@ -175,7 +175,7 @@ impl PostProcessor {
         let own_map = source == rule.map_source() && (rule.positional == map_positional || !rule.method.uses_pnpt());
         let mut maps = Vec::with_capacity(n * px);
         let mut scores = Vec::with_capacity(n);
-        for (i, name) in names.iter().enumerate() {
+        for (i, &name) in names.iter().enumerate() {
             let (sp, sm) = self.normalization.for_category(name);
             let own = pnpt.map(|m| &m[i * px..(i + 1) * px]);
             let mem = memory.map(|m| &m[i * px..(i + 1) * px]);
@@ -215,7 +215,7 @@ impl PostProcessor {
             .into_iter()
             .enumerate()
             .map(|(i, category)| {
-                let threshold = self.thresholds.for_category(&category);
+                let threshold = self.thresholds.for_category(category);
                 let distance = out.distances.get(i).copied().unwrap_or(0.0);
                 Prediction {
                     score: out.scores[i],
@@ -225,10 +225,10 @@ impl PostProcessor {
                     is_anomalous: threshold.is_some_and(|t| out.scores[i] > t),
                     threshold,
                     normalized_score: threshold.filter(|t| *t > 0.0).map(|t| out.scores[i] / t),
-                    pixel_threshold: self.thresholds.pixel.get(&category).copied(),
+                    pixel_threshold: self.thresholds.pixel.get(category).copied(),
                     retrieval_distance: distance,
-                    unknown_category: self.thresholds.retrieval.get(&category).is_some_and(|&l| distance > l),
-                    category,
+                    unknown_category: self.thresholds.retrieval.get(category).is_some_and(|&l| distance > l),
+                    category: category.to_string(),
                 }
             })
             .collect())
@@ -267,11 +267,12 @@ impl PostProcessor {
         Ok(())
     }
 
-    fn names_of(&self, indices: &[usize]) -> Result<Vec<String>> {
+    /// The names of pool indices, borrowed (scoring runs this per batch).
+    fn names_of(&self, indices: &[usize]) -> Result<Vec<&str>> {
         indices
             .iter()
             .map(|&c| {
-                self.categories.get(c).cloned().ok_or_else(|| {
+                self.categories.get(c).map(String::as_str).ok_or_else(|| {
                     Error::Invalid(format!("class index {c} out of range for {} categories", self.categories.len()))
                 })
             })
