@@ -221,8 +221,10 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     assert_eq!(big.planned_epochs, 3);
     assert_eq!(losses(&big.history), losses(&unbudgeted.history));
 
-    // A budget shorter than one epoch: one epoch (the minimum), completed, and the plan is
-    // in the history.
+    assert_eq!(big.history.iter().map(|e| e.steps).collect::<Vec<_>>(), vec![3, 3, 3]);
+
+    // A budget shorter than one step: the first epoch stops after its first step (at least
+    // one step runs), completed, and the plan is in the history.
     let mut tight = cfg.clone();
     tight.train.time_budget_seconds = Some(1e-9);
     let dir = tempfile::tempdir().unwrap();
@@ -233,6 +235,15 @@ fn time_budget_chooses_and_keeps_the_epoch_count() {
     assert_eq!(short.history.len(), 1);
     assert_eq!(short.history[0].planned_epochs, 1);
     assert_eq!(short.history[0].epoch, 1);
+    assert_eq!(short.history[0].steps, 1, "stopped mid-epoch");
+    // The caller's limit (a run budget's share) acts like the configuration's budget, and the
+    // smaller of the two counts.
+    let limited = TrainOptions::default().with_time_limit(Some(1e-9), 0.0);
+    let by_option = train_transformer::<A>(&cfg, &set, &pool, &dev(), &limited, None).unwrap();
+    assert_eq!(losses(&by_option.history), losses(&short.history));
+    let roomy_limit = TrainOptions::default().with_time_limit(Some(1e6), 0.0);
+    let both = train_transformer::<A>(&tight, &set, &pool, &dev(), &roomy_limit, None).unwrap();
+    assert_eq!(losses(&both.history), losses(&short.history));
     // Resuming keeps the saved plan: nothing more to do.
     let resume = TrainOptions::default().with_checkpoint_dir(Some(dir.path().to_path_buf())).with_resume(true);
     let again = train_transformer::<A>(&tight, &set, &pool, &dev(), &resume, None).unwrap();

@@ -52,8 +52,80 @@ pub struct TrainReport {
     pub holdout_images: usize,
     /// Whether all epochs ran (false when stopped early by `stop_after_epoch`).
     pub completed: bool,
+    /// How `train.run_budget_seconds` was shared out (`None` without a budget).
+    pub budget: Option<BudgetPlan>,
     /// The validation of every scoring candidate (`None` without held-out images).
     pub validation: Option<Validation>,
+}
+
+/// How a run's time budget was shared out: the transformer gets what the steps before it took
+/// and the steps after it are expected to take leave of the budget.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BudgetPlan {
+    /// The whole run's budget (`train.run_budget_seconds`).
+    pub budget_seconds: f64,
+    /// Seconds given to the transformer's training loop.
+    pub transformer_seconds: f64,
+    /// Seconds expected after the loop (statistics, calibration, validation), from a probe pass.
+    pub expected_after_seconds: f64,
+}
+
+impl BudgetPlan {
+    /// Shares `budget` out after `spent` seconds, with `after` seconds expected after the loop.
+    /// The transformer's share is never negative (the loop still runs one step).
+    pub fn share(budget: f64, spent: f64, after: f64) -> Self {
+        let transformer_seconds = (budget - spent - after).max(0.0);
+        Self { budget_seconds: budget, transformer_seconds, expected_after_seconds: after }
+    }
+}
+
+/// Safety margin on the probe's estimate of the steps after the training loop. The unscaled
+/// estimate was 4 % above the actual time on the default synthetic set and 19 % above on ad13
+/// (the probe's first pass pays some warm-up; docs/performance.md, *Time budget*).
+const AFTER_FACTOR: f64 = 1.1;
+
+/// Seconds the steps after the training loop will take, from a probe: PNPT's maps (and the
+/// memory's) of a few training images with an untrained transformer of the same shape (the cost
+/// does not depend on the weights), scaled to the per-position statistics over the training
+/// images and to calibration and validation over the held-out and pseudo-anomalous images
+/// (each also decoded and put through the backbone, at the feature stage's measured rate).
+#[allow(clippy::too_many_arguments)]
+fn expected_after<B: Backend>(
+    config: &PnptConfig,
+    backbone: &Backbone<B>,
+    pool: &pnpt_prompt::PromptPool<B>,
+    memory: Option<&pnpt_model::PatchMemory<B>>,
+    features: &pnpt_model::train::FeatureSet<B>,
+    decode_seconds: f64,
+    holdout: usize,
+    validation: Option<&ValidationOptions>,
+) -> Result<f64> {
+    let device = pool.codes().device();
+    let probe = pnpt_model::Pnpt::<B>::new(&config.model, config.feature_spec(), &device)?;
+    let mut model = AnomalyModel::new(config.clone(), backbone.clone(), pool.clone(), probe)?;
+    if let Some(memory) = memory {
+        model = model.with_memory(memory.clone())?;
+    }
+    let k = features.len().min(config.train.feature_batch.max(1));
+    let rows: Vec<usize> = (0..k).collect();
+    let sample = pnpt_model::train::FeatureSet::in_memory(
+        features.select(&rows)?,
+        features.categories[..k].to_vec(),
+        features.prior_index[..k].to_vec(),
+    )?;
+    let time = |maps: Maps| -> Result<f64> {
+        let t0 = Instant::now();
+        model.feature_set_components(&sample, k, maps)?;
+        Ok(t0.elapsed().as_secs_f64() / k.max(1) as f64)
+    };
+    let rule = config.scoring.rule();
+    let pnpt = time(Maps::PNPT)?;
+    let all = if memory.is_some() { time(Maps { pnpt: true, memory: true })? } else { pnpt };
+    let decode = decode_seconds / features.len().max(1) as f64;
+    let positional = if rule.uses_positional() { features.len() as f64 * pnpt } else { 0.0 };
+    let validated = validation.map_or(0, |v| holdout * (1 + v.per_image));
+    let passes = (holdout + validated) as f64 * (decode + all);
+    Ok(AFTER_FACTOR * (positional + passes))
 }
 
 /// Trains one detector on every category of `dataset`, validates every scoring candidate on
@@ -67,6 +139,7 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     validation: Option<&ValidationOptions>,
 ) -> Result<(Detector<B::InnerBackend>, TrainReport)> {
+    let started = Instant::now();
     config.validate()?;
     // Refuse what cannot fit before the backbone, the feature cache or the model is allocated
     // (features kept on disk take no memory).
@@ -104,6 +177,40 @@ pub fn train<B: AutodiffBackend>(
         None
     };
     let memory_seconds = t0.elapsed().as_secs_f64();
+
+    // The transformer's share of the run's time budget.
+    let budget = match config.train.run_budget_seconds {
+        Some(budget) => {
+            let validated = set.as_ref().map(|(_, v)| *v);
+            let after = expected_after(
+                config,
+                &backbone,
+                &pool,
+                memory.as_ref(),
+                &features,
+                feature_seconds,
+                holdout.len(),
+                validated,
+            )?;
+            let plan = BudgetPlan::share(budget, started.elapsed().as_secs_f64(), after);
+            if options.progress {
+                log::info!(
+                    "time budget {budget:.0} s: {:.0} s spent, about {after:.0} s needed after training: the transformer gets {:.0} s",
+                    started.elapsed().as_secs_f64(),
+                    plan.transformer_seconds
+                );
+            }
+            if plan.transformer_seconds <= 0.0 {
+                log::warn!("the time budget leaves the transformer no time: it trains one step (raise --time-budget)");
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let options = &match budget {
+        Some(plan) => options.clone().with_time_limit(Some(plan.transformer_seconds), plan.expected_after_seconds),
+        None => options.clone(),
+    };
 
     // Transformer; after every epoch but the last, PNPT's map alone on the validation set (the
     // last epoch's score comes from the final validation below: same images, rule and map).
@@ -170,6 +277,7 @@ pub fn train<B: AutodiffBackend>(
         train_images: train_set.len(),
         holdout_images: holdout.len(),
         completed: out.completed,
+        budget,
         validation: result,
     };
     Ok((detector, report))
@@ -256,4 +364,18 @@ pub fn rescore<B: Backend>(
         detector
     };
     Ok((detector, Some(result)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BudgetPlan;
+
+    #[test]
+    fn the_transformer_gets_what_the_other_steps_leave() {
+        // 900 s in all, 100 s spent on features and memory, 300 s expected after: 500 s.
+        let plan = BudgetPlan::share(900.0, 100.0, 300.0);
+        assert_eq!((plan.budget_seconds, plan.transformer_seconds, plan.expected_after_seconds), (900.0, 500.0, 300.0));
+        // Nothing left: no negative share (the loop still runs its first step).
+        assert_eq!(BudgetPlan::share(100.0, 80.0, 50.0).transformer_seconds, 0.0);
+    }
 }

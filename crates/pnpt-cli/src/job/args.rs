@@ -27,6 +27,18 @@ pub fn parse_duration(text: &str) -> Result<f64> {
     }
 }
 
+/// A `--time-budget`: a duration in seconds, or no limit (`none`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeBudget(pub Option<f64>);
+
+/// `none` (or `off`) for no limit, else a duration as [`parse_duration`] reads it.
+pub fn parse_time_budget(text: &str) -> Result<TimeBudget> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "none" | "off" => Ok(TimeBudget(None)),
+        _ => parse_duration(text).map(|s| TimeBudget(Some(s))),
+    }
+}
+
 /// A whole number for the command-line option `flag`, at most `max`: too large is
 /// [`CliError::OutOfRange`], anything else that is not a whole number [`CliError::NotANumber`].
 pub fn parse_whole(flag: &str, text: &str, max: u64) -> Result<u64> {
@@ -134,9 +146,11 @@ pub struct TrainArgs {
     /// saved detector's method, thresholds recalibrated on the held-out split of --data).
     #[arg(long)]
     pub method: Option<ScoringMethod>,
-    /// Train as many epochs as fit in this time (at most --epochs): 900s, 15m, 1h.
-    #[arg(long, value_parser = |s: &str| parse_duration(s).map_err(|e| e.to_string()))]
-    pub time_budget: Option<f64>,
+    /// The whole training run (features, memory, transformer, statistics, validation) in this
+    /// time: the transformer gets what the other steps leave, and stops mid-epoch if need be
+    /// (900s, 15m, 1h; `none`: no limit) [default: the preset's, 15m for cpu].
+    #[arg(long, value_parser = |s: &str| parse_time_budget(s).map_err(|e| e.to_string()))]
+    pub time_budget: Option<TimeBudget>,
     /// Skip training: load this saved detector and evaluate it on --data (as `pnpt eval`).
     #[arg(long, value_name = "DETECTOR_DIR")]
     pub evaluate: Option<PathBuf>,
@@ -184,7 +198,7 @@ impl TrainArgs {
             seed: self.seed,
             backbone_weights: self.backbone_weights,
             method: self.method,
-            time_budget_seconds: self.time_budget,
+            run_budget: self.time_budget,
         }
         .build_for(self.data.as_deref())?;
         let (out, resume) = resume_folder(self.resume.as_deref(), self.out.as_deref())?;
@@ -225,6 +239,10 @@ mod tests {
         for bad in ["", "m", "-1s", "0", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_time_budget("None").unwrap(), TimeBudget(None));
+        assert_eq!(parse_time_budget(" off ").unwrap(), TimeBudget(None));
+        assert_eq!(parse_time_budget("10m").unwrap(), TimeBudget(Some(600.0)));
+        assert!(parse_time_budget("never").is_err());
     }
 
     /// Every flag of `pnpt train` and `examples/train_mvtec.rs`, and the checks clap leaves to
@@ -248,12 +266,12 @@ mod tests {
         );
         let a = parse(&line.split_whitespace().collect::<Vec<_>>()).unwrap().train;
         assert_eq!(a.categories.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
-        assert_eq!((a.epochs, a.seed, a.time_budget), (Some(4), Some(7), Some(900.0)));
+        assert_eq!((a.epochs, a.seed, a.time_budget), (Some(4), Some(7), Some(TimeBudget(Some(900.0)))));
         assert_eq!(a.method, Some(ScoringMethod::Memory));
         let o = a.job_options().unwrap();
         assert_eq!((o.config.preset.as_str(), o.config.train.epochs, o.config.train.seed), ("paper", 4, 7));
         assert_eq!(o.config.backbone_weights.as_deref(), Some(Path::new("w.pth")));
-        assert_eq!(o.config.train.time_budget_seconds, Some(900.0));
+        assert_eq!(o.config.train.run_budget_seconds, Some(900.0));
         assert!(!o.heatmaps && o.verbose);
         assert_eq!(o.kind, JobKind::Evaluate { detector: "det".into(), rescore: true });
         assert_eq!(o.out.to_str(), Some(dir));

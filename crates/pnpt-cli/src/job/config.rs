@@ -22,8 +22,8 @@ pub struct ConfigChoice {
     pub backbone_weights: Option<PathBuf>,
     /// Fixed scoring method.
     pub method: Option<ScoringMethod>,
-    /// Time budget of the training loop in seconds.
-    pub time_budget_seconds: Option<f64>,
+    /// Time budget of the whole run (`train.run_budget_seconds`); `None` keeps the preset's.
+    pub run_budget: Option<super::args::TimeBudget>,
 }
 
 /// Input size of the job on the embedded synthetic set (its images are 128 px): 192 instead of
@@ -65,8 +65,8 @@ impl ConfigChoice {
         if let Some(m) = self.method {
             config.scoring.method = m;
         }
-        if self.time_budget_seconds.is_some() {
-            config.train.time_budget_seconds = self.time_budget_seconds;
+        if let Some(budget) = self.run_budget {
+            config.train.run_budget_seconds = budget.0;
         }
         config.validate()?;
         Ok(config)

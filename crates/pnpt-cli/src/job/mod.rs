@@ -41,7 +41,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
-pub use args::{TrainArgs, parse_categories, parse_devices, parse_duration, parse_whole, resume_folder};
+pub use args::{
+    TimeBudget, TrainArgs, parse_categories, parse_devices, parse_duration, parse_time_budget, parse_whole,
+    resume_folder,
+};
 pub use config::{ConfigChoice, SYNTHETIC_INPUT_SIZE};
 
 /// What the job does with its data.

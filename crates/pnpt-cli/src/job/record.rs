@@ -24,6 +24,9 @@ pub(super) struct RunRecord {
     /// `seconds`: time per training stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) seconds: Option<StageSeconds>,
+    /// `budget`: how the run's time budget was shared out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) budget: Option<pnpt::train::BudgetPlan>,
     /// `unseen_categories`: test categories a saved detector was not trained on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) unseen_categories: Option<Vec<String>>,
@@ -62,6 +65,8 @@ pub(super) struct StageSeconds {
     pub(super) positional: f64,
     /// Validation on pseudo-anomalies.
     pub(super) validation: f64,
+    /// The whole run: the sum of the above.
+    pub(super) total: f64,
 }
 
 impl RunRecord {

@@ -175,6 +175,11 @@ impl BackendTask for Job {
                     ValidationOptions::default().with_seed(args.config.train.seed).with_select(args.method.is_none());
                 let (detector, report) = train::<B>(&args.config, &dataset, &device, &options, Some(&validation))?;
                 let fit = &report;
+                let total = fit.feature_seconds
+                    + fit.memory_seconds
+                    + fit.train_seconds
+                    + fit.positional_seconds
+                    + fit.validation_seconds;
                 for e in &fit.history {
                     let v =
                         e.validation.map(|(i, p)| format!("  validation (pnpt) {i:.4} / {p:.4}")).unwrap_or_default();
@@ -184,12 +189,13 @@ impl BackendTask for Job {
                     ));
                 }
                 log(format!(
-                    "features {:.1} s, patch memory {:.1} s, training {:.1} s, positional statistics {:.1} s, validation {:.1} s ({} train, {} held-out images)",
+                    "features {:.1} s, patch memory {:.1} s, training {:.1} s, positional statistics {:.1} s, validation {:.1} s, {:.0} s in all ({} train, {} held-out images)",
                     fit.feature_seconds,
                     fit.memory_seconds,
                     fit.train_seconds,
                     fit.positional_seconds,
-                    report.validation_seconds,
+                    fit.validation_seconds,
+                    total,
                     fit.train_images,
                     fit.holdout_images
                 ));
@@ -214,16 +220,14 @@ impl BackendTask for Job {
                     memory: fit.memory_seconds,
                     training: fit.train_seconds,
                     positional: fit.positional_seconds,
-                    validation: report.validation_seconds,
+                    validation: fit.validation_seconds,
+                    total,
                 });
+                record.budget = fit.budget;
                 let detector_dir = args.out.join("detector");
                 detector.save(&detector_dir)?;
                 log(format!("detector saved to {}", detector_dir.display()));
-                (
-                    detector,
-                    fit.feature_seconds + fit.memory_seconds + fit.train_seconds + fit.positional_seconds,
-                    Some(detector_dir),
-                )
+                (detector, total, Some(detector_dir))
             }
         };
         let config = detector.config().clone();

@@ -153,6 +153,9 @@ impl PnptConfig {
                 class_balanced: false,
                 grad_clip_norm: None,
                 time_budget_seconds: None,
+                // The whole run in 15 minutes: on 2 cores ~1,400 images of the cpu preset
+                // (docs/performance.md, *Time budget*); smaller sets fit and train unchanged.
+                run_budget_seconds: Some(900.0),
             },
         }
     }
@@ -171,6 +174,8 @@ impl PnptConfig {
         cfg.model.heads = 8;
         cfg.model.layers = 4;
         cfg.train.epochs = 300;
+        // 300 epochs are the paper's recipe, not something to cut short by default.
+        cfg.train.run_budget_seconds = None;
         cfg.scoring.score = ScoreMode::Max;
         cfg.scoring.sigma = 4.0;
         // The paper scores with PNPT's own map; the patch memory is this library's addition.

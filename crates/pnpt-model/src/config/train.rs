@@ -49,6 +49,13 @@ pub struct TrainConfig {
     /// at most `epochs`, and plans the schedule for it, so that the cosine ends when the
     /// time does; the choice is saved in the checkpoint and kept on resume.
     pub time_budget_seconds: Option<f64>,
+    /// Wall-clock seconds for the whole training run of `pnpt::train` — features, patch memory,
+    /// transformer, statistics, validation — (None = no limit). The transformer gets what the
+    /// other steps leave: the pipeline times the steps before it, estimates the ones after it
+    /// from a probe pass, and the training loop stops, mid-epoch if need be, when its share is
+    /// spent. A run that fits trains exactly as without a budget. Not part of the model: a
+    /// checkpoint resumes under another budget.
+    pub run_budget_seconds: Option<f64>,
     /// AdamW decoupled weight decay (1e-4).
     pub weight_decay: f64,
     /// AdamW beta 1 (0.9).
@@ -59,7 +66,8 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Images per step (8).
     pub batch_size: usize,
-    /// Passes over the training images (the maximum when `time_budget_seconds` is set).
+    /// Passes over the training images (the maximum when `time_budget_seconds` or
+    /// `run_budget_seconds` is set).
     pub epochs: usize,
     /// Seed of everything random: initialisation, shuffling, jitter, calibration split.
     pub seed: u64,

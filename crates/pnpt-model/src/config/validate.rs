@@ -88,6 +88,9 @@ impl PnptConfig {
         if t.time_budget_seconds.is_some_and(|b| !(b > 0.0 && b.is_finite())) {
             return bad("train.time_budget_seconds must be positive and finite (or null)".into());
         }
+        if t.run_budget_seconds.is_some_and(|b| !(b > 0.0 && b.is_finite())) {
+            return bad("train.run_budget_seconds must be positive and finite (or null)".into());
+        }
         if self.input_size > MAX_INPUT_SIZE {
             return bad(format!(
                 "input_size ({}) is above {MAX_INPUT_SIZE}: the backbone's maps and PNPT's attention grow with its square",

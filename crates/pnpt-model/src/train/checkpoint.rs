@@ -240,6 +240,9 @@ pub(super) fn resumable(a: &PnptConfig, b: &PnptConfig) -> std::result::Result<(
     tb.epochs = 0;
     ta.feature_batch = 0;
     tb.feature_batch = 0;
+    // The run's time budget decides where the loop stops, not what a step computes.
+    ta.run_budget_seconds = None;
+    tb.run_budget_seconds = None;
     if ta != tb {
         diffs.push("train (other than epochs)");
     }

@@ -162,7 +162,16 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             )));
         }
         let leader = rank.as_ref().is_none_or(Rank::is_leader);
+        // When the loop must stop: `train.time_budget_seconds` also plans the epochs (below), a
+        // caller's limit only stops the loop. Every device stops at the same step: they agree
+        // on the limit (each process derives its own share of a run budget) and on the time.
+        let deadline = match (loop_budget(t, options), &rank) {
+            (Some(b), Some(rank)) => Some(rank.mean::<B::InnerBackend>(b, &device)?),
+            (b, _) => b,
+        };
         let mut completed = true;
+        // Set when the budget ends an epoch early: that epoch is the run's last.
+        let mut cut = false;
         let mut epoch = start_epoch;
         let mut steps_done = 0;
         'epochs: loop {
@@ -186,11 +195,24 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             let stage = leader.then(|| options.progress_sink.stage(&label, steps));
             let mut total = 0.0f64;
             let mut lr = t.lr;
+            let mut run_steps = 0;
             for (step, batch) in order.chunks(t.batch_size).enumerate() {
                 if options.step_limit().is_some_and(|limit| steps_done >= limit) {
                     completed = false;
                     break 'epochs;
                 }
+                if let Some(deadline) = deadline.filter(|_| step > 0) {
+                    let spent = started.elapsed().as_secs_f64();
+                    let spent = match &rank {
+                        Some(rank) => rank.mean::<B::InnerBackend>(spent, &device)?,
+                        None => spent,
+                    };
+                    if spent >= deadline {
+                        cut = true;
+                        break;
+                    }
+                }
+                run_steps += 1;
                 steps_done += 1;
                 let (value, mut grads) =
                     step_grads(config, &model, &mut rng, &device, rank.as_ref(), set, pool, batch)?;
@@ -206,17 +228,25 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                 let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
                 if let Some(stage) = &stage {
                     stage.advance(1, || {
+                        // With a budget, the time left to the end of the whole run.
+                        let left = deadline.map(|b| {
+                            let loop_left = (b - started.elapsed().as_secs_f64()).max(0.0);
+                            format!(", {} left", minutes((loop_left + options.seconds_after).round()))
+                        });
                         Some(format!(
-                            "loss {:.4} {:.1} img/s",
+                            "loss {:.4} {:.1} img/s{}",
                             total / (step + 1) as f64,
-                            ((step * t.batch_size + batch.len()) as f64) / secs
+                            ((step * t.batch_size + batch.len()) as f64) / secs,
+                            left.unwrap_or_default()
                         ))
                     });
                 }
             }
             drop(stage);
             let seconds = epoch_start.elapsed().as_secs_f64();
-            if planned.is_none() {
+            if cut {
+                planned = Some(epoch + 1);
+            } else if planned.is_none() {
                 // First timed epoch of a budgeted run: as many epochs as the budget holds
                 // (every device plans with the same, averaged, time).
                 let timed = match &rank {
@@ -230,11 +260,13 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             let run_epochs = planned.unwrap_or(t.epochs).min(t.epochs);
             // Timed apart from the epoch, so a time budget plans with training time only.
             let validation = if leader { on_epoch(&model.valid(), epoch + 1 == run_epochs)? } else { None };
+            let images = (run_steps * t.batch_size).min(epoch_images);
             history.push(EpochStats {
                 epoch: epoch + 1,
-                loss: total / steps as f64,
+                steps: run_steps,
+                loss: total / run_steps.max(1) as f64,
                 seconds,
-                images_per_second: epoch_images as f64 / seconds.max(1e-9),
+                images_per_second: images as f64 / seconds.max(1e-9),
                 lr,
                 planned_epochs: run_epochs,
                 validation,
@@ -244,8 +276,9 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                 // terminal, e.g. in logs and CI), as a `log` event: the program's logger prints it.
                 let e = &history[history.len() - 1];
                 let v = e.validation.map(|(i, p)| format!(", validation {i:.4} / {p:.4}")).unwrap_or_default();
+                let part = if cut { format!(" (time budget: {run_steps} of {steps} steps)") } else { String::new() };
                 log::info!(
-                    "epoch {}/{}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s{v}",
+                    "epoch {}/{}{part}: loss {:.5}, lr {:.3e}, {:.1} s, {:.2} img/s{v}",
                     e.epoch,
                     run_epochs,
                     e.loss,
@@ -331,4 +364,18 @@ fn step_grads<B: AutodiffBackend>(
     };
     let grads = GradientsParams::from_grads(grads, model);
     Ok((value, rank.sum_gradients::<B, _>(model, grads)?))
+}
+
+/// The training loop's budget: the smaller of `train.time_budget_seconds` and the caller's
+/// [`TrainOptions::time_limit`].
+fn loop_budget(t: &crate::TrainConfig, options: &TrainOptions) -> Option<f64> {
+    match (t.time_budget_seconds, options.time_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `95 s`, `12 min`: a rounded duration for the progress line.
+fn minutes(seconds: f64) -> String {
+    if seconds < 120.0 { format!("{seconds:.0} s") } else { format!("{:.0} min", seconds / 60.0) }
 }

@@ -93,6 +93,14 @@ pub struct TrainOptions {
     /// This process's place among several (on one or several machines, one device each) whose
     /// gradients are summed at node 0; `None` = this process alone.
     pub nodes: Option<NodeOptions>,
+    /// Wall-clock seconds this call's training loop may take (the pipeline's share of
+    /// `train.run_budget_seconds`): the loop stops when they are spent, mid-epoch if need be,
+    /// after at least one step. Unlike `train.time_budget_seconds` it plans no epoch count, so
+    /// a run that fits is the same run as without it; with both, the loop stops at the smaller.
+    pub time_limit: Option<f64>,
+    /// Seconds the caller expects to need after the loop: with a time limit, the progress
+    /// shows the time left to the end of the whole run.
+    pub seconds_after: f64,
 }
 
 // `#[non_exhaustive]`: code outside the crate builds it with these setters (struct literals,
@@ -202,6 +210,13 @@ impl TrainOptions {
         self
     }
 
+    /// Sets [`time_limit`](Self::time_limit) and [`seconds_after`](Self::seconds_after).
+    pub fn with_time_limit(mut self, time_limit: Option<f64>, seconds_after: f64) -> Self {
+        self.time_limit = time_limit;
+        self.seconds_after = seconds_after;
+        self
+    }
+
     /// Sets [`dataset`](Self::dataset).
     pub fn with_dataset(mut self, dataset: Option<pnpt_data::fingerprint::Fingerprint>) -> Self {
         self.dataset = dataset;
@@ -214,6 +229,10 @@ impl TrainOptions {
 pub struct EpochStats {
     /// 1-based epoch.
     pub epoch: usize,
+    /// Optimizer steps run in the epoch: fewer than an epoch's when a time budget ended it
+    /// (0 in checkpoints written before it existed).
+    #[serde(default)]
+    pub steps: usize,
     /// Mean training loss over the epoch's steps.
     pub loss: f64,
     /// Wall-clock seconds.

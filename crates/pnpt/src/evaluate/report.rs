@@ -67,7 +67,7 @@ pub struct Report {
     pub seed: u64,
     /// Device string.
     pub device: String,
-    /// Training time in seconds.
+    /// Training time in seconds, the whole run (features to validation).
     pub train_seconds: f64,
     /// Mean end-to-end inference time per test image (decoding, backbone, PNPT, map), ms.
     /// With several methods in `methods`, every map the detector has is computed.
