@@ -126,6 +126,28 @@ pub struct ServeArgs {
     /// Largest image width and height, in pixels (checked in the header before decoding).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_side: u32,
+    /// Seconds a connection has to send a request head (from connecting or from its previous
+    /// answer); then it is closed, idle keep-alive connections too.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub header_timeout: f64,
+    /// Seconds a request has to send its whole body; then 408 and the connection is closed.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    pub body_timeout: f64,
+    /// Connections open at once; a new one beyond closes the one idle longest (503 when none is idle).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+    /// Request bodies held at once (uploads and queued requests), in MiB; beyond it 503.
+    /// At least --max-body-mib.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_buffered_mib: u32,
+}
+
+/// A positive number of seconds (`--header-timeout`, `--body-timeout`).
+fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(s),
+        _ => Err(format!("`{text}`: expected a positive number of seconds")),
+    }
 }
 
 /// `pnpt info`.
@@ -197,15 +219,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if s.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Serve(a) => {
-            // The service shares one detector between threads: the CPU backend, whose
-            // detector is Send + Sync (GPU devices are for one thread at a time, docs/performance.md).
-            let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
-            let info = info::detector_info(&detector, Some(&a.detector));
             let options = serve::ServeOptions::new()
                 .with_workers(a.workers as usize)
                 .with_queue(a.queue as usize)
                 .with_max_body((a.max_body_mib as usize) << 20)
-                .with_max_side(a.max_side);
+                .with_max_side(a.max_side)
+                .with_header_timeout_s(a.header_timeout)
+                .with_body_timeout_s(a.body_timeout)
+                .with_max_connections(a.max_connections as usize)
+                .with_max_buffered((a.max_buffered_mib as usize) << 20);
+            // Before the detector loads: a bad option is said at once.
+            options.check()?;
+            // The service shares one detector between threads: the CPU backend, whose
+            // detector is Send + Sync (GPU devices are for one thread at a time, docs/performance.md).
+            let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
+            let info = info::detector_info(&detector, Some(&a.detector));
             let names = detector.categories().join(", ");
             serve::serve_until_signal(Arc::new(detector), &info, &a.addr.to_string(), options, |addr| {
                 eprintln!("pnpt serve: listening on http://{addr} (categories: {names}); Ctrl-C or SIGTERM stops");
