@@ -167,7 +167,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
                 defect: s.defect.clone(),
                 score,
                 anomalous: s.is_anomalous(),
-                heatmap: heatmap_dir.map(|_| heatmap::relative_path(&cat.name, s)),
+                heatmap: heatmap_dir.map(|_| heatmap::relative_file(&cat.name, s)),
             })
             .collect();
         categories.push(CategoryReport {
