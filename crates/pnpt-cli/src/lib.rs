@@ -104,6 +104,12 @@ pub struct PredictArgs {
     /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Replace the results of an earlier run in --out (predictions.jsonl, maps/).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Most images one run scores (more is an error before any is scored).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_inputs: u64,
 }
 
 /// `pnpt serve`.
@@ -204,7 +210,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .with_maps(!a.no_maps)
                 .with_category(a.category)
                 .with_batch(a.batch as usize)
-                .with_device(a.device);
+                .with_device(a.device)
+                .with_overwrite(a.overwrite)
+                .with_max_inputs(a.max_inputs as usize);
             let s = predict::run_predict(options)?;
             eprintln!(
                 "{} images: {} anomalous, {} of an unknown product, {} failed; {:.2} images/s ({:.1} s); {}",

@@ -62,6 +62,13 @@ pub struct PredictOptions {
     /// Show a progress bar (on a terminal only).
     #[config(default = true)]
     pub progress: bool,
+    /// Most images one run scores; more is an error before any is scored.
+    #[config(default = 1_000_000)]
+    pub max_inputs: usize,
+    /// Replace the results of an earlier run in `out` (`predictions.jsonl`, `maps/`) instead of
+    /// refusing to.
+    #[config(default = false)]
+    pub overwrite: bool,
 }
 
 /// What a run did.
@@ -98,21 +105,24 @@ pub struct Input {
 }
 
 /// The images named by `inputs` (see the module documentation), skipping anything under
-/// `skip` (the output folder, so a rerun does not score its own overlays).
-pub fn collect_inputs(inputs: &[PathBuf], skip: &Path) -> Result<Vec<Input>> {
-    let skip = skip.canonicalize().ok();
+/// `skip` (the output folder, so a rerun does not score its own overlays). A folder is entered
+/// once however many links lead to it (a link loop ends there), a file reached twice is scored
+/// once, and more than `max` images is [`CliError::Input`] as soon as the walk finds one more.
+pub fn collect_inputs(inputs: &[PathBuf], skip: &Path, max: usize) -> Result<Vec<Input>> {
+    let mut walk = Walk { dirs: HashSet::new(), files: HashSet::new(), skip: key(skip), max, found: 0 };
     let mut found = Vec::new();
     for arg in inputs {
         if arg.is_dir() {
-            let mut files = Vec::new();
-            walk(arg, skip.as_deref(), &mut files)?;
-            files.sort();
+            let files = walk.folder(arg)?;
             for f in files {
                 let rel = f.strip_prefix(arg).unwrap_or(&f).with_extension("");
                 let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                 found.push(Input { path: f, name, error: None });
             }
         } else {
+            if !walk.new_file(arg)? {
+                continue;
+            }
             let name = arg.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
             let error = (!arg.exists()).then(|| "no such file or folder".to_string());
             found.push(Input { path: arg.clone(), name, error });
@@ -131,47 +141,107 @@ pub fn collect_inputs(inputs: &[PathBuf], skip: &Path) -> Result<Vec<Input>> {
     Ok(found)
 }
 
-fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> Result<()> {
-    if skip.is_some_and(|s| dir.canonicalize().is_ok_and(|d| d == s)) {
-        return Ok(());
+/// What a file or folder is, whatever the path to it: device and inode on Unix, elsewhere the
+/// path with links resolved. `None` for a path that cannot be read (a dangling link).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    #[cfg(unix)]
+    Inode(u64, u64),
+    #[cfg_attr(unix, allow(dead_code))]
+    Path(PathBuf),
+}
+
+fn key(path: &Path) -> Option<Key> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| Key::Inode(m.dev(), m.ino()))
     }
-    for entry in std::fs::read_dir(dir).map_err(CliError::io(dir))? {
-        let path = entry.map_err(CliError::io(dir))?.path();
-        if path.is_dir() {
-            walk(&path, skip, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
+    #[cfg(not(unix))]
+    {
+        path.canonicalize().ok().map(Key::Path)
+    }
+}
+
+/// The state of one `pnpt predict` walk over every input.
+struct Walk {
+    /// Folders entered.
+    dirs: HashSet<Key>,
+    /// Images taken.
+    files: HashSet<Key>,
+    /// The output folder.
+    skip: Option<Key>,
+    max: usize,
+    found: usize,
+}
+
+impl Walk {
+    /// Whether `path` is an image not taken yet (a path that cannot be read is taken, to be
+    /// reported); counts it against the limit.
+    fn new_file(&mut self, path: &Path) -> Result<bool> {
+        if let Some(k) = key(path)
+            && !self.files.insert(k)
         {
-            out.push(path);
+            return Ok(false);
         }
+        self.found += 1;
+        if self.found > self.max {
+            return Err(CliError::Input(format!(
+                "more than {} images to score (reached at {}): score fewer at once, or raise the limit (--max-inputs)",
+                self.max,
+                path.display()
+            )));
+        }
+        Ok(true)
     }
-    Ok(())
+
+    /// The images under `root`, sorted; iterative, so a deep tree cannot overflow the stack.
+    /// Folders reached through a link are entered after every other, so an image is named by
+    /// its path without links where it has one.
+    fn folder(&mut self, root: &Path) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        let mut linked = std::collections::VecDeque::new();
+        while let Some(dir) = stack.pop().or_else(|| linked.pop_front()) {
+            let Some(k) = key(&dir) else { continue };
+            if self.skip.as_ref() == Some(&k) || !self.dirs.insert(k) {
+                continue;
+            }
+            let mut entries = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(CliError::io(&dir))? {
+                entries.push(entry.map_err(CliError::io(&dir))?.path());
+            }
+            entries.sort();
+            let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+            let (dirs, mut images): (Vec<PathBuf>, Vec<PathBuf>) = entries.into_iter().partition(|p| p.is_dir());
+            images.retain(|p| {
+                p.extension().is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
+            });
+            // Real files before links to them (a stable sort keeps the names' order).
+            images.sort_by_key(|p| is_link(p));
+            for path in images {
+                if self.new_file(&path)? {
+                    files.push(path);
+                }
+            }
+            let (links, real): (Vec<PathBuf>, Vec<PathBuf>) = dirs.into_iter().partition(|p| is_link(p));
+            linked.extend(links);
+            // Reversed onto the stack, so folders are entered in sorted order.
+            stack.extend(real.into_iter().rev());
+        }
+        files.sort();
+        Ok(files)
+    }
 }
 
-/// Loads the detector on the options' device and runs [`predict_with`].
-pub fn run_predict(options: PredictOptions) -> Result<Summary> {
-    let device = options.device;
-    run_on(&device, Task(options))?
-}
+/// What marks `--out` as holding an earlier run's results.
+const RUN_MARKERS: [&str; 2] = ["predictions.jsonl", "maps"];
 
-struct Task(PredictOptions);
-
-impl BackendTask for Task {
-    type Output = Result<Summary>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Summary> {
-        let detector = Detector::<B::InnerBackend>::load(&self.0.detector, &device)?;
-        predict_with(&detector, &self.0)
-    }
-}
-
-/// Scores every input with `detector` and writes the outputs; a failed image is an error line
-/// and the run goes on.
-pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions) -> Result<Summary> {
-    if let Some(c) = &options.category {
-        detector.model().category_index(c)?;
-    }
-    let inputs = collect_inputs(&options.inputs, &options.out)?;
+/// The checks before any image is scored (and before the detector loads): the inputs found
+/// and within the limit, the output folder writable and not holding an earlier run (unless
+/// [`PredictOptions::overwrite`], which clears that run's results).
+pub fn preflight(options: &PredictOptions) -> Result<Vec<Input>> {
+    let inputs = collect_inputs(&options.inputs, &options.out, options.max_inputs)?;
     if inputs.is_empty() {
         let names: Vec<String> = options.inputs.iter().map(|p| p.display().to_string()).collect();
         return Err(CliError::Input(format!(
@@ -180,7 +250,59 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
             EXTENSIONS.join(", ")
         )));
     }
-    std::fs::create_dir_all(&options.out).map_err(CliError::io(&options.out))?;
+    let out = &options.out;
+    let refuse = |reason: String| CliError::Output { path: out.clone(), reason };
+    if out.exists() && !out.is_dir() {
+        return Err(refuse("exists and is not a folder".into()));
+    }
+    let earlier: Vec<&str> = RUN_MARKERS.iter().copied().filter(|m| out.join(m).exists()).collect();
+    if !earlier.is_empty() && !options.overwrite {
+        return Err(refuse(format!(
+            "holds the results of an earlier run ({}): pass --overwrite to replace them, or choose another --out",
+            earlier.join(", ")
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| refuse(e.to_string()))?;
+    let probe = out.join(format!(".pnpt-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| refuse(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    for m in earlier {
+        let path = out.join(m);
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.map_err(|e| refuse(format!("cannot clear {m} of the earlier run: {e}")))?;
+    }
+    Ok(inputs)
+}
+
+/// Checks the inputs and the output folder ([`preflight`]), loads the detector on the
+/// options' device and scores every input.
+pub fn run_predict(options: PredictOptions) -> Result<Summary> {
+    let inputs = preflight(&options)?;
+    let device = options.device;
+    run_on(&device, Task(options, inputs))?
+}
+
+struct Task(PredictOptions, Vec<Input>);
+
+impl BackendTask for Task {
+    type Output = Result<Summary>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Summary> {
+        let detector = Detector::<B::InnerBackend>::load(&self.0.detector, &device)?;
+        score_inputs(&detector, &self.0, &self.1)
+    }
+}
+
+/// Scores every input with `detector` and writes the outputs ([`preflight`] first); a failed
+/// image is an error line and the run goes on.
+pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions) -> Result<Summary> {
+    let inputs = preflight(options)?;
+    score_inputs(detector, options, &inputs)
+}
+
+fn score_inputs<B: Backend>(detector: &Detector<B>, options: &PredictOptions, inputs: &[Input]) -> Result<Summary> {
+    if let Some(c) = &options.category {
+        detector.model().category_index(c)?;
+    }
     let jsonl = options.out.join("predictions.jsonl");
     let pb = if options.progress && std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(Some(inputs.len() as u64), ProgressDrawTarget::stderr())
@@ -194,7 +316,9 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
     let mut lines: Vec<String> = Vec::with_capacity(inputs.len());
     let mut summary = Summary { images: inputs.len(), ..Default::default() };
     let t0 = Instant::now();
-    let mut last_write = Instant::now();
+    // The first batch's lines are written at once, so an output that cannot be written after
+    // all fails after one batch, not after every image.
+    let mut last_write: Option<Instant> = None;
     for chunk in inputs.chunks(options.batch.max(1)) {
         let tb = Instant::now();
         let records = score_batch(detector, chunk, options);
@@ -216,9 +340,9 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
         }
         pb.inc(chunk.len() as u64);
         pb.set_message(format!("{} anomalous, {} failed", summary.anomalous, summary.failed));
-        if last_write.elapsed() >= Duration::from_secs(1) {
+        if last_write.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             write_lines(&jsonl, &lines)?;
-            last_write = Instant::now();
+            last_write = Some(Instant::now());
         }
     }
     write_lines(&jsonl, &lines)?;
@@ -346,11 +470,39 @@ mod tests {
             std::fs::write(p, b"").unwrap();
         }
         let inputs =
-            collect_inputs(&[root.join("a"), root.join("b/x.png"), root.join("missing.png")], &root.join("a/out"))
+            collect_inputs(&[root.join("a"), root.join("b/x.png"), root.join("missing.png")], &root.join("a/out"), 10)
                 .unwrap();
         let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["sub/y", "x", "x~2", "missing"]);
         assert_eq!(inputs[3].error.as_deref(), Some("no such file or folder"));
         assert!(inputs[..3].iter().all(|i| i.error.is_none()));
+        // One image too many is refused, naming the limit's option.
+        let err = collect_inputs(&[root.join("a"), root.join("b")], &root.join("a/out"), 2).unwrap_err();
+        assert!(err.to_string().contains("more than 2 images") && err.to_string().contains("--max-inputs"), "{err}");
+    }
+
+    /// Two link loops, two links to one folder and a link to an image: every folder is entered
+    /// once, every image taken once, under its path without links.
+    #[cfg(unix)]
+    #[test]
+    fn link_loops_end_and_no_image_is_taken_twice() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir_all(a.join("sub/deep")).unwrap();
+        for f in ["x.png", "sub/y.png", "sub/deep/z.png"] {
+            std::fs::write(a.join(f), b"").unwrap();
+        }
+        symlink(&a, a.join("sub/back")).unwrap(); // a/sub/back -> a
+        symlink(a.join("sub"), a.join("sub/deep/up")).unwrap(); // a/sub/deep/up -> a/sub
+        symlink(a.join("sub"), a.join("again")).unwrap();
+        symlink(a.join("x.png"), a.join("w.png")).unwrap();
+        let out = dir.path().join("out");
+        let inputs = collect_inputs(&[a.clone(), a.join("x.png"), a.join("sub"), a.clone()], &out, 100).unwrap();
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["sub/deep/z", "sub/y", "x"]);
+        // The link to the image alone is taken (its target never was).
+        let only = collect_inputs(&[a.join("w.png"), a.join("x.png")], &out, 100).unwrap();
+        assert_eq!(only.len(), 1);
     }
 }
