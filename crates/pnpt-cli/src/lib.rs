@@ -194,6 +194,9 @@ pub struct EvalArgs {
     /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Replace an earlier run's reports in --out instead of refusing to.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `--categories`: clap's value parser over [`job::parse_categories`] (an empty list is an
@@ -267,7 +270,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .with_out(a.out)
                 .with_heatmaps(!a.no_heatmaps)
                 .with_kind(job::JobKind::Evaluate { detector: a.detector, rescore: a.rescore })
-                .with_method(a.method);
+                .with_method(a.method)
+                .with_overwrite(a.overwrite);
             let out = job::run_job(options)?;
             println!("{}", out.report.to_markdown());
             Ok(ExitCode::SUCCESS)
