@@ -360,7 +360,6 @@ fn train_save_load_predict_beats_chance() {
     wrong.save(out_dir.as_path().join(files::CONFIG)).unwrap();
     let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err();
     assert!(matches!(err, pnpt::model::Error::File(pnpt::io::Error::Checksum { .. })), "{err}");
-    let mut config = config;
     config["model"]["hidden"] = 32.into();
     std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
     let err = upgrade::<Cpu>(&old, &parent.path().join("wrong"), &device).unwrap_err().to_string();

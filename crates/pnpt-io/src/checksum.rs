@@ -118,7 +118,10 @@ mod tests {
         write_sidecar(&file, &sidecar).unwrap();
         assert_eq!(read_with_sidecar(&file, &sidecar).unwrap(), good);
         let sums = std::fs::read(&sidecar).unwrap();
-        assert_eq!(String::from_utf8_lossy(&sums), format!("{0}  manifest.json\n{0}  manifest.json\n", sha256_hex(&good)));
+        assert_eq!(
+            String::from_utf8_lossy(&sums),
+            format!("{0}  manifest.json\n{0}  manifest.json\n", sha256_hex(&good))
+        );
         for bit in 0..good.len() * 8 {
             let mut bad = good.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

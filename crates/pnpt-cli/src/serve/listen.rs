@@ -3,8 +3,8 @@
 //! connection's closing counted by reason, and a graceful shutdown.
 //!
 //! Written here rather than taken from `axum::serve`, which has no deadline, no cap and no way
-//! to close an idle connection: the issue was 40 clients uploading one byte every 5 s and 200
-//! idle connections, all kept open.
+//! to close an idle connection: with it, slow uploads and idle connections were kept open for
+//! as long as their clients liked.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

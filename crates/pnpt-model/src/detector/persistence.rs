@@ -203,7 +203,9 @@ fn read_manifest(dir: &Path) -> Result<(Manifest, bool)> {
     let (bytes, vouched) = match pnpt_io::checksum::read_with_sidecar(&path, &sidecar) {
         Ok(bytes) => (bytes, true),
         // Folders of formats 1-5 have none; what the manifest says decides below.
-        Err(pnpt_io::Error::Io { path: p, source }) if p == sidecar && source.kind() == std::io::ErrorKind::NotFound => {
+        Err(pnpt_io::Error::Io { path: p, source })
+            if p == sidecar && source.kind() == std::io::ErrorKind::NotFound =>
+        {
             (std::fs::read(&path).map_err(Error::io(&path))?, false)
         }
         Err(e) => return Err(e.into()),

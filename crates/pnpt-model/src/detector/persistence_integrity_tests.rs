@@ -16,7 +16,9 @@ fn load(dir: &Path) -> Result<Detector<B>> {
 fn named(e: &Error) -> Option<PathBuf> {
     match e {
         Error::File(
-            pnpt_io::Error::Checksum { path, .. } | pnpt_io::Error::Sidecar { path, .. } | pnpt_io::Error::Io { path, .. },
+            pnpt_io::Error::Checksum { path, .. }
+            | pnpt_io::Error::Sidecar { path, .. }
+            | pnpt_io::Error::Io { path, .. },
         )
         | Error::Mismatch { path, .. }
         | Error::Artefact { path, .. } => Some(path.clone()),
