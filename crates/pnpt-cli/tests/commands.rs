@@ -252,3 +252,56 @@ fn upgrade_command_on_a_format_1_folder() {
     let run = pnpt_bin().arg("upgrade").arg(&new).arg(&new).output().unwrap();
     assert!(!run.status.success());
 }
+
+/// A detector whose manifest was edited (`"format": 6` made 1, which used to load without its
+/// checksums and change every score) is refused by every command that loads it, naming the
+/// manifest; `serve` does not start.
+#[test]
+fn an_edited_manifest_is_refused_by_every_command() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("detector");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(&f.dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let manifest = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"format\": 6"), "{text}");
+    std::fs::write(&manifest, text.replace("\"format\": 6", "\"format\": 1")).unwrap();
+    let image = f.test_images[0].clone();
+    let out = tmp.path().join("out");
+    let runs: Vec<(&str, Vec<std::ffi::OsString>)> = vec![
+        ("info", vec!["info".into(), dir.clone().into()]),
+        ("predict", vec!["predict".into(), dir.clone().into(), image.into(), "--out".into(), out.into()]),
+        ("serve", vec!["serve".into(), dir.clone().into(), "--addr".into(), "127.0.0.1:0".into()]),
+        ("upgrade", vec!["upgrade".into(), dir.clone().into(), tmp.path().join("new").into()]),
+    ];
+    for (what, args) in runs {
+        let mut child = pnpt_bin()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A service that started anyway would run until killed: give it 60 s.
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} ran on an edited manifest");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains("manifest.json") && stderr.contains("checksum mismatch"), "{what}: {stderr}");
+    }
+    assert!(!tmp.path().join("new").exists());
+}
