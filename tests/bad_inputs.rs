@@ -306,6 +306,37 @@ fn job_refuses_bad_data_and_folders_before_training() {
     }
 }
 
+/// What used to fail only after training, or never: said before anything is written.
+#[test]
+fn job_refuses_before_training_what_would_fail_at_the_end() {
+    let base = tempfile::tempdir().unwrap();
+    let good = base.path().join("good");
+    tiny_data(&good);
+    // Only normal test images: nothing could be evaluated (it used to train and save first).
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&good, d.path());
+    for entry in std::fs::read_dir(d.path().join("bottle/test")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name() != Some(OsStr::new("good")) {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(d.path().join("bottle/ground_truth")).unwrap();
+    let err = tiny_job_error(d.path(), tiny_config(1), "only test/good");
+    assert!(matches!(err.library(), Some(Error::NothingToEvaluate)), "{err:?}");
+    // One training image: none held out, so no threshold (`"global": null`, every verdict
+    // normal).
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&good, d.path());
+    for p in files_under(&d.path().join("bottle/train/good")) {
+        if p.file_name() != Some(OsStr::new("000.png")) {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let err = tiny_job_error(d.path(), tiny_config(1), "one training image");
+    assert!(matches!(err.library(), Some(Error::Validation(m)) if m.contains("at least 2")), "{err:?}");
+}
+
 /// The job records the data in its checkpoint: resuming it on other data, or asking for fewer
 /// epochs than done, is refused, and the checkpoint is left as it was.
 #[test]
@@ -336,6 +367,39 @@ fn job_resume_checks_the_data_and_the_epochs() {
     assert_eq!(std::fs::read(&ckpt).unwrap(), saved, "refused resumes leave the checkpoint as it was");
     let tmp: Vec<PathBuf> = files_under(&out).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
     assert!(tmp.is_empty(), "{tmp:?}");
+
+    // The finished run is not replaced without a word: a new job into its folder is refused
+    // before anything runs, its report and checkpoint untouched.
+    let report = std::fs::read(out.join("report.json")).unwrap();
+    assert!(matches!(run_job(job(&data, &out, tiny_config(2))), Err(CliError::Output { .. })));
+    assert_eq!(std::fs::read(out.join("report.json")).unwrap(), report);
+    assert_eq!(std::fs::read(&ckpt).unwrap(), saved);
+
+    // A test image whose name is not UTF-8: evaluated, its path written with U+FFFD, its heat
+    // map under its exact name and linked by it (report.json used to be `null`).
+    let odd = OsStr::from_bytes(b"\xff.png");
+    std::fs::copy(first_png(&data.join("bottle/test/good")), data.join("bottle/test/good").join(odd)).unwrap();
+    let eval_out = base.path().join("eval");
+    let evaluate = |overwrite: bool| {
+        let mut o = job(&data, &eval_out, tiny_config(2))
+            .with_kind(JobKind::Evaluate { detector: out.join("detector"), rescore: false })
+            .with_overwrite(overwrite);
+        o.heatmaps = true;
+        run_job(o)
+    };
+    evaluate(false).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_out.join("report.json")).unwrap()).unwrap();
+    let results = json["images"]["bottle"]["results"].as_array().unwrap();
+    let r = results.iter().find(|r| r["path"].as_str().unwrap().ends_with("good/\u{fffd}.png")).unwrap();
+    assert_eq!(r["heatmap"], "heatmaps/bottle/good_\u{fffd}.png");
+    assert!(r["score"].is_number());
+    assert!(eval_out.join("heatmaps/bottle").join(OsStr::from_bytes(b"good_\xff.png")).is_file());
+    let html = std::fs::read_to_string(eval_out.join("report.html")).unwrap();
+    assert!(html.contains("heatmaps/bottle/good_%FF.png"), "report.html does not link the heat map");
+    // Evaluating into that folder again needs --overwrite.
+    assert!(matches!(evaluate(false), Err(CliError::Output { .. })));
+    evaluate(true).unwrap();
 }
 
 fn truncate(p: &Path) {

@@ -295,21 +295,38 @@ fn train_save_load_predict_beats_chance() {
         }
         std::fs::write(&path, &good).unwrap();
     }
-    // A manifest that drops a checksum is refused too.
+    // A manifest that drops a checksum is refused as changed, and so is one that a tool
+    // rewrote together with its own checksum file (`manifest.sha256`).
     let manifest_text = std::fs::read_to_string(out_dir.join(files::MANIFEST)).unwrap();
+    let sidecar_text = std::fs::read(out_dir.join(files::MANIFEST_CHECKSUM)).unwrap();
     let mut manifest: serde_json::Value = serde_json::from_str(&manifest_text).unwrap();
     manifest["checksums"].as_object_mut().unwrap().remove(files::MODEL);
     std::fs::write(out_dir.join(files::MANIFEST), manifest.to_string()).unwrap();
+    match Detector::<Cpu>::load(out_dir.as_path(), &device) {
+        Err(pnpt::model::Error::File(pnpt::io::Error::Checksum { path, .. })) => {
+            assert_eq!(path, out_dir.join(files::MANIFEST))
+        }
+        other => panic!("edited manifest: {:?}", other.map(|_| "loaded")),
+    }
+    pnpt::io::checksum::write_sidecar(&out_dir.join(files::MANIFEST), &out_dir.join(files::MANIFEST_CHECKSUM)).unwrap();
     assert!(matches!(Detector::<Cpu>::load(out_dir.as_path(), &device), Err(pnpt::model::Error::Artefact { .. })));
     std::fs::write(out_dir.join(files::MANIFEST), &manifest_text).unwrap();
+    std::fs::write(out_dir.join(files::MANIFEST_CHECKSUM), &sidecar_text).unwrap();
 
     // A detector saved before the patch memory existed (manifest format 1, no `scoring.method`,
-    // no memory files, no checksums) is refused by `load` and converted by `upgrade`; it then
-    // scores with PNPT's map.
+    // no memory files, no checksums, the files under their names of the time; the readers tell
+    // the two encodings apart by their first bytes) is refused by `load` and converted by
+    // `upgrade`; it then scores with PNPT's map.
     let old = parent.path().join("old");
     std::fs::create_dir(&old).unwrap();
-    for f in [files::CONFIG, files::MODEL, files::POOL, files::THRESHOLDS, files::MANIFEST] {
-        std::fs::copy(out_dir.join(f), old.join(f)).unwrap();
+    for (from, to) in [
+        (files::CONFIG, files::CONFIG),
+        (files::MODEL, files::legacy::MODEL),
+        (files::POOL, files::legacy::POOL),
+        (files::THRESHOLDS, files::THRESHOLDS),
+        (files::MANIFEST, files::MANIFEST),
+    ] {
+        std::fs::copy(out_dir.join(from), old.join(to)).unwrap();
     }
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(old.join(files::MANIFEST)).unwrap()).unwrap();
@@ -325,7 +342,7 @@ fn train_save_load_predict_beats_chance() {
     config.as_object_mut().unwrap().remove("memory");
     std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
     let err = Detector::<Cpu>::load(old.as_path(), &device).unwrap_err().to_string();
-    assert!(err.contains("pnpt upgrade"), "{err}");
+    assert!(err.contains("format 1") && err.contains("pnpt upgrade"), "{err}");
     let upgraded = parent.path().join("upgraded");
     assert_eq!(upgrade::<Cpu>(&old, &upgraded, &device).unwrap(), 1);
     let legacy = Detector::<Cpu>::load(upgraded.as_path(), &device).unwrap();
@@ -336,15 +353,15 @@ fn train_save_load_predict_beats_chance() {
     assert!(heat.is_file(), "{}", heat.display());
 
     // A configuration that does not match the weights is a clear error, not a panic: caught by
-    // the checksum, and when a format-2 folder (no checksums) is upgraded by the architecture
-    // comparison.
+    // the checksum, and when a folder without checksums (format 1) is upgraded by the
+    // architecture comparison.
     let mut wrong = PnptConfig::load(out_dir.as_path().join(files::CONFIG)).unwrap();
     wrong.model.hidden = 32;
     wrong.save(out_dir.as_path().join(files::CONFIG)).unwrap();
     let err = Detector::<Cpu>::load(out_dir.as_path(), &device).unwrap_err();
     assert!(matches!(err, pnpt::model::Error::File(pnpt::io::Error::Checksum { .. })), "{err}");
-    manifest["format"] = 2.into();
-    std::fs::write(out_dir.join(files::MANIFEST), manifest.to_string()).unwrap();
-    let err = upgrade::<Cpu>(&out_dir, &parent.path().join("wrong"), &device).unwrap_err().to_string();
+    config["model"]["hidden"] = 32.into();
+    std::fs::write(old.join(files::CONFIG), config.to_string()).unwrap();
+    let err = upgrade::<Cpu>(&old, &parent.path().join("wrong"), &device).unwrap_err().to_string();
     assert!(err.contains("hidden"), "{err}");
 }

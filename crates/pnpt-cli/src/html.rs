@@ -53,17 +53,24 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// A relative `/`-separated path as a URL path: every byte but `A-Z a-z 0-9 - . _ ~ /`
-/// percent-encoded (category and file names are user data: spaces, `#`, `?`, `%`...).
-fn url_path(path: &str) -> String {
-    path.bytes().fold(String::with_capacity(path.len()), |mut s, b| {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            s.push(b as char);
-        } else {
-            let _ = write!(s, "%{b:02X}");
+/// A relative path as a URL path: its names joined by `/`, every byte of them but
+/// `A-Z a-z 0-9 - . _ ~` percent-encoded (category and file names are user data: spaces, `#`,
+/// `?`, `%`...). The bytes are the OS's own, UTF-8 or not, so the link finds the file.
+fn url_path(path: &Path) -> String {
+    let mut s = String::new();
+    for (i, name) in path.components().enumerate() {
+        if i > 0 {
+            s.push('/');
         }
-        s
-    })
+        for &b in name.as_os_str().as_encoded_bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                s.push(b as char);
+            } else {
+                let _ = write!(s, "%{b:02X}");
+            }
+        }
+    }
+    s
 }
 
 /// The ROC curve of image scores: `(FPR, TPR)` points from `(0, 0)` to `(1, 1)`, one per
@@ -444,8 +451,14 @@ mod tests {
     #[test]
     fn escaping_and_url_paths() {
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-        assert_eq!(url_path("heatmaps/a b#?%&/x_1.png"), "heatmaps/a%20b%23%3F%25%26/x_1.png");
-        assert_eq!(url_path("heatmaps/é"), "heatmaps/%C3%A9");
+        assert_eq!(url_path(Path::new("heatmaps/a b#?%&/x_1.png")), "heatmaps/a%20b%23%3F%25%26/x_1.png");
+        assert_eq!(url_path(Path::new("heatmaps/é")), "heatmaps/%C3%A9");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let odd = Path::new("heatmaps/c").join(std::ffi::OsStr::from_bytes(b"crack_\xff.png"));
+            assert_eq!(url_path(&odd), "heatmaps/c/crack_%FF.png");
+        }
     }
 
     #[test]

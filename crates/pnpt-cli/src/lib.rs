@@ -104,6 +104,12 @@ pub struct PredictArgs {
     /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Replace the results of an earlier run in --out (predictions.jsonl, maps/).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Most images one run scores (more is an error before any is scored).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_inputs: u64,
 }
 
 /// `pnpt serve`.
@@ -126,6 +132,28 @@ pub struct ServeArgs {
     /// Largest image width and height, in pixels (checked in the header before decoding).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_side: u32,
+    /// Seconds a connection has to send a request head (from connecting or from its previous
+    /// answer); then it is closed, idle keep-alive connections too.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub header_timeout: f64,
+    /// Seconds a request has to send its whole body; then 408 and the connection is closed.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    pub body_timeout: f64,
+    /// Connections open at once; a new one beyond closes the one idle longest (503 when none is idle).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+    /// Request bodies held at once (uploads and queued requests), in MiB; beyond it 503.
+    /// At least --max-body-mib.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_buffered_mib: u32,
+}
+
+/// A positive number of seconds (`--header-timeout`, `--body-timeout`).
+fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(s),
+        _ => Err(format!("`{text}`: expected a positive number of seconds")),
+    }
 }
 
 /// `pnpt info`.
@@ -166,6 +194,9 @@ pub struct EvalArgs {
     /// Device: cpu, wgpu, wgpu:N, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Replace an earlier run's reports in --out instead of refusing to.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `--categories`: clap's value parser over [`job::parse_categories`] (an empty list is an
@@ -182,7 +213,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .with_maps(!a.no_maps)
                 .with_category(a.category)
                 .with_batch(a.batch as usize)
-                .with_device(a.device);
+                .with_device(a.device)
+                .with_overwrite(a.overwrite)
+                .with_max_inputs(a.max_inputs as usize);
             let s = predict::run_predict(options)?;
             eprintln!(
                 "{} images: {} anomalous, {} of an unknown product, {} failed; {:.2} images/s ({:.1} s); {}",
@@ -197,15 +230,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if s.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Serve(a) => {
-            // The service shares one detector between threads: the CPU backend, whose
-            // detector is Send + Sync (GPU devices are for one thread at a time, docs/performance.md).
-            let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
-            let info = info::detector_info(&detector, Some(&a.detector));
             let options = serve::ServeOptions::new()
                 .with_workers(a.workers as usize)
                 .with_queue(a.queue as usize)
                 .with_max_body((a.max_body_mib as usize) << 20)
-                .with_max_side(a.max_side);
+                .with_max_side(a.max_side)
+                .with_header_timeout_s(a.header_timeout)
+                .with_body_timeout_s(a.body_timeout)
+                .with_max_connections(a.max_connections as usize)
+                .with_max_buffered((a.max_buffered_mib as usize) << 20);
+            // Before the detector loads: a bad option is said at once.
+            options.check()?;
+            // The service shares one detector between threads: the CPU backend, whose
+            // detector is Send + Sync (GPU devices are for one thread at a time, docs/performance.md).
+            let detector = Detector::<Cpu>::load(&a.detector, &Default::default())?;
+            let info = info::detector_info(&detector, Some(&a.detector));
             let names = detector.categories().join(", ");
             serve::serve_until_signal(Arc::new(detector), &info, &a.addr.to_string(), options, |addr| {
                 eprintln!("pnpt serve: listening on http://{addr} (categories: {names}); Ctrl-C or SIGTERM stops");
@@ -231,7 +270,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .with_out(a.out)
                 .with_heatmaps(!a.no_heatmaps)
                 .with_kind(job::JobKind::Evaluate { detector: a.detector, rescore: a.rescore })
-                .with_method(a.method);
+                .with_method(a.method)
+                .with_overwrite(a.overwrite);
             let out = job::run_job(options)?;
             println!("{}", out.report.to_markdown());
             Ok(ExitCode::SUCCESS)

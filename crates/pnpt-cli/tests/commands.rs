@@ -100,17 +100,75 @@ fn predict_command_on_a_mixed_folder() {
         (Some("screw"), Some(true), true)
     );
     assert!(!out2.join("maps").exists());
+    // The results of the run before are not replaced without a word: refused before anything
+    // is scored, and replaced with --overwrite (the earlier maps go too).
+    let run = pnpt_bin().arg("predict").arg(&f.dir).arg(&dir).arg("--out").arg(&out2).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("earlier run (predictions.jsonl)") && stderr.contains("--overwrite"), "{stderr}");
+    assert!(!stderr.contains("images/s"), "scored before refusing: {stderr}");
+    std::fs::create_dir_all(out.join("maps/old")).unwrap();
+    let mut run = pnpt_bin();
+    let run = run.arg("predict").arg(&f.dir).arg(dir.join("a_good.png")).arg("--out").arg(&out);
+    let run = run.arg("--overwrite").output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().lines().count(), 1);
+    assert!(!out.join("maps/old").exists() && out.join("maps/a_good.overlay.png").is_file());
     // An unknown category is an error before anything is scored.
+    let out3 = f.root.join("teapot-out");
+    let _ = std::fs::remove_dir_all(&out3);
     let run = pnpt_bin()
         .arg("predict")
         .arg(&f.dir)
         .arg(&dir)
         .args(["--category", "teapot", "--out"])
-        .arg(&out2)
+        .arg(&out3)
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("unknown category `teapot`"));
+    // An output folder that cannot be written (sysfs refuses new files, even to root) is an
+    // error before the detector loads, let alone an image is scored; so are too many inputs.
+    if cfg!(target_os = "linux") {
+        for unwritable in ["/sys", "/sys/pnpt-test-out"] {
+            let run = pnpt_bin().arg("predict").arg(&f.dir).arg(&dir).args(["--out", unwritable]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert_eq!(run.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains(&format!("output folder {unwritable}")), "{stderr}");
+        }
+    }
+    let mut run = pnpt_bin();
+    let run = run.arg("predict").arg(&f.dir).arg(&dir).args(["--max-inputs", "3", "--out"]).arg(&out3);
+    let stderr = String::from_utf8_lossy(&run.output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("more than 3 images") && !out3.join("predictions.jsonl").exists(), "{stderr}");
+}
+
+/// Link loops in the inputs end, and no image is scored twice however many paths reach it
+/// (two loops once took 147 s and 7.5 GB before failing; one scored an image 41 times).
+#[cfg(unix)]
+#[test]
+fn predict_follows_each_folder_once() {
+    use std::os::unix::fs::symlink;
+    let f = fixture();
+    let dir = f.root.join("loops");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::fs::write(dir.join("a/one.png"), &f.good_png).unwrap();
+    std::fs::write(dir.join("a/b/two.png"), &f.good_png).unwrap();
+    symlink(&dir, dir.join("a/b/up")).unwrap();
+    symlink(dir.join("a"), dir.join("a/b/again")).unwrap();
+    symlink(dir.join("a/one.png"), dir.join("a/b/one-link.png")).unwrap();
+    let out = f.root.join("loops-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut run = pnpt_bin();
+    let run = run.arg("predict").arg(&f.dir).arg(&dir).arg(dir.join("a")).arg("--no-maps").arg("--out");
+    let run = run.arg(&out).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let paths: Vec<String> =
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(paths[0].ends_with("a/b/two.png") && paths[1].ends_with("a/one.png"), "{paths:?}");
 }
 
 #[test]
@@ -193,4 +251,57 @@ fn upgrade_command_on_a_format_1_folder() {
     // NEW must be another folder: upgrading in place would replace what it reads.
     let run = pnpt_bin().arg("upgrade").arg(&new).arg(&new).output().unwrap();
     assert!(!run.status.success());
+}
+
+/// A detector whose manifest was edited (`"format": 6` made 1, which used to load without its
+/// checksums and change every score) is refused by every command that loads it, naming the
+/// manifest; `serve` does not start.
+#[test]
+fn an_edited_manifest_is_refused_by_every_command() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("detector");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(&f.dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let manifest = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"format\": 6"), "{text}");
+    std::fs::write(&manifest, text.replace("\"format\": 6", "\"format\": 1")).unwrap();
+    let image = f.test_images[0].clone();
+    let out = tmp.path().join("out");
+    let runs: Vec<(&str, Vec<std::ffi::OsString>)> = vec![
+        ("info", vec!["info".into(), dir.clone().into()]),
+        ("predict", vec!["predict".into(), dir.clone().into(), image.into(), "--out".into(), out.into()]),
+        ("serve", vec!["serve".into(), dir.clone().into(), "--addr".into(), "127.0.0.1:0".into()]),
+        ("upgrade", vec!["upgrade".into(), dir.clone().into(), tmp.path().join("new").into()]),
+    ];
+    for (what, args) in runs {
+        let mut child = pnpt_bin()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A service that started anyway would run until killed: give it 60 s.
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} ran on an edited manifest");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains("manifest.json") && stderr.contains("checksum mismatch"), "{what}: {stderr}");
+    }
+    assert!(!tmp.path().join("new").exists());
 }

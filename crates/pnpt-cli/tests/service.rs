@@ -32,17 +32,17 @@ fn get(s: &Server, path: &str) -> (u16, String) {
     (r.status_code, r.as_str().unwrap().to_string())
 }
 
-/// Waits (up to 60 s) until the service at `addr` has admitted `n` predict requests: the
-/// handler runs, so the request is in progress and not merely in the listen backlog.
-fn wait_in_progress(addr: std::net::SocketAddr, n: usize) {
-    let want = format!("pnpt_requests_in_progress {n}\n");
+/// Waits (up to 60 s) until `/metrics` of the service at `addr` has the line `want` (a gauge
+/// and its value).
+fn wait_metric(addr: std::net::SocketAddr, want: &str) {
+    let want = format!("{want}\n");
     let t0 = Instant::now();
     loop {
         let metrics = minreq::get(format!("http://{addr}/metrics")).with_timeout(60).send().unwrap();
         if metrics.as_str().unwrap().contains(&want) {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "never {n} requests in progress");
+        assert!(t0.elapsed() < Duration::from_secs(60), "never {want}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -246,67 +246,46 @@ fn every_limit_is_a_clear_4xx_and_the_service_goes_on() {
     assert_good_request_succeeds(&s);
 }
 
-/// Sends the headers and half of the body of a predict request and keeps the connection: the
-/// request is admitted (admission comes before the body) but cannot finish until `finish`.
-struct SlowUpload {
-    stream: TcpStream,
-    rest: Vec<u8>,
-}
-
-impl SlowUpload {
-    fn begin(s: &Server, body: &[u8]) -> Self {
-        let mut stream = TcpStream::connect(s.addr).unwrap();
-        let head = format!(
-            "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            s.addr,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        let half = body.len() / 2;
-        stream.write_all(&body[..half]).unwrap();
-        stream.flush().unwrap();
-        Self { stream, rest: body[half..].to_vec() }
-    }
-
-    /// Sends the rest; the status line's code and the body.
-    fn finish(mut self) -> (u16, String) {
-        self.stream.write_all(&self.rest).unwrap();
-        let mut text = String::new();
-        self.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        self.stream.read_to_string(&mut text).unwrap();
-        let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, text)
-    }
-}
-
+/// With one worker and no queue, a request that arrives while another is scored is answered
+/// 503 at once (its body read first: a body never waits for a worker).
 #[test]
 fn full_queue_answers_503_with_retry_after() {
     let f = fixture();
     let s = start(ServeOptions::default().with_workers(1).with_queue(0));
-    let slow = SlowUpload::begin(&s, &f.good_png);
-    wait_in_progress(s.addr, 1);
-    let r = post_as(&s, "", "image/png", f.good_png.clone());
-    assert_eq!(r.status_code, 503);
+    // A large image with its overlay keeps the worker for a while (seconds here); should it
+    // be scored before the second request comes, the test tries again.
+    let big = png_bytes(DynamicImage::ImageRgb8(RgbImage::from_pixel(6000, 6000, Rgb([90, 90, 90]))));
+    let mut refused = None;
+    for _ in 0..5 {
+        let (addr, big) = (s.addr, big.clone());
+        let slow = std::thread::spawn(move || {
+            let r = minreq::post(format!("http://{addr}/v1/predict?map=png")).with_body(big).with_timeout(300).send();
+            r.unwrap().status_code
+        });
+        wait_metric(s.addr, "pnpt_requests_in_progress 1");
+        let r = post_as(&s, "", "image/png", f.good_png.clone());
+        assert_eq!(slow.join().unwrap(), 200);
+        if r.status_code == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status_code, 200, "{}", r.as_str().unwrap());
+    }
+    let r = refused.expect("the large image was always scored before the next request came");
     assert_eq!(
         r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).map(|(_, v)| v.as_str()),
         Some("1")
     );
     assert_eq!(json(r.as_str().unwrap())["code"], "busy");
-    // Also with a body of 8 MiB: the service reads and drops it, so the client gets the 503
-    // instead of a connection reset in the middle of its upload.
-    for _ in 0..3 {
-        let r = minreq::post(url(&s, "/v1/predict")).with_body(vec![7u8; 8 << 20]).with_timeout(60).send().unwrap();
-        assert_eq!(r.status_code, 503);
-    }
-    let (code, text) = slow.finish();
-    assert_eq!(code, 200, "{text}");
     assert_good_request_succeeds(&s);
     let metrics = get(&s, "/metrics").1;
-    assert!(metrics.contains("pnpt_http_requests_total{route=\"/v1/predict\",status=\"503\"} 4"), "{metrics}");
-    assert!(metrics.contains("pnpt_http_requests_total{route=\"/v1/predict\",status=\"200\"} 2"), "{metrics}");
-    assert!(metrics.contains("pnpt_images_scored_total 2"), "{metrics}");
-    assert!(metrics.contains("pnpt_predict_duration_seconds_count 6"), "{metrics}");
-    assert!(metrics.contains("pnpt_predict_duration_seconds_bucket{le=\"+Inf\"} 6"), "{metrics}");
+    assert!(metrics.contains("pnpt_http_requests_total{route=\"/v1/predict\",status=\"503\"} 1"), "{metrics}");
+    assert!(metrics.contains("pnpt_refusals_total{reason=\"busy\"} 1"), "{metrics}");
+    assert!(metrics.contains("pnpt_requests_in_progress 0"), "{metrics}");
+    for line in ["pnpt_images_scored_total", "pnpt_predict_duration_seconds_count"] {
+        let n: u64 = metrics.lines().find_map(|l| l.strip_prefix(line)).unwrap().trim().parse().unwrap();
+        assert!(n >= 2, "{line} {n}: {metrics}");
+    }
 }
 
 /// 200 requests from 8 concurrent clients: no 5xx but deliberate 503s; prints latency and
@@ -463,7 +442,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     )
     .unwrap();
     stream.write_all(&body[..body.len() / 2]).unwrap();
-    wait_in_progress(addr, 1);
+    wait_metric(addr, "pnpt_uploads_in_progress 1");
     // The shell's builtin `kill`: slim images have no /bin/kill.
     let kill = Command::new("sh").arg("-c").arg(format!("kill -TERM {}", child.0.id())).status().unwrap();
     assert!(kill.success());

@@ -215,11 +215,44 @@ impl Dataset {
     pub fn audit(&self) -> Audit {
         let all: Vec<&Sample> =
             self.categories.iter().flat_map(|c| c.train.iter().chain(&c.validation).chain(&c.test)).collect();
-        let results: Vec<(Vec<DataError>, Option<String>)> = all.par_iter().map(|s| check_sample(s)).collect();
+        let splits: Vec<&'static str> = self
+            .categories
+            .iter()
+            .flat_map(|c| {
+                let n = |v: &Vec<Sample>, name| std::iter::repeat_n(name, v.len());
+                n(&c.train, "training").chain(n(&c.validation, "validation")).chain(n(&c.test, "test"))
+            })
+            .collect();
+        let results: Vec<SampleCheck> = all.par_iter().map(|s| check_sample(s)).collect();
         let mut audit = Audit::default();
-        for (problems, warning) in results {
-            audit.problems.extend(problems);
-            audit.warnings.extend(warning);
+        // Degenerate images, said once per split of a category: a tiny image carries almost
+        // nothing once resized to the model's input, and is more likely a broken export.
+        let mut tiny: Vec<Tiny> = Vec::new();
+        for ((s, &split), check) in all.iter().zip(&splits).zip(results) {
+            audit.problems.extend(check.problems);
+            audit.warnings.extend(check.warning);
+            let Some(size) = check.size.filter(|&(w, h)| w.min(h) < MIN_SIDE) else { continue };
+            match tiny.iter_mut().find(|t| t.category == s.category && t.split == split) {
+                Some(t) => {
+                    t.count += 1;
+                    if size.0.min(size.1) < t.size.0.min(t.size.1) {
+                        (t.smallest, t.size) = (&s.path, size);
+                    }
+                }
+                None => tiny.push(Tiny { category: &s.category, split, count: 1, smallest: &s.path, size }),
+            }
+        }
+        for t in tiny {
+            audit.warnings.push(format!(
+                "category {:?}: {} {} image(s) under {MIN_SIDE} pixels a side (the smallest: {}, {} x {}); \
+                 so small an image carries almost nothing once resized to the model's input",
+                t.category,
+                t.count,
+                t.split,
+                t.smallest.display(),
+                t.size.0,
+                t.size.1
+            ));
         }
         // Same stem, different extension, one folder: the samples are sorted by folder then name.
         for pair in all.windows(2) {
@@ -251,11 +284,33 @@ pub struct Audit {
     pub warnings: Vec<String>,
 }
 
-fn check_sample(s: &Sample) -> (Vec<DataError>, Option<String>) {
+/// Images with a side below this are warned about ([`Dataset::audit`]).
+pub const MIN_SIDE: u32 = 32;
+
+/// What [`check_sample`] found in one sample.
+struct SampleCheck {
+    problems: Vec<DataError>,
+    /// About its mask.
+    warning: Option<String>,
+    /// Width and height, when it decodes.
+    size: Option<(u32, u32)>,
+}
+
+/// The images under [`MIN_SIDE`] of one split of a category.
+struct Tiny<'a> {
+    category: &'a str,
+    split: &'static str,
+    count: usize,
+    smallest: &'a Path,
+    size: (u32, u32),
+}
+
+/// The problems of one sample, the warning about its mask, and its size when it decodes.
+fn check_sample(s: &Sample) -> SampleCheck {
     let mut problems = Vec::new();
     let size = match decode(&s.path) {
         Ok(img) => (img.width(), img.height()),
-        Err(e) => return (vec![e], None),
+        Err(e) => return SampleCheck { problems: vec![e], warning: None, size: None },
     };
     let mut marked = false;
     for m in &s.masks {
@@ -272,7 +327,7 @@ fn check_sample(s: &Sample) -> (Vec<DataError>, Option<String>) {
     }
     let warning = (problems.is_empty() && s.is_anomalous() && !s.masks.is_empty() && !marked)
         .then(|| format!("{}: its mask marks no pixel; it counts for image-level metrics only", s.path.display()));
-    (problems, warning)
+    SampleCheck { problems, warning, size: Some(size) }
 }
 
 fn is_category_dir(p: &Path) -> bool {

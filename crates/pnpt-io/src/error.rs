@@ -40,6 +40,16 @@ pub enum Error {
         /// The SHA-256 of the bytes read now (hex).
         actual: String,
     },
+    /// A checksum file ([`crate::checksum::write_sidecar`]) that is not as it was written: its
+    /// two records differ or it is malformed, so it was changed (the file it vouches for is not
+    /// read).
+    #[error("{path}: {reason}: the checksum file was changed after it was saved")]
+    Sidecar {
+        /// The checksum file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A `.npy` file that does not start with `\x93NUMPY`.
     #[error("{path}: not a .npy file (bad magic bytes)")]
     BadMagic {

@@ -81,6 +81,14 @@ pub enum Error {
     /// The validation set cannot be built or scored.
     #[error("validation: {0}")]
     Validation(String),
+    /// A report could not be written as JSON: never written as `null` or cut short instead.
+    #[error("{path}: cannot write the report as JSON: {reason}")]
+    Report {
+        /// The report file.
+        path: std::path::PathBuf,
+        /// The serialiser's message.
+        reason: String,
+    },
     /// No category can be evaluated.
     #[error("no category of the dataset has both normal and anomalous test images")]
     NothingToEvaluate,

@@ -128,6 +128,36 @@ fn expected_after<B: Backend>(
     Ok(AFTER_FACTOR * (positional + passes))
 }
 
+/// Whether the held-out split (`scoring.calibration_fraction` of each category's `train/good`,
+/// at least one image always left for training) leaves normal images to calibrate thresholds
+/// on. None at all is [`Error::Validation`]: every threshold would be missing (`"global":
+/// null`) and no image could be judged anomalous. The categories left without a held-out
+/// image of their own are returned, one message each, for a warning: they are judged by the
+/// threshold of all the held-out images. Counts only; a job calls it before anything runs.
+pub fn check_calibration(config: &PnptConfig, dataset: &Dataset) -> Result<Vec<String>> {
+    let (_, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
+    if holdout.is_empty() {
+        let fewest = dataset.categories.iter().map(|c| c.train.len()).min().unwrap_or(0);
+        return Err(Error::Validation(format!(
+            "{}: no held-out normal image to calibrate the thresholds on (scoring.calibration_fraction {} of train/good, at least one image kept for training; the smallest category has {fewest}): give each category at least 2 training images, or every threshold would be missing and no image judged anomalous",
+            dataset.root.display(),
+            config.scoring.calibration_fraction
+        )));
+    }
+    Ok(dataset
+        .categories
+        .iter()
+        .filter(|c| !holdout.iter().any(|s| s.category == c.name))
+        .map(|c| {
+            format!(
+                "category {:?}: {} training image(s), none held out to calibrate its own threshold; it is judged by the threshold of all held-out images",
+                c.name,
+                c.train.len()
+            )
+        })
+        .collect())
+}
+
 /// Trains one detector on every category of `dataset`, validates every scoring candidate on
 /// pseudo-anomalies made from the held-out normal images and, when `validation.select` is set,
 /// switches the detector to the best one and recalibrates its thresholds for it. Without
@@ -146,6 +176,9 @@ pub fn train<B: AutodiffBackend>(
     let images = dataset.num_train();
     let in_memory = options.feature_storage_for(config, images) == FeatureStorage::Memory;
     config.check_memory(if in_memory { images } else { 0 }, pnpt_model::config::available_memory())?;
+    for warning in check_calibration(config, dataset)? {
+        log::warn!("{warning}");
+    }
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
     if train_set.is_empty() {
         return Err(pnpt_model::Error::Invalid(format!(
@@ -339,6 +372,7 @@ pub fn rescore<B: Backend>(
     validation: &ValidationOptions,
 ) -> Result<(Detector<B>, Option<Validation>)> {
     let config = detector.config().clone();
+    check_calibration(&config, dataset)?;
     let (train_set, holdout) = split_holdout(dataset, config.scoring.calibration_fraction, config.train.seed);
     if let Some(c) = train_set.iter().find(|s| !detector.categories().contains(&s.category)) {
         return Err(Error::Validation(format!(

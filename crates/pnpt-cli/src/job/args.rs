@@ -142,6 +142,10 @@ pub struct TrainArgs {
     /// Write no heat maps.
     #[arg(long)]
     pub no_heatmaps: bool,
+    /// Replace an earlier run in --out (its report, detector/, checkpoint/) instead of
+    /// refusing to; --resume continues one instead.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Fix the scoring method instead of choosing it on validation (with --evaluate: switch the
     /// saved detector's method, thresholds recalibrated on the held-out split of --data).
     #[arg(long)]
@@ -207,6 +211,7 @@ impl TrainArgs {
             _ => None,
         };
         // With --evaluate there is nothing to train, so --resume only names the folder.
+        let evaluate = self.evaluate.is_some();
         let kind = match self.evaluate {
             Some(detector) => JobKind::Evaluate { detector, rescore: self.rescore },
             None => JobKind::Train { resume },
@@ -222,7 +227,10 @@ impl TrainArgs {
             .with_out(out)
             .with_kind(kind)
             .with_heatmaps(!self.no_heatmaps)
-            .with_method(self.method))
+            .with_method(self.method)
+            // With --evaluate, --resume only names the run's folder, which is written to on
+            // purpose (a resumed training run continues its own folder in any case).
+            .with_overwrite(self.overwrite || (resume && evaluate)))
     }
 }
 
@@ -260,7 +268,7 @@ mod tests {
         let dir = dir.to_str().unwrap();
         let line = format!(
             "--data data --categories a,b --device cpu --preset paper --epochs 4 --seed 7 --out {dir} --resume {dir} \
-             --backbone-weights w.pth --no-heatmaps --method memory --time-budget 15m --evaluate det --rescore \
+             --backbone-weights w.pth --no-heatmaps --overwrite --method memory --time-budget 15m --evaluate det --rescore \
              --devices cpu,flex --nodes 2 --node-rank 1 --orchestrator h:3000 \
              --feature-storage disk-f16 --feature-memory 1.5GiB"
         );
@@ -272,7 +280,7 @@ mod tests {
         assert_eq!((o.config.preset.as_str(), o.config.train.epochs, o.config.train.seed), ("paper", 4, 7));
         assert_eq!(o.config.backbone_weights.as_deref(), Some(Path::new("w.pth")));
         assert_eq!(o.config.train.run_budget_seconds, Some(900.0));
-        assert!(!o.heatmaps && o.verbose);
+        assert!(!o.heatmaps && o.verbose && o.overwrite);
         assert_eq!(o.kind, JobKind::Evaluate { detector: "det".into(), rescore: true });
         assert_eq!(o.out.to_str(), Some(dir));
         assert_eq!(o.devices, vec![DeviceSpec::Cpu, DeviceSpec::Flex]);
@@ -287,6 +295,7 @@ mod tests {
         let o = parse(&[]).unwrap().train.job_options().unwrap();
         assert_eq!(o.kind, JobKind::Train { resume: false });
         assert_eq!((o.out.to_str(), o.heatmaps, o.data.is_none()), (Some("pnpt-out"), true, true));
+        assert!(!o.overwrite, "an earlier run is kept unless asked");
         assert_eq!(
             (o.config.input_size, o.config.train.epochs),
             (SYNTHETIC_INPUT_SIZE, pnpt::model::PnptConfig::cpu().train.epochs)

@@ -98,6 +98,12 @@ pub struct JobOptions {
     /// Write heat maps.
     #[config(default = true)]
     pub heatmaps: bool,
+    /// Write into an `out` that holds an earlier run (its `report.json`, `detector/`,
+    /// `checkpoint/`): its reports are removed first, the rest replaced as the run writes.
+    /// Without it such a folder is [`CliError::Output`](crate::CliError::Output) before
+    /// anything runs, except when resuming ([`JobKind::Train`] with `resume`).
+    #[config(default = false)]
+    pub overwrite: bool,
     /// Fixed scoring method (skips the choice on validation; switches a saved detector's).
     pub method: Option<ScoringMethod>,
     /// Report progress: progress bars on stderr, progress lines and warnings as `log` events

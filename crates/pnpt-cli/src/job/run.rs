@@ -10,7 +10,7 @@ use pnpt::synth::synthetic::SyntheticConfig;
 use pnpt::train::train;
 use pnpt::validation::ValidationOptions;
 
-use super::out_dir::prepare_out;
+use super::out_dir::{check_earlier_run, prepare_out};
 use super::record::{BankRecord, MemoryRecord, RunRecord, StageSeconds};
 use super::{JobKind, JobOptions, JobOutput};
 use crate::{CliError, Result};
@@ -64,8 +64,17 @@ impl BackendTask for Job {
         if dataset.categories.is_empty() {
             return Err(pnpt::data::DataError::EmptyDataset { path: root }.into());
         }
+        // What would otherwise fail only at the end, said before anything is created or
+        // trained: nothing to evaluate, nothing to calibrate thresholds on, an earlier run in
+        // --out.
+        pnpt::evaluate::check_evaluable(&dataset)?;
+        let resume = args.kind == (JobKind::Train { resume: true });
+        if let JobKind::Train { .. } = args.kind {
+            pnpt::train::check_calibration(&args.config, &dataset)?;
+        }
+        check_earlier_run(&args.out, args.overwrite || resume)?;
         // Before `prepare_out`: a misspelled --resume folder must not be created (or cleared).
-        if args.kind == (JobKind::Train { resume: true }) {
+        if resume {
             let checkpoint = args.out.join("checkpoint").join(pnpt::model::train::CHECKPOINT_FILE);
             if !checkpoint.is_file() {
                 return Err(CliError::Resume {
@@ -75,7 +84,7 @@ impl BackendTask for Job {
             }
             log(format!("resuming from {}", checkpoint.display()));
         }
-        prepare_out(&args.out)?;
+        prepare_out(&args.out, args.overwrite)?;
         // Every file the run will read, before the first epoch; all problems at once.
         let t0 = std::time::Instant::now();
         let audit = dataset.audit();
@@ -124,6 +133,7 @@ impl BackendTask for Job {
                         score_from: None,
                         ..post.rule()
                     };
+                    pnpt::train::check_calibration(&c, &dataset)?;
                     let (_, holdout) = split_holdout(&dataset, c.scoring.calibration_fraction, c.train.seed);
                     detector = pnpt::train::recalibrate(detector, rule, &holdout, None)?;
                     log(format!(

@@ -17,6 +17,9 @@ pub(super) struct ApiError {
     pub(super) categories: Option<Vec<String>>,
     /// Seconds for `Retry-After` (503).
     pub(super) retry_after: Option<u32>,
+    /// Answer with `Connection: close`: the body was not read to its end, so the connection
+    /// cannot carry another request.
+    pub(super) close: bool,
 }
 
 /// The body of an error answer.
@@ -29,7 +32,7 @@ struct ErrorBody {
 }
 
 pub(super) fn error(status: StatusCode, code: &'static str, message: String) -> ApiError {
-    ApiError { status, code, message, categories: None, retry_after: None }
+    ApiError { status, code, message, categories: None, retry_after: None, close: false }
 }
 
 impl IntoResponse for ApiError {
@@ -38,6 +41,9 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, Json(render::sorted_json(&body))).into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.close {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }

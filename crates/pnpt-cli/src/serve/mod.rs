@@ -13,24 +13,38 @@
 //! `overlay_png` (base64 PNG, [`crate::render::overlay`]).
 //!
 //! **Back-pressure.** Inference runs on blocking threads (`spawn_blocking`), at most
-//! [`ServeOptions::workers`] at a time (a semaphore), never on the async runtime. A request
-//! is admitted before its body is read when fewer than `workers + queue` requests are in
-//! progress; otherwise it is answered at once with 503 and `Retry-After`.
+//! [`ServeOptions::workers`] at a time (a semaphore), never on the async runtime. A request's
+//! body is read whole first (`body.rs`), so a slow upload holds its connection and nothing
+//! else; then it is admitted when fewer than `workers + queue` requests are in progress, and
+//! otherwise answered at once with 503 and `Retry-After`.
+//!
+//! **Hostile clients** (`listen.rs`, `body.rs`): a connection must send each request head
+//! within [`ServeOptions::header_timeout_s`] of connecting or of its previous answer (an idle
+//! keep-alive connection is closed then too), and each body within
+//! [`ServeOptions::body_timeout_s`] (408, connection closed); a declared `Content-Length` over
+//! [`ServeOptions::max_body`] is a 413 before any of the body is read; the bodies held at once
+//! stay under [`ServeOptions::max_buffered`] (503); at most [`ServeOptions::max_connections`]
+//! are open: a new one closes the connection idle longest, or is answered 503 when none is
+//! idle. `/metrics` counts each refusal by reason (`pnpt_refusals_total{reason}`).
 //!
 //! **Errors** are JSON `{"error": message, "code": code}`: 400 `bad_query`, `unknown_category`,
-//! `empty_body`, `bad_multipart`; 413 `body_too_large` (beyond [`ServeOptions::max_body`]),
-//! `image_too_large` (a side beyond [`ServeOptions::max_side`], read from the header before
-//! any pixel is decoded); 415 `not_an_image`; 422 `undecodable_image` (truncated or corrupt);
-//! 503 `busy`; 500 `internal`; 404 `not_found`.
+//! `empty_body`, `bad_multipart`, `bad_body`; 408 `body_timeout`; 413 `body_too_large` (beyond
+//! [`ServeOptions::max_body`]), `image_too_large` (a side beyond [`ServeOptions::max_side`],
+//! read from the header before any pixel is decoded); 415 `not_an_image`; 422
+//! `undecodable_image` (truncated or corrupt); 503 `busy`, `connection_limit`; 500 `internal`;
+//! 404 `not_found`.
 //!
-//! **Shutdown.** On SIGTERM or Ctrl-C the listener closes, requests in progress are answered,
-//! and `pnpt serve` exits 0.
+//! **Shutdown.** On SIGTERM or Ctrl-C the listener closes, idle connections are closed,
+//! requests in progress are answered, and `pnpt serve` exits 0.
+mod body;
 mod error;
+mod listen;
 mod metrics;
 mod predict;
 mod server;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -46,7 +60,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::info::DetectorInfo;
-use crate::render;
+use crate::{CliError, Result, render};
 use error::error;
 use metrics::{Metrics, metrics_handler, track};
 use predict::predict;
@@ -78,11 +92,57 @@ pub struct ServeOptions {
     /// Seconds in `Retry-After` of a 503.
     #[config(default = 1)]
     pub retry_after_s: u32,
+    /// Seconds a connection has to send a whole request head, from when it connects or from
+    /// its previous answer; then it is closed (an idle keep-alive connection too).
+    #[config(default = 10.0)]
+    pub header_timeout_s: f64,
+    /// Seconds a request has to send its whole body, from its head; then 408 and the
+    /// connection is closed. 32 MiB at 10 Mbit/s take 27 s.
+    #[config(default = 60.0)]
+    pub body_timeout_s: f64,
+    /// Connections open at once; at the cap a new one closes the one idle longest, or is
+    /// answered 503 when none is idle.
+    #[config(default = 256)]
+    pub max_connections: usize,
+    /// Bytes of request bodies held at once, by uploads being read and requests waiting or
+    /// running (256 MiB); beyond it 503. At least `max_body`.
+    #[config(default = "256 << 20")]
+    pub max_buffered: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl ServeOptions {
+    /// Options that cannot work are [`CliError::Arguments`]: a deadline that is not a positive
+    /// number of seconds, no connection, a body budget below one largest body.
+    pub fn check(&self) -> Result<()> {
+        for (name, s) in [("header_timeout_s", self.header_timeout_s), ("body_timeout_s", self.body_timeout_s)] {
+            if !(s.is_finite() && s > 0.0 && s < 1e9) {
+                return Err(CliError::Arguments(format!("serve: {name} {s}: expected a positive number of seconds")));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(CliError::Arguments("serve: max_connections must be at least 1".into()));
+        }
+        if self.max_buffered < self.max_body {
+            return Err(CliError::Arguments(format!(
+                "serve: max_buffered ({} bytes) is below max_body ({} bytes): no body of the largest size could be read",
+                self.max_buffered, self.max_body
+            )));
+        }
+        Ok(())
+    }
+
+    fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout_s)
+    }
+
+    fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_timeout_s)
     }
 }
 
@@ -93,6 +153,8 @@ struct AppState<B: Backend> {
     admit: Arc<Semaphore>,
     /// `workers` permits: one per running inference.
     workers: Arc<Semaphore>,
+    /// `max_buffered` in KiB: the bodies held at once.
+    memory: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     info: Arc<Value>,
 }
@@ -104,6 +166,7 @@ impl<B: Backend> Clone for AppState<B> {
             options: self.options.clone(),
             admit: self.admit.clone(),
             workers: self.workers.clone(),
+            memory: self.memory.clone(),
             metrics: self.metrics.clone(),
             info: self.info.clone(),
         }
@@ -116,8 +179,22 @@ struct Health {
     status: &'static str,
 }
 
-/// The service's routes for `detector` (`info`: what `GET /v1/info` answers).
+/// The service's routes for `detector` (`info`: what `GET /v1/info` answers). Served by
+/// [`Server`] or [`serve_until_signal`], which add the limits on connections; a router served
+/// some other way has the limits on requests only.
 pub fn router<B: Backend>(detector: Arc<Detector<B>>, info: &DetectorInfo, options: ServeOptions) -> Router
+where
+    Detector<B>: Send + Sync,
+{
+    app(detector, info, options, Arc::new(Metrics::default()))
+}
+
+fn app<B: Backend>(
+    detector: Arc<Detector<B>>,
+    info: &DetectorInfo,
+    options: ServeOptions,
+    metrics: Arc<Metrics>,
+) -> Router
 where
     Detector<B>: Send + Sync,
 {
@@ -125,8 +202,9 @@ where
         detector,
         admit: Arc::new(Semaphore::new(options.workers.max(1) + options.queue)),
         workers: Arc::new(Semaphore::new(options.workers.max(1))),
+        memory: Arc::new(Semaphore::new(options.max_buffered.div_ceil(1024).min(Semaphore::MAX_PERMITS))),
         options,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         info: Arc::new(render::sorted_json(info)),
     };
     let metrics = state.metrics.clone();

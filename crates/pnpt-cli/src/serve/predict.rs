@@ -1,24 +1,25 @@
-//! `POST /v1/predict`: admission, body limits, decoding and scoring on a blocking thread.
+//! `POST /v1/predict`: the body read whole ([`super::body`]), then admission, decoding and
+//! scoring on a blocking thread.
 
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
 use pnpt::burn::tensor::backend::Backend;
 use pnpt::data::image::{ImageReader, Limits};
 use pnpt::model::Detector;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppState;
 use super::error::{ApiError, error};
+use super::metrics::Refusal;
+use super::{AppState, body};
 use crate::render::{self, PredictionRecord};
 use crate::{Result, multipart};
 
@@ -41,9 +42,9 @@ where
     let mut body = Some(body);
     let result = score(&st, query, &headers, &mut body).await;
     if let (Err(_), Some(unread)) = (&result, body.take()) {
-        // An answer before the body is read (busy, bad query...) would otherwise reset the
-        // connection under a client still uploading (see `read_body`).
-        discard(unread, st.options.max_body.saturating_add(DRAIN)).await;
+        // An answer before the body is read (a bad query...) would otherwise reset the
+        // connection under a client still uploading.
+        body::linger(unread, &headers);
     }
     result
 }
@@ -77,8 +78,16 @@ where
             ..error(StatusCode::BAD_REQUEST, "unknown_category", format!("unknown category `{c}`"))
         });
     }
-    // Admission before the body is read, so a full service turns requests away at once.
+    // The whole body before a queue slot: a slow upload holds a connection, never a worker.
+    let reader = body::Reader {
+        max_body: st.options.max_body,
+        timeout: st.options.body_timeout(),
+        memory: &st.memory,
+        metrics: &st.metrics,
+    };
+    let upload = reader.read(body.take().unwrap_or_default(), headers).await?;
     let Ok(_admitted) = st.admit.clone().try_acquire_owned() else {
+        st.metrics.refuse(Refusal::Busy);
         let message =
             format!("all {} workers busy and {} requests queued; retry later", st.options.workers, st.options.queue);
         return Err(ApiError {
@@ -86,7 +95,7 @@ where
             ..error(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
         });
     };
-    let bytes = read_body(body.take().unwrap_or_default(), headers, st.options.max_body).await?;
+    let bytes = upload.bytes.clone();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let image_bytes = match multipart::boundary(content_type) {
         Some(b) => bytes.slice_ref(
@@ -120,60 +129,11 @@ where
     let inferred = job
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("inference failed: {e}")))??;
+    // The upload's share of the memory budget is returned only now: its bytes lived until here.
+    drop(upload);
     st.metrics.images.fetch_add(1, Ordering::Relaxed);
     let answer = Answer { inferred, width, height, ms: t0.elapsed().as_secs_f64() * 1000.0 };
     Ok(Json(render::sorted_json(&answer)))
-}
-
-/// Reads the body up to `limit` bytes; a declared or actual size beyond it is a 413. The rest
-/// of an oversized body is read and dropped (up to [`DRAIN`] more bytes) before answering:
-/// closing a socket with unread data resets the connection, and the client would see that
-/// instead of the 413.
-async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let mut over = declared.is_some_and(|n| n > limit as u64);
-    let mut buf = Vec::with_capacity(if over { 0 } else { declared.unwrap_or(0) as usize });
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_body", format!("reading the body failed: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            over |= seen > limit;
-            if over {
-                buf = Vec::new();
-                if seen > limit.saturating_add(DRAIN) {
-                    break;
-                }
-            } else {
-                buf.extend_from_slice(&data);
-            }
-        }
-    }
-    if over {
-        let size = declared.map_or_else(|| format!("more than {limit}"), |n| n.to_string());
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is {size} bytes; the limit is {limit}"),
-        ));
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// How much of an oversized body is read and dropped before the 413 (see [`read_body`]).
-const DRAIN: usize = 64 << 20;
-
-/// Reads and drops a body, at most `cap` bytes of it.
-async fn discard(mut body: Body, cap: usize) {
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > cap {
-            break;
-        }
-    }
 }
 
 /// Width and height from the image header, before anything is decoded.

@@ -7,7 +7,8 @@ use pnpt::burn::tensor::backend::Backend;
 use pnpt::model::Detector;
 use tokio::sync::oneshot;
 
-use super::{ServeOptions, router};
+use super::metrics::Metrics;
+use super::{ServeOptions, app, listen};
 use crate::info::DetectorInfo;
 use crate::{CliError, Result};
 
@@ -27,15 +28,17 @@ impl Server {
     where
         Detector<B>: Send + Sync,
     {
+        options.check()?;
         let (listener, addr) = bind(addr)?;
         let info = crate::info::detector_info(&detector, None);
-        let app = router(detector, &info, options);
+        let metrics = Arc::new(Metrics::default());
+        let app = app(detector, &info, options.clone(), metrics.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let runtime = runtime(&addr.to_string())?;
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, app).with_graceful_shutdown(async move { rx.await.unwrap_or(()) }).await
+                listen::run(listener, app, &options, metrics, async move { rx.await.unwrap_or(()) }).await
             })
         });
         Ok(Self { addr, shutdown: Some(tx), thread: Some(thread) })
@@ -94,14 +97,16 @@ pub fn serve_until_signal<B: Backend>(
 where
     Detector<B>: Send + Sync,
 {
+    options.check()?;
     let (listener, local) = bind(addr)?;
-    let app = router(detector, info, options);
+    let metrics = Arc::new(Metrics::default());
+    let app = app(detector, info, options.clone(), metrics.clone());
     let rt = runtime(addr)?;
     let fail = |e: std::io::Error| CliError::Service { addr: local.to_string(), reason: e.to_string() };
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(fail)?;
         ready(local);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(fail)
+        listen::run(listener, app, &options, metrics, shutdown_signal()).await.map_err(fail)
     })
 }
 

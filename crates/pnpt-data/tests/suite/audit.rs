@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use pnpt_data::{DataError, Dataset};
 use tempfile::tempdir;
 
-use crate::{bytes, png, png_mask};
+use crate::{bytes, png, png_mask, png_rgb};
 
 /// A valid two-category dataset: 2 train, 1 good and 1 defective test image (with mask) each.
 fn valid(r: &Path) {
@@ -210,8 +210,10 @@ fn empty_masks_and_one_sided_test_splits_are_warnings() {
     valid(r);
     png_mask(&r.join("a/ground_truth/crack/000_mask.png"), 4, 4, &[], 255);
     fs::remove_file(r.join("b/test/crack/000.png")).unwrap();
-    let audit = Dataset::open(r, None).unwrap().audit();
+    let mut audit = Dataset::open(r, None).unwrap().audit();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    // The 4 x 4 images of these sets are warned about too (`tiny_images_are_warned_about`).
+    audit.warnings.retain(|w| !w.contains("pixels a side"));
     assert_eq!(audit.warnings.len(), 2, "{:?}", audit.warnings);
     assert!(
         audit.warnings.iter().any(|w| w.contains("000.png") && w.contains("marks no pixel")),
@@ -222,6 +224,32 @@ fn empty_masks_and_one_sided_test_splits_are_warnings() {
     // A valid set has neither.
     let d = tempdir().unwrap();
     valid(d.path());
-    let audit = Dataset::open(d.path(), None).unwrap().audit();
+    let mut audit = Dataset::open(d.path(), None).unwrap().audit();
+    audit.warnings.retain(|w| !w.contains("pixels a side"));
     assert!(audit.problems.is_empty() && audit.warnings.is_empty(), "{audit:?}");
+}
+
+/// Images under `MIN_SIDE` pixels a side: one warning per category and split, naming the
+/// smallest; images of a usable size none.
+#[test]
+fn tiny_images_are_warned_about() {
+    let d = tempdir().unwrap();
+    let r = d.path();
+    let grey = |_, _| [90, 90, 90];
+    for c in ["a", "b"] {
+        for f in ["train/good/000.png", "train/good/001.png", "test/good/000.png", "test/crack/000.png"] {
+            png_rgb(&r.join(c).join(f), 40, 40, grey);
+        }
+        png_mask(&r.join(c).join("ground_truth/crack/000_mask.png"), 40, 40, &[(1, 1)], 255);
+    }
+    let audit = Dataset::open(r, None).unwrap().audit();
+    assert!(audit.problems.is_empty() && audit.warnings.is_empty(), "{audit:?}");
+    png_rgb(&r.join("a/train/good/001.png"), 1, 1, grey);
+    png_rgb(&r.join("a/train/good/002.png"), 300, 2, grey);
+    let audit = Dataset::open(r, None).unwrap().audit();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    assert_eq!(audit.warnings.len(), 1, "{:?}", audit.warnings);
+    let w = &audit.warnings[0];
+    assert!(w.contains("\"a\"") && w.contains("2 training image(s)") && w.contains("001.png, 1 x 1"), "{w}");
+    assert!(w.contains(&format!("under {} pixels a side", pnpt_data::dataset::MIN_SIDE)), "{w}");
 }

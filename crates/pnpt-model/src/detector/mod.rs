@@ -67,8 +67,12 @@ pub mod files {
     pub const POOL: &str = "prompt_pool.safetensors";
     /// Per-category thresholds.
     pub const THRESHOLDS: &str = "thresholds.json";
-    /// What the weights were saved with.
+    /// What the weights were saved with, and the SHA-256 of every other file.
     pub const MANIFEST: &str = "manifest.json";
+    /// The SHA-256 of `manifest.json` itself, twice (`pnpt_io::checksum::write_sidecar`):
+    /// the manifest cannot vouch for itself, and nothing inside the folder's files can turn
+    /// the check off.
+    pub const MANIFEST_CHECKSUM: &str = "manifest.sha256";
     /// The class-conditional patch memory (only when the detector has one; safetensors,
     /// `pnpt_memory::PatchMemory::save`).
     pub const MEMORY: &str = "patch_memory.safetensors";

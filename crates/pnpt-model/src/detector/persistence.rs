@@ -2,7 +2,10 @@
 //!
 //! Since manifest format 5 the tensors are safetensors files (`model.safetensors`,
 //! `prompt_pool.safetensors`, `patch_memory.safetensors`; [`pnpt_io::tensor_file`]), so
-//! Python reads a whole detector. [`Detector::load`] reads this format only. Folders of
+//! Python reads a whole detector; since format 6 the manifest's own SHA-256 is beside it
+//! (`manifest.sha256`) and is checked first, so an edit of the manifest (its format, its
+//! checksums) is refused as such and cannot turn the other checks off. [`Detector::load`]
+//! reads the current format only. Folders of
 //! earlier formats, with `model.mpk` (a Burn record) and the pnpt containers
 //! `prompt_pool.bin` / `patch_memory.bin`, are converted once by [`upgrade`] (`pnpt upgrade`):
 //! there each file is taken under its current name if present, else under its
@@ -43,13 +46,17 @@ struct Manifest {
     checksums: BTreeMap<String, String>,
 }
 
-/// 5: model, pool and memory as safetensors files; 4: per-position statistics of PNPT's map
-/// (`positional.npy`, `scoring.positional`); 3: a SHA-256 per file in the manifest, verified
-/// before anything is parsed; 2: scoring methods and the patch memory; 1: PNPT-only
-/// detectors. Only 5 loads; [`upgrade`] converts the others (1 and 2 without the integrity
+/// 6: the manifest's own SHA-256 beside it (`manifest.sha256`), checked before the manifest is
+/// parsed; 5: model, pool and memory as safetensors files; 4: per-position statistics of PNPT's
+/// map (`positional.npy`, `scoring.positional`); 3: a SHA-256 per file in the manifest,
+/// verified before anything is parsed; 2: scoring methods and the patch memory; 1: PNPT-only
+/// detectors. Only 6 loads; [`upgrade`] converts the others (1 and 2 without the integrity
 /// check, which they did not have; the configuration of format 1 predates `scoring.method`,
 /// read as `pnpt`).
-const FORMAT: u32 = 5;
+const FORMAT: u32 = 6;
+/// The first format whose tensors are safetensors files: an earlier manifest beside such a
+/// file was edited (to skip the checks of the later formats).
+const SAFETENSORS_FORMAT: u32 = 5;
 
 /// Header of `model.safetensors` (its metadata, beside the tensors): what the weights are for.
 #[derive(Serialize, Deserialize)]
@@ -154,6 +161,7 @@ fn write_files<B: Backend>(detector: &Detector<B>, dir: &Path) -> Result<()> {
         checksums.insert(name.to_string(), sha256_hex(&bytes));
     }
     write_atomic(&dir.join(files::MANIFEST), &to_json(&manifest(detector, checksums))?)?;
+    pnpt_io::checksum::write_sidecar(&dir.join(files::MANIFEST), &dir.join(files::MANIFEST_CHECKSUM))?;
     Ok(())
 }
 
@@ -167,7 +175,7 @@ enum Formats {
 
 /// [`Detector::load`]; the backbone weights from `weights` when given.
 pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::Device) -> Result<Detector<B>> {
-    read(dir, weights, device, Formats::Current)
+    read(dir, weights, device, Formats::Current).map(|(d, _)| d)
 }
 
 /// Converts the detector folder `old`, of any format this version has written, to the current
@@ -182,19 +190,42 @@ pub(super) fn load<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::D
 /// # Ok::<(), pnpt_model::Error>(())
 /// ```
 pub fn upgrade<B: Backend>(old: &Path, new: &Path, device: &B::Device) -> Result<u32> {
-    let manifest: Manifest = read_json(&old.join(files::MANIFEST))?;
-    let detector = read::<B>(old, None, device, Formats::Any)?;
+    let (detector, format) = read::<B>(old, None, device, Formats::Any)?;
     save(&detector, new)?;
-    Ok(manifest.format)
+    Ok(format)
 }
 
-fn read<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::Device, formats: Formats) -> Result<Detector<B>> {
-    warn_if_unoptimised();
-    let manifest_path = dir.join(files::MANIFEST);
-    let manifest: Manifest = read_json(&manifest_path)?;
-    let refuse = |reason: String| Err(Error::Mismatch { path: manifest_path.clone(), reason });
+/// The manifest of `dir`, checked against `manifest.sha256` where the folder has one (format
+/// 6), before any of it is believed; and whether it had one.
+fn read_manifest(dir: &Path) -> Result<(Manifest, bool)> {
+    let path = dir.join(files::MANIFEST);
+    let sidecar = dir.join(files::MANIFEST_CHECKSUM);
+    let (bytes, vouched) = match pnpt_io::checksum::read_with_sidecar(&path, &sidecar) {
+        Ok(bytes) => (bytes, true),
+        // Folders of formats 1-5 have none; what the manifest says decides below.
+        Err(pnpt_io::Error::Io { path: p, source })
+            if p == sidecar && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            (std::fs::read(&path).map_err(Error::io(&path))?, false)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Artefact { path, reason: e.to_string() })?;
+    Ok((manifest, vouched))
+}
+
+/// Refuses a manifest whose format this read does not take, or that was edited to look older.
+fn check_format(dir: &Path, manifest: &Manifest, vouched: bool, formats: Formats) -> Result<()> {
+    let refuse = |reason: String| Err(Error::Mismatch { path: dir.join(files::MANIFEST), reason });
+    let sidecar = files::MANIFEST_CHECKSUM;
     match manifest.format {
-        FORMAT => {}
+        FORMAT if vouched => Ok(()),
+        FORMAT => refuse(format!(
+            "detector format {FORMAT} without its {sidecar}: the folder is incomplete or was edited (save the detector again)"
+        )),
+        f @ 1..FORMAT if vouched => refuse(format!(
+            "detector format {f} beside a {sidecar}, which only format {FORMAT} writes: the manifest was edited (this version reads format {FORMAT})"
+        )),
         f @ 1..FORMAT if formats == Formats::Any => {
             // Checksums arrived with format 3: a lower format that carries them was edited.
             if f < 3 && !manifest.checksums.is_empty() {
@@ -202,19 +233,34 @@ fn read<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::Device, form
                     "format {f} with checksums, which only format 3 and later have: the manifest was edited"
                 ));
             }
+            if let Some(file) = (f < SAFETENSORS_FORMAT)
+                .then(|| [files::MODEL, files::POOL, files::MEMORY].into_iter().find(|n| dir.join(n).exists()))
+                .flatten()
+            {
+                return refuse(format!(
+                    "format {f} beside {file}, which only format {SAFETENSORS_FORMAT} and later write: the manifest was edited"
+                ));
+            }
+            Ok(())
         }
-        f @ 1..FORMAT => {
-            return refuse(format!(
-                "detector format {f}; this version reads format {FORMAT}: convert the folder with `pnpt upgrade {} NEW` (pnpt::model::detector::upgrade)",
-                dir.display()
-            ));
-        }
-        f => {
-            return refuse(format!(
-                "detector format {f} was written by a newer pnpt; this version reads format {FORMAT}"
-            ));
-        }
+        f @ 1..FORMAT => refuse(format!(
+            "detector format {f}; this version reads format {FORMAT}: convert the folder with `pnpt upgrade {} NEW` (pnpt::model::detector::upgrade)",
+            dir.display()
+        )),
+        f => refuse(format!("detector format {f} was written by a newer pnpt; this version reads format {FORMAT}")),
     }
+}
+
+/// The detector in `dir` and the format it was saved in.
+fn read<B: Backend>(
+    dir: &Path,
+    weights: Option<&Path>,
+    device: &B::Device,
+    formats: Formats,
+) -> Result<(Detector<B>, u32)> {
+    warn_if_unoptimised();
+    let (manifest, vouched) = read_manifest(dir)?;
+    check_format(dir, &manifest, vouched, formats)?;
     let legacy = formats == Formats::Any;
     // A current folder has only the current names; an older one may have the names of its time.
     let artefact = |current: &str, old: &str| if legacy { artefact(dir, current, old) } else { dir.join(current) };
@@ -308,7 +354,9 @@ fn read<B: Backend>(dir: &Path, weights: Option<&Path>, device: &B::Device, form
     }
     let post =
         PostProcessor::from_parts(model.categories().to_vec(), &config.scoring, normalization, positional, thresholds);
-    Detector::new(model, post).map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })
+    let detector = Detector::new(model, post)
+        .map_err(|e| Error::Mismatch { path: dir.join(files::CONFIG), reason: e.to_string() })?;
+    Ok((detector, manifest.format))
 }
 
 /// Every file a detector of format 3 must vouch for; the memory's two only when present.
@@ -334,8 +382,11 @@ fn verify_checksums(dir: &Path, checksums: &BTreeMap<String, String>, legacy: bo
     for name in required {
         if !checksums.contains_key(name) {
             return Err(Error::Artefact {
-                path: dir.join(files::MANIFEST),
-                reason: format!("no checksum for {name}: the manifest was edited or comes from another detector"),
+                path: dir.join(name),
+                reason: format!(
+                    "{} has no checksum for it: the file was added after the detector was saved, or the manifest comes from another detector",
+                    files::MANIFEST
+                ),
             });
         }
     }
@@ -404,3 +455,7 @@ fn warn_if_unoptimised() {
 #[cfg(test)]
 #[path = "persistence_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "persistence_integrity_tests.rs"]
+mod integrity_tests;

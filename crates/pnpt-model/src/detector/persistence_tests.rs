@@ -1,6 +1,7 @@
 //! Detector folders: safetensors round trip, the file's own digest and truncation, the upgrade
 //! of earlier formats (`model.mpk`, `prompt_pool.bin`, `patch_memory.bin`, manifest formats 4
-//! and 1), and `model.safetensors` read by an independent Python reader.
+//! and 1), and `model.safetensors` read by an independent Python reader. Changes to a saved
+//! folder, bit by bit: `persistence_integrity_tests.rs`.
 
 use super::*;
 use burn::backend::Flex;
@@ -8,9 +9,9 @@ use burn::tensor::{Distribution, Tensor};
 use pnpt_memory::{MemoryBuilder, MemoryConfig};
 use pnpt_prompt::PoolBuilder;
 
-type B = Flex<f32>;
+pub(super) type B = Flex<f32>;
 
-fn tiny() -> Detector<B> {
+pub(super) fn tiny() -> Detector<B> {
     let device = Default::default();
     let mut cfg = PnptConfig::cpu();
     cfg.input_size = 32;
@@ -54,7 +55,7 @@ fn weights(d: &Detector<B>) -> Vec<(String, Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
-fn same(a: &Detector<B>, b: &Detector<B>) {
+pub(super) fn same(a: &Detector<B>, b: &Detector<B>) {
     assert_eq!(weights(a), weights(b));
     assert_eq!(a.categories(), b.categories());
     assert_eq!(values(a.model().pool().codes()), values(b.model().pool().codes()));
@@ -68,11 +69,17 @@ fn same(a: &Detector<B>, b: &Detector<B>) {
     }
 }
 
-fn set_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+/// Edits the manifest as a tool that knows the format would: its checksum file (where the
+/// folder has one) is rewritten to match.
+pub(super) fn set_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join(files::MANIFEST);
     let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     edit(&mut manifest);
     std::fs::write(&path, manifest.to_string()).unwrap();
+    let sidecar = dir.join(files::MANIFEST_CHECKSUM);
+    if sidecar.exists() {
+        pnpt_io::checksum::write_sidecar(&path, &sidecar).unwrap();
+    }
 }
 
 #[test]
@@ -167,6 +174,7 @@ fn write_format4(detector: &Detector<B>, dir: &Path) {
     for (new, _) in &renamed {
         std::fs::remove_file(dir.join(new)).unwrap();
     }
+    std::fs::remove_file(dir.join(files::MANIFEST_CHECKSUM)).unwrap();
     set_manifest(dir, |m| {
         m["format"] = 4.into();
         let sums = m["checksums"].as_object_mut().unwrap();

@@ -99,6 +99,25 @@ impl Default for EvaluateOptions {
     }
 }
 
+/// The categories [`evaluate`] skips, with the reason: those without both normal and
+/// anomalous test images, whose metrics are undefined; [`Error::NothingToEvaluate`] when that
+/// is every category. It only counts files, so a job calls it before training rather than
+/// learn this after.
+pub fn check_evaluable(dataset: &Dataset) -> Result<Vec<(String, String)>> {
+    let mut skipped = Vec::new();
+    for cat in &dataset.categories {
+        let n = cat.test.len();
+        let anomalous = cat.test.iter().filter(|s| s.is_anomalous()).count();
+        if n == 0 || anomalous == 0 || anomalous == n {
+            skipped.push((cat.name.clone(), format!("{anomalous} anomalous and {} normal test images", n - anomalous)));
+        }
+    }
+    if skipped.len() == dataset.categories.len() {
+        return Err(Error::NothingToEvaluate);
+    }
+    Ok(skipped)
+}
+
 /// Evaluates `detector` on the test split of every category of `dataset`, with its own scoring
 /// method and, for the `methods` ablation, every other method it can use.
 pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: &EvaluateOptions) -> Result<Report> {
@@ -109,15 +128,13 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
         if detector.model().memory().is_some() { ScoringMethod::ALL.to_vec() } else { vec![ScoringMethod::Pnpt] };
     let mut per_method: Vec<Vec<(String, CategoryMetrics)>> = vec![Vec::new(); methods.len()];
     let mut categories = Vec::new();
-    let mut skipped = Vec::new();
+    let skipped = check_evaluable(dataset)?;
     let mut images = 0usize;
     let mut seconds = 0.0f64;
     let mut agreement = options.validation.as_ref().map(agreement::AgreementBuilder::new);
     for cat in &dataset.categories {
         let n = cat.test.len();
-        let anomalous = cat.test.iter().filter(|s| s.is_anomalous()).count();
-        if n == 0 || anomalous == 0 || anomalous == n {
-            skipped.push((cat.name.clone(), format!("{anomalous} anomalous and {} normal test images", n - anomalous)));
+        if skipped.iter().any(|(name, _)| *name == cat.name) {
             continue;
         }
         let t0 = Instant::now();
@@ -167,7 +184,7 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
                 defect: s.defect.clone(),
                 score,
                 anomalous: s.is_anomalous(),
-                heatmap: heatmap_dir.map(|_| heatmap::relative_path(&cat.name, s)),
+                heatmap: heatmap_dir.map(|_| heatmap::relative_file(&cat.name, s)),
             })
             .collect();
         categories.push(CategoryReport {
@@ -178,9 +195,6 @@ pub fn evaluate<B: Backend>(detector: &Detector<B>, dataset: &Dataset, options: 
             scale,
             results,
         });
-    }
-    if categories.is_empty() {
-        return Err(Error::NothingToEvaluate);
     }
     let mean_of = |all: Vec<CategoryMetrics>| {
         pnpt_metrics::mean(&all).map_err(|source| Error::CategoryMetrics { category: "<mean>".into(), source })

@@ -7,8 +7,8 @@ use pnpt_metrics::CategoryMetrics;
 use serde_json::{Map, Value};
 
 use super::schema::{ReportJson, sorted};
-use crate::Result;
 use crate::heatmap::ColourScale;
+use crate::{Error, Result};
 
 /// Results of one category.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +38,9 @@ pub struct ImageResult {
     pub score: f32,
     /// Ground truth: the image is defective.
     pub anomalous: bool,
-    /// The heat map relative to the report folder, `/`-separated; `None` when not written.
-    pub heatmap: Option<String>,
+    /// The heat map's file relative to the report folder (with the image's exact name, UTF-8
+    /// or not); `None` when not written.
+    pub heatmap: Option<PathBuf>,
 }
 
 impl ImageResult {
@@ -113,16 +114,25 @@ pub fn metric_values(m: &CategoryMetrics, retrieval: f64) -> [f64; 8] {
 impl Report {
     /// The `report.json` text (its layout: the `schema` module).
     pub fn to_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(&sorted(&ReportJson::new(self))).unwrap_or_default();
+        self.json_text().unwrap_or_else(|e| format!("{}\n", serde_json::json!({ "error": e.to_string() })))
+    }
+
+    /// The `report.json` text, or why it cannot be written (every value has a JSON form, so
+    /// this is a bug; it is said rather than written as `null`).
+    fn json_text(&self) -> serde_json::Result<String> {
+        let value = serde_json::to_value(ReportJson::new(self))?;
+        let mut text = serde_json::to_string_pretty(&sorted(&value))?;
         text.push('\n');
-        text
+        Ok(text)
     }
 
     /// Writes `report.json` and `report.md` into `dir` (`report.html` is the command's:
     /// `pnpt_cli::html`).
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        write_atomic(&dir.join("report.json"), self.to_json().as_bytes())?;
+        let path = dir.join("report.json");
+        let json = self.json_text().map_err(|e| Error::Report { path: path.clone(), reason: e.to_string() })?;
+        write_atomic(&path, json.as_bytes())?;
         write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())?;
         Ok(())
     }
@@ -157,5 +167,27 @@ mod tests {
             (images["results"][3]["score"].as_f64(), images["results"][3]["anomalous"].as_bool()),
             (Some(2.0), Some(true))
         );
+    }
+
+    /// A file name that is not UTF-8 is written with U+FFFD in place of its odd byte, in the
+    /// image's path and its heat map's; the rest of the report is intact (it was `null`).
+    #[cfg(unix)]
+    #[test]
+    fn names_that_are_not_utf8_are_written_lossily() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let mut report = sample_report();
+        let odd = OsStr::from_bytes(b"crack_\xff.png");
+        let r = &mut report.categories[0].results[3];
+        r.path = Path::new("test/crack").join(OsStr::from_bytes(b"\xff.png"));
+        r.heatmap = Some(Path::new("heatmaps/c").join(odd));
+        let dir = tempfile::tempdir().unwrap();
+        report.write(dir.path()).unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+        let result = &v["images"]["a\"b"]["results"][3];
+        assert_eq!(result["path"], "test/crack/\u{fffd}.png");
+        assert_eq!(result["heatmap"], "heatmaps/c/crack_\u{fffd}.png");
+        assert_eq!(v["seed"], 7);
+        assert_eq!(v["categories"]["a\"b"]["aupro"], 0.3);
     }
 }

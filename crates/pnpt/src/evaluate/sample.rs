@@ -31,7 +31,7 @@ pub fn sample_report() -> Report {
         defect: defect.into(),
         score,
         anomalous: defect != "good",
-        heatmap: Some(format!("heatmaps/c/{defect}_{i:03}.png")),
+        heatmap: Some(PathBuf::from(format!("heatmaps/c/{defect}_{i:03}.png"))),
     };
     let results =
         vec![result("good", 0, 0.2), result("good", 1, 1.2), result("crack", 0, 0.9), result("crack", 1, 2.0)];

@@ -137,25 +137,32 @@ struct ScaleJson {
     centred: bool,
 }
 
-/// One entry of `images.<category>.results`.
+/// One entry of `images.<category>.results`. Paths are written as text, names that are not
+/// UTF-8 with U+FFFD in place of their odd bytes (serde refuses such a `Path`, which left the
+/// whole report `null`).
 #[derive(Serialize)]
 struct ImageJson<'a> {
-    path: &'a Path,
+    path: String,
     defect: &'a str,
     score: f32,
     anomalous: bool,
-    heatmap: Option<&'a str>,
+    heatmap: Option<String>,
+}
+
+/// `path` as `/`-separated text, lossily where a name is not UTF-8.
+pub(crate) fn lossy(path: &Path) -> String {
+    path.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 impl<'a> ReportJson<'a> {
     pub(super) fn new(r: &'a Report) -> Self {
         let scale = |s: &ColourScale| ScaleJson { lo: s.lo, hi: s.hi, threshold: s.threshold, centred: s.centred };
         let image = |i: &'a ImageResult| ImageJson {
-            path: &i.path,
+            path: i.path.to_string_lossy().into_owned(),
             defect: &i.defect,
             score: i.score,
             anomalous: i.anomalous,
-            heatmap: i.heatmap.as_deref(),
+            heatmap: i.heatmap.as_deref().map(lossy),
         };
         Self {
             categories: r

@@ -1,11 +1,14 @@
 //! `pnpt predict`: score files and folders of unlabelled images.
 //!
 //! Folders are searched recursively for `.png`, `.jpg`, `.jpeg` and `.bmp` files (any case),
-//! in sorted order; files named on the command line are read whatever their extension. Into
-//! the output folder go `predictions.jsonl` (one JSON object per image, in input order:
-//! `path`, the fields of [`crate::render::PredictionRecord`], `overlay` and `mask` (paths
-//! relative to the output folder, `null` with `--no-maps`) and `ms`; or `path` and `error` for
-//! an image that could not be read or scored) and `maps/<name>.overlay.png` /
+//! in sorted order, each folder once and each image once however many links lead to it, at
+//! most [`PredictOptions::max_inputs`] ([`collect_inputs`]); files named on the command line
+//! are read whatever their extension. The output folder must be writable and hold no earlier
+//! results unless [`PredictOptions::overwrite`], checked before the detector loads
+//! ([`preflight`]). Into the output folder go `predictions.jsonl` (one JSON object per image,
+//! in input order: `path`, the fields of [`crate::render::PredictionRecord`], `overlay` and
+//! `mask` (paths relative to the output folder, `null` with `--no-maps`) and `ms`; or `path` and
+//! `error` for an image that could not be read or scored) and `maps/<name>.overlay.png` /
 //! `maps/<name>.mask.png`, where `<name>` is the image's path relative to the folder it was
 //! found in (its stem for files named directly), without extension.
 //!
@@ -14,7 +17,8 @@
 //! `predictions.jsonl` is rewritten (complete) at most once a second and at the end, so an
 //! interrupted run leaves every line written so far intact.
 
-use std::collections::HashSet;
+mod inputs;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,6 +35,8 @@ use serde::Serialize;
 
 use crate::render::{self, PredictionRecord};
 use crate::{CliError, Result};
+
+pub use inputs::{Input, collect_inputs};
 
 /// File extensions picked up in folders.
 pub const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
@@ -62,6 +68,13 @@ pub struct PredictOptions {
     /// Show a progress bar (on a terminal only).
     #[config(default = true)]
     pub progress: bool,
+    /// Most images one run scores; more is an error before any is scored.
+    #[config(default = 1_000_000)]
+    pub max_inputs: usize,
+    /// Replace the results of an earlier run in `out` (`predictions.jsonl`, `maps/`) instead of
+    /// refusing to.
+    #[config(default = false)]
+    pub overwrite: bool,
 }
 
 /// What a run did.
@@ -86,92 +99,14 @@ impl Summary {
     }
 }
 
-/// One image to score and the name of its maps.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Input {
-    /// The file.
-    pub path: PathBuf,
-    /// Unique name of its outputs, `/`-separated, without extension.
-    pub name: String,
-    /// Why it cannot be scored before any reading (a missing path).
-    pub error: Option<String>,
-}
+/// What marks `--out` as holding an earlier run's results.
+const RUN_MARKERS: [&str; 2] = ["predictions.jsonl", "maps"];
 
-/// The images named by `inputs` (see the module documentation), skipping anything under
-/// `skip` (the output folder, so a rerun does not score its own overlays).
-pub fn collect_inputs(inputs: &[PathBuf], skip: &Path) -> Result<Vec<Input>> {
-    let skip = skip.canonicalize().ok();
-    let mut found = Vec::new();
-    for arg in inputs {
-        if arg.is_dir() {
-            let mut files = Vec::new();
-            walk(arg, skip.as_deref(), &mut files)?;
-            files.sort();
-            for f in files {
-                let rel = f.strip_prefix(arg).unwrap_or(&f).with_extension("");
-                let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                found.push(Input { path: f, name, error: None });
-            }
-        } else {
-            let name = arg.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
-            let error = (!arg.exists()).then(|| "no such file or folder".to_string());
-            found.push(Input { path: arg.clone(), name, error });
-        }
-    }
-    // Two inputs with the same name (same file name in two folders) get `~2`, `~3`...
-    let mut used = HashSet::new();
-    for input in &mut found {
-        let base = input.name.clone();
-        let mut k = 1;
-        while !used.insert(input.name.clone()) {
-            k += 1;
-            input.name = format!("{base}~{k}");
-        }
-    }
-    Ok(found)
-}
-
-fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> Result<()> {
-    if skip.is_some_and(|s| dir.canonicalize().is_ok_and(|d| d == s)) {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir).map_err(CliError::io(dir))? {
-        let path = entry.map_err(CliError::io(dir))?.path();
-        if path.is_dir() {
-            walk(&path, skip, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Loads the detector on the options' device and runs [`predict_with`].
-pub fn run_predict(options: PredictOptions) -> Result<Summary> {
-    let device = options.device;
-    run_on(&device, Task(options))?
-}
-
-struct Task(PredictOptions);
-
-impl BackendTask for Task {
-    type Output = Result<Summary>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Summary> {
-        let detector = Detector::<B::InnerBackend>::load(&self.0.detector, &device)?;
-        predict_with(&detector, &self.0)
-    }
-}
-
-/// Scores every input with `detector` and writes the outputs; a failed image is an error line
-/// and the run goes on.
-pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions) -> Result<Summary> {
-    if let Some(c) = &options.category {
-        detector.model().category_index(c)?;
-    }
-    let inputs = collect_inputs(&options.inputs, &options.out)?;
+/// The checks before any image is scored (and before the detector loads): the inputs found
+/// and within the limit, the output folder writable and not holding an earlier run (unless
+/// [`PredictOptions::overwrite`], which clears that run's results).
+pub fn preflight(options: &PredictOptions) -> Result<Vec<Input>> {
+    let inputs = collect_inputs(&options.inputs, &options.out, options.max_inputs)?;
     if inputs.is_empty() {
         let names: Vec<String> = options.inputs.iter().map(|p| p.display().to_string()).collect();
         return Err(CliError::Input(format!(
@@ -180,7 +115,59 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
             EXTENSIONS.join(", ")
         )));
     }
-    std::fs::create_dir_all(&options.out).map_err(CliError::io(&options.out))?;
+    let out = &options.out;
+    let refuse = |reason: String| CliError::Output { path: out.clone(), reason };
+    if out.exists() && !out.is_dir() {
+        return Err(refuse("exists and is not a folder".into()));
+    }
+    let earlier: Vec<&str> = RUN_MARKERS.iter().copied().filter(|m| out.join(m).exists()).collect();
+    if !earlier.is_empty() && !options.overwrite {
+        return Err(refuse(format!(
+            "holds the results of an earlier run ({}): pass --overwrite to replace them, or choose another --out",
+            earlier.join(", ")
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| refuse(e.to_string()))?;
+    let probe = out.join(format!(".pnpt-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| refuse(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    for m in earlier {
+        let path = out.join(m);
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.map_err(|e| refuse(format!("cannot clear {m} of the earlier run: {e}")))?;
+    }
+    Ok(inputs)
+}
+
+/// Checks the inputs and the output folder ([`preflight`]), loads the detector on the
+/// options' device and scores every input.
+pub fn run_predict(options: PredictOptions) -> Result<Summary> {
+    let inputs = preflight(&options)?;
+    let device = options.device;
+    run_on(&device, Task(options, inputs))?
+}
+
+struct Task(PredictOptions, Vec<Input>);
+
+impl BackendTask for Task {
+    type Output = Result<Summary>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Summary> {
+        let detector = Detector::<B::InnerBackend>::load(&self.0.detector, &device)?;
+        score_inputs(&detector, &self.0, &self.1)
+    }
+}
+
+/// Scores every input with `detector` and writes the outputs ([`preflight`] first); a failed
+/// image is an error line and the run goes on.
+pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions) -> Result<Summary> {
+    let inputs = preflight(options)?;
+    score_inputs(detector, options, &inputs)
+}
+
+fn score_inputs<B: Backend>(detector: &Detector<B>, options: &PredictOptions, inputs: &[Input]) -> Result<Summary> {
+    if let Some(c) = &options.category {
+        detector.model().category_index(c)?;
+    }
     let jsonl = options.out.join("predictions.jsonl");
     let pb = if options.progress && std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(Some(inputs.len() as u64), ProgressDrawTarget::stderr())
@@ -194,7 +181,9 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
     let mut lines: Vec<String> = Vec::with_capacity(inputs.len());
     let mut summary = Summary { images: inputs.len(), ..Default::default() };
     let t0 = Instant::now();
-    let mut last_write = Instant::now();
+    // The first batch's lines are written at once, so an output that cannot be written after
+    // all fails after one batch, not after every image.
+    let mut last_write: Option<Instant> = None;
     for chunk in inputs.chunks(options.batch.max(1)) {
         let tb = Instant::now();
         let records = score_batch(detector, chunk, options);
@@ -216,9 +205,9 @@ pub fn predict_with<B: Backend>(detector: &Detector<B>, options: &PredictOptions
         }
         pb.inc(chunk.len() as u64);
         pb.set_message(format!("{} anomalous, {} failed", summary.anomalous, summary.failed));
-        if last_write.elapsed() >= Duration::from_secs(1) {
+        if last_write.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             write_lines(&jsonl, &lines)?;
-            last_write = Instant::now();
+            last_write = Some(Instant::now());
         }
     }
     write_lines(&jsonl, &lines)?;
@@ -330,27 +319,4 @@ fn write_maps<B: Backend>(
         None => None,
     };
     Ok((Some(overlay_rel), mask_rel))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inputs_are_found_named_uniquely_and_the_output_folder_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for f in ["a/x.png", "a/sub/y.JPG", "a/notes.txt", "a/out/maps/x.overlay.png", "b/x.png"] {
-            let p = root.join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, b"").unwrap();
-        }
-        let inputs =
-            collect_inputs(&[root.join("a"), root.join("b/x.png"), root.join("missing.png")], &root.join("a/out"))
-                .unwrap();
-        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["sub/y", "x", "x~2", "missing"]);
-        assert_eq!(inputs[3].error.as_deref(), Some("no such file or folder"));
-        assert!(inputs[..3].iter().all(|i| i.error.is_none()));
-    }
 }
