@@ -2,7 +2,9 @@
 //! backbone features -> CS-NPP prompt pool -> patch memory -> PNPT transformer -> per-position
 //! statistics -> calibration -> model selection on pseudo-anomalies (never on test labels) ->
 //! calibration of the rule chosen. `pnpt train` and `train_mvtec` call [`train`] once;
-//! [`rescore`] redoes the steps after the transformer on a saved detector.
+//! [`rescore`] redoes the steps after the transformer on a saved detector. Under
+//! `train.run_budget_seconds` the transformer gets the time the other steps leave
+//! ([`BudgetPlan`]).
 //!
 //! ```no_run
 //! use pnpt::{backend::Cpu, data::Dataset, model::{PnptConfig, TrainOptions}, train::train, validation::ValidationOptions};
