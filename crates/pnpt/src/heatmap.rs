@@ -227,15 +227,10 @@ pub fn render(image: &RgbImage, map: &[f32], mask: Option<&[u8]>, size: usize, s
     out
 }
 
-/// Where the heat map of `sample` of `category` lies, relative to the report folder
-/// (`heatmaps/<category>/<defect>_<stem>.png`, `/`-separated as in a URL), as the reports show
-/// it: a stem that is not UTF-8 appears with U+FFFD, the file itself is at [`relative_file`].
-pub fn relative_path(category: &str, sample: &Sample) -> String {
-    format!("heatmaps/{category}/{}_{}.png", sample.defect, sample.stem())
-}
-
-/// The heat map's file relative to the report folder, with the image's exact stem (any bytes
-/// the OS allows, so two images never share a heat map through a lossy name).
+/// The heat map's file of `sample` of `category`, relative to the report folder
+/// (`heatmaps/<category>/<defect>_<stem>.png`), with the image's exact stem (any bytes the OS
+/// allows, so two images never share a heat map through a lossy name; the reports write it
+/// lossily, the page links it by its bytes).
 pub fn relative_file(category: &str, sample: &Sample) -> std::path::PathBuf {
     let mut name = std::ffi::OsString::from(format!("{}_", sample.defect));
     name.push(sample.file_stem());
