@@ -103,7 +103,7 @@ fn expected_after<B: Backend>(
     validation: Option<&ValidationOptions>,
 ) -> Result<f64> {
     let device = pool.codes().device();
-    let probe = pnpt_model::Pnpt::<B>::new(&config.model, config.feature_spec(), &device)?;
+    let probe = pnpt_model::train::untrained_model::<B>(config, &device)?;
     let mut model = AnomalyModel::new(config.clone(), backbone.clone(), pool.clone(), probe)?;
     if let Some(memory) = memory {
         model = model.with_memory(memory.clone())?;

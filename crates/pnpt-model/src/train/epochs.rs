@@ -29,6 +29,15 @@ use crate::{Error, PnptConfig, Result};
 /// backend meanwhile: replicas sharing a device (two CPU ranks) share its one generator.
 static INIT: Mutex<()> = Mutex::new(());
 
+/// A randomly initialised model of `config`'s shape for what does not depend on its weights
+/// (timing a forward pass), made under the lock of the trainings' seeding and initialisation:
+/// its draws from the backend's generator never fall between another training's seeding and
+/// its initialisation, so that training's weights stay those of its seed.
+pub fn untrained_model<B: burn::tensor::backend::Backend>(config: &PnptConfig, device: &B::Device) -> Result<Pnpt<B>> {
+    let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    Pnpt::new(&config.model, config.feature_spec(), device)
+}
+
 /// Held by every training of the process while a step builds its autodiff graph and while it
 /// runs the backward pass. Burn 0.21 keeps every thread's autodiff graphs in one registry, and
 /// each `backward()` ends by sweeping all of them for nodes that no tensor holds. A sweep that

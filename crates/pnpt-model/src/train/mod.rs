@@ -44,6 +44,7 @@ use crate::{Error, PnptConfig, Result};
 
 pub use checkpoint::CHECKPOINT_FILE;
 pub(crate) use checkpoint::{MODEL_KIND, apply_model_tensors, load_record_checked, model_entries};
+pub use epochs::untrained_model;
 pub use feature_store::{FeatureStorage, parse_size};
 pub use features::{FeatureSet, build_training_set, extract_features, preprocess_for, split_holdout};
 pub use memory::build_memory;
